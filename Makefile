@@ -1,0 +1,93 @@
+# Plane in C - one non-recursive GNU Makefile.
+#   make            build build/plane (and the test fixtures)
+#   make SAN=1 ...  the same with ASan+UBSan, in build/san
+#   make test       install what tests need, then unit + integration tests
+#   make dev        install build deps, build, start `plane dev`
+#   make fuzz       build libFuzzer targets (clang)
+#   make lint fmt   cppcheck / clang-format
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+CFLAGS += -std=c11 -D_GNU_SOURCE -MMD -MP -Wall -Wextra -Wformat=2 -Wshadow \
+          -Wstrict-prototypes -Wmissing-prototypes -Wwrite-strings -Wpointer-arith
+PKGS := libuv jansson sqlite3 libpq openssl libcurl
+CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lwslay -lm
+
+BUILD := build
+ifdef SAN
+BUILD := build/san
+CFLAGS += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+SRC := $(sort $(wildcard src/common/*.c src/drone/*.c src/controller/*.c src/proxy/*.c \
+                         src/dns/*.c src/cli/*.c))
+OBJ := $(SRC:%.c=$(BUILD)/%.o)
+MAIN_OBJ := $(BUILD)/src/main.o
+UNIT_SRC := $(sort $(wildcard tests/unit/*.c))
+UNIT_OBJ := $(UNIT_SRC:%.c=$(BUILD)/%.o)
+
+PLANE := $(BUILD)/plane
+UNIT := $(BUILD)/unit_tests
+ECHO := build/echo_backend
+PYTHON := /usr/bin/python3
+GIT_HASH := $(shell git rev-parse --verify -q HEAD 2>/dev/null | cut -c1-8)
+
+.PHONY: all deps test unit integration dev fuzz lint fmt clean
+all: $(PLANE) $(ECHO)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DPLANE_GIT_HASH='"$(GIT_HASH)"' -c -o $@ $<
+
+$(PLANE): $(OBJ) $(MAIN_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(UNIT): $(OBJ) $(UNIT_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+# The echo backend is static so it can live alone in a FROM-scratch image.
+$(ECHO): tests/fixtures/echo_backend.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE -O2 -g -Wall -Wextra -static -o $@ $<
+
+deps:
+	scripts/install-deps.sh
+
+unit: $(UNIT) $(ECHO)
+	ECHO_BACKEND=$(abspath $(ECHO)) $(UNIT)
+
+integration: $(PLANE) $(ECHO)
+	PLANE_BIN=$(abspath $(PLANE)) ECHO_BACKEND=$(abspath $(ECHO)) \
+	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+
+test: deps
+	$(MAKE) all $(UNIT)
+	$(MAKE) unit
+	$(MAKE) integration
+
+dev: deps
+	$(MAKE) all
+	$(PLANE) dev
+
+FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_LIB_SRC := $(filter-out src/main.c,$(SRC))
+fuzz: $(FUZZ_BIN)
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+	@mkdir -p $(dir $@)
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	  $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)
+
+lint:
+	cppcheck --quiet --enable=warning,performance,portability --inline-suppr \
+	  --suppress=missingIncludeSystem -Isrc src tests/unit
+
+fmt:
+	clang-format -i $(SRC) src/main.c $(wildcard src/*/*.h) $(UNIT_SRC) tests/unit/*.h
+
+clean:
+	rm -rf build
+
+-include $(OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)

@@ -1,0 +1,16 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * clock.h - wall-clock milliseconds (protocol timestamps, spec §0) and a
+ * monotonic clock for measuring intervals.
+ */
+#ifndef PLANE_CLOCK_H
+#define PLANE_CLOCK_H
+
+#include <stdint.h>
+
+/* Milliseconds since the Unix epoch (UTC). */
+int64_t clock_epoch_ms(void);
+/* Monotonic nanoseconds, for durations only. */
+uint64_t clock_mono_ns(void);
+
+#endif

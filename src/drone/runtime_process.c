@@ -1,0 +1,910 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime_process.c - backends as plain child processes of the drone: the
+ * `plane dev` default, and a runtime for hosts without Docker.
+ *
+ * The executable is {"command":[argv...],"env":{...},"cwd":"...",
+ * "resource_limits":{...}}. Each backend gets a free port on the bind
+ * address as PORT and the §18 variables, runs in its own session and
+ * process group (so signals reach its children too), writes stdout and
+ * stderr to <data_dir>/logs/<id>.log, and, when it asks for memory or CPU
+ * limits, runs in its own cgroup. Soft terminate is SIGTERM to the group and
+ * SIGKILL after the grace period; hard terminate is SIGKILL now. When the
+ * leader exits, whatever is left of the group is killed too.
+ *
+ * A record <data_dir>/run/<id>.pid ("pid starttime") exists while a backend
+ * runs, so a drone that was killed and restarted finds what the previous
+ * instance left and kills it: no backend outlives the drone that owns it.
+ */
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../common/log.h"
+#include "../common/names.h"
+#include "../common/net.h"
+#include "../common/xalloc.h"
+#include "cgroup.h"
+#include "ready_probe.h"
+#include "runtime.h"
+
+#define PORT_MIN 20000 /* below the kernel's ephemeral range (32768+) */
+#define PORT_MAX 29999
+#define MAX_ARGS 4096
+
+struct process_runtime {
+    struct runtime base; /* must be first */
+    char *data_dir;      /* owned */
+    char *bind_ip;       /* owned */
+    struct list_node children;
+    struct cgroup_host cgroups;
+    uv_timer_t metrics_timer;
+    uint16_t next_port;
+    uint64_t last_sys_ns; /* host cpu time at the previous metrics pass */
+};
+
+struct waiter {
+    struct list_node node; /* in child->waiters */
+    struct runtime_op *op;
+    struct ready_probe *probe;
+    struct child *child;
+};
+
+struct child {
+    struct list_node node; /* in runtime->children */
+    struct process_runtime *prt;
+    char *id;              /* owned */
+    uv_process_t proc;
+    uv_timer_t kill_timer; /* SIGKILL after the grace period */
+    int pid;
+    uint16_t port;
+    bool exited;
+    bool soft_sent;
+    bool spawn_failed;     /* killed during spawn: do not report its exit */
+    struct cgroup cg;      /* empty unless limits were asked for */
+    struct list_node waiters;
+    uint64_t last_cpu_ns;
+    unsigned open_handles; /* proc and kill_timer, until closed */
+};
+
+/* What the executable JSON says; strings borrowed from the JSON. */
+struct process_exec {
+    const char *argv[MAX_ARGS + 1];
+    size_t argc;
+    const json_t *env; /* object or NULL */
+    const char *cwd;   /* or NULL */
+    struct cgroup_limits limits;
+    int64_t cpu_time_limit; /* seconds of CPU, RLIMIT_CPU; 0: none */
+    int64_t disk_limit_bytes;
+};
+
+static struct process_runtime *to_process(struct runtime *rt)
+{
+    assert(rt->ops == &runtime_process_ops);
+    return (struct process_runtime *)rt;
+}
+
+static int get_limit(const json_t *limits, const char *name, int64_t max, int64_t *out, struct buf *err)
+{
+    const json_t *v = json_object_get(limits, name);
+
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
+        buf_printf(err, "resource_limits.%s must be an integer from 0 to %" PRId64, name, max);
+        return -EINVAL;
+    }
+    *out = json_integer_value(v);
+    return 0;
+}
+
+static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
+{
+    const json_t *cmd = json_object_get(x, "command");
+    const json_t *cwd = json_object_get(x, "cwd");
+    const json_t *limits = json_object_get(x, "resource_limits");
+    int64_t percent = 0;
+    size_t i;
+
+    memset(e, 0, sizeof(*e));
+    if (!json_is_object(x)) {
+        buf_printf(err, "executable must be an object with a \"command\" array");
+        return -EINVAL;
+    }
+    if (!json_is_array(cmd) || json_array_size(cmd) == 0 || json_array_size(cmd) > MAX_ARGS) {
+        buf_printf(err, "executable.command must be a non-empty array of strings");
+        return -EINVAL;
+    }
+    for (i = 0; i < json_array_size(cmd); i++) {
+        const json_t *a = json_array_get(cmd, i);
+        if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a)) {
+            buf_printf(err, "executable.command[%zu] must be a string without NUL bytes", i);
+            return -EINVAL;
+        }
+        e->argv[i] = json_string_value(a);
+    }
+    e->argc = i;
+    if (e->argv[0][0] == '\0') {
+        buf_printf(err, "executable.command[0] is empty");
+        return -EINVAL;
+    }
+    e->env = json_object_get(x, "env");
+    if (e->env && json_is_null(e->env))
+        e->env = NULL;
+    if (e->env) {
+        const char *k;
+        json_t *v;
+        if (!json_is_object(e->env)) {
+            buf_printf(err, "executable.env must be an object of strings");
+            return -EINVAL;
+        }
+        json_object_foreach((json_t *)e->env, k, v) {
+            if (!json_is_string(v) || !*k || strchr(k, '=') ||
+                strlen(json_string_value(v)) != json_string_length(v)) {
+                buf_printf(err, "executable.env.%s must be a string (and the name non-empty, without '=')", k);
+                return -EINVAL;
+            }
+        }
+    }
+    if (cwd && !json_is_null(cwd)) {
+        if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/') {
+            buf_printf(err, "executable.cwd must be an absolute path");
+            return -EINVAL;
+        }
+        e->cwd = json_string_value(cwd);
+    }
+    if (limits && !json_is_null(limits)) {
+        if (!json_is_object(limits)) {
+            buf_printf(err, "executable.resource_limits must be an object");
+            return -EINVAL;
+        }
+        if (get_limit(limits, "memory_limit_bytes", INT64_MAX, &e->limits.memory_bytes, err) < 0 ||
+            get_limit(limits, "cpu_period", 1000000, &e->limits.cpu_period_us, err) < 0 ||
+            get_limit(limits, "cpu_period_percent", 255, &percent, err) < 0 ||
+            get_limit(limits, "cpu_time_limit", INT64_MAX, &e->cpu_time_limit, err) < 0 ||
+            get_limit(limits, "disk_limit_bytes", INT64_MAX, &e->disk_limit_bytes, err) < 0)
+            return -EINVAL;
+        e->limits.cpu_percent = (int)percent;
+        if (e->disk_limit_bytes > 0) {
+            buf_printf(err, "resource_limits.disk_limit_bytes is not supported by the process runtime");
+            return -ENOTSUP;
+        }
+    }
+    return 0;
+}
+
+/* 0 if argv0 names an executable file (directly or on PATH), else -errno. */
+static int find_program(const char *argv0, const char *path_env)
+{
+    if (strchr(argv0, '/'))
+        return access(argv0, X_OK) == 0 ? 0 : -errno;
+    char *paths = xstrdup(path_env ? path_env : "/usr/local/bin:/usr/bin:/bin");
+    int rc = -ENOENT;
+    for (char *save = NULL, *d = strtok_r(paths, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
+        char *p = xasprintf("%s/%s", *d ? d : ".", argv0);
+        struct stat st;
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0)
+            rc = 0;
+        free(p);
+        if (rc == 0)
+            break;
+    }
+    free(paths);
+    return rc;
+}
+
+static const char *exec_path(const struct process_exec *e)
+{
+    const json_t *p = e->env ? json_object_get(e->env, "PATH") : NULL;
+
+    return p ? json_string_value(p) : getenv("PATH");
+}
+
+static void process_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable)
+{
+    struct process_exec e;
+    struct buf err = BUF_INIT;
+    int rc;
+
+    (void)rt;
+    rc = parse_exec(executable, &e, &err);
+    if (rc == 0) {
+        rc = find_program(e.argv[0], exec_path(&e));
+        if (rc < 0)
+            buf_printf(&err, "cannot run '%s': %s", e.argv[0], strerror(-rc));
+    }
+    if (rc < 0)
+        runtime_op_complete(op, rc, "%s", buf_cstr(&err));
+    else
+        runtime_op_complete(op, 0, NULL);
+    buf_release(&err);
+}
+
+static struct child *child_find(struct process_runtime *prt, const char *id)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &prt->children) {
+        struct child *c = list_entry(pos, struct child, node);
+        if (strcmp(c->id, id) == 0)
+            return c;
+    }
+    return NULL;
+}
+
+static bool port_taken(struct process_runtime *prt, uint16_t port)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &prt->children)
+        if (list_entry(pos, struct child, node)->port == port)
+            return true;
+    return false;
+}
+
+/* A free port from our range, skipping our own backends' ports. */
+static int pick_port(struct process_runtime *prt)
+{
+    for (int tries = 0; tries <= PORT_MAX - PORT_MIN; tries++) {
+        uint16_t port = prt->next_port;
+        prt->next_port = port >= PORT_MAX ? PORT_MIN : port + 1;
+        if (!port_taken(prt, port) && net_pick_free_port(prt->bind_ip, port) == (int)port)
+            return port;
+    }
+    return -EADDRINUSE;
+}
+
+static char *run_dir(struct process_runtime *prt)
+{
+    return xasprintf("%s/run", prt->data_dir);
+}
+
+static char *pid_record_path(struct process_runtime *prt, const char *id)
+{
+    return xasprintf("%s/run/%s.pid", prt->data_dir, id);
+}
+
+/* Field 22 of /proc/PID/stat: start time in clock ticks since boot; 0 if gone. */
+static unsigned long long proc_start_time(int pid)
+{
+    char path[64], text[1024];
+    unsigned long long start = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strrchr(text, ')'); /* the command name may contain spaces */
+    if (!p)
+        return 0;
+    /* After ")": state is field 3; starttime is field 22, so skip 19 fields. */
+    p += 2;
+    for (int i = 0; i < 19 && p; i++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    if (p)
+        start = strtoull(p, NULL, 10);
+    return start;
+}
+
+static void write_pid_record(struct process_runtime *prt, struct child *c)
+{
+    char *path = pid_record_path(prt, c->id);
+    FILE *f = fopen(path, "we");
+
+    if (f) {
+        fprintf(f, "%d %llu %s\n", c->pid, proc_start_time(c->pid), c->cg.mem_path ? c->cg.mem_path : "-");
+        fclose(f);
+    } else {
+        log_warn("backend %s: cannot write '%s': %s", c->id, path, strerror(errno));
+    }
+    free(path);
+}
+
+static void child_unref(void *ptr)
+{
+    struct child *c = ptr;
+
+    if (--c->open_handles > 0)
+        return;
+    list_remove(&c->node);
+    free(c->id);
+    free(c);
+}
+
+static void child_close(struct child *c)
+{
+    struct runtime *rt = &c->prt->base;
+
+    uv_timer_stop(&c->kill_timer);
+    if (!uv_is_closing((uv_handle_t *)&c->kill_timer))
+        runtime_close_handle(rt, (uv_handle_t *)&c->kill_timer, child_unref, c);
+    if (!uv_is_closing((uv_handle_t *)&c->proc))
+        runtime_close_handle(rt, (uv_handle_t *)&c->proc, child_unref, c);
+}
+
+static void waiter_done(void *arg, int status, const char *error)
+{
+    struct waiter *w = arg;
+
+    list_remove(&w->node);
+    w->op->impl = NULL;
+    if (status < 0)
+        runtime_op_complete(w->op, status, "%s", error ? error : strerror(-status));
+    else
+        runtime_op_complete(w->op, 0, NULL);
+    free(w);
+}
+
+/* The leader is gone: clean up after it and report. */
+static void exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
+{
+    struct child *c = container_of(proc, struct child, proc);
+    struct process_runtime *prt = c->prt;
+    int code = term_signal ? 128 + term_signal : (int)exit_status;
+    struct list_node *pos, *tmp;
+    char msg[96];
+
+    c->exited = true;
+    /* Whatever the leader left in its group or cgroup goes with it. */
+    kill(-c->pid, SIGKILL);
+    if (c->cg.mem_path) {
+        cgroup_kill_all(&c->cg);
+        cgroup_destroy(&c->cg);
+    }
+    char *rec = pid_record_path(prt, c->id);
+    unlink(rec);
+    free(rec);
+    log_info("backend %s: pid %d exited with code %d", c->id, c->pid, code);
+    snprintf(msg, sizeof(msg), "backend exited with code %d before it was ready", code);
+    list_for_each_safe(pos, tmp, &c->waiters)
+        ready_probe_stop(list_entry(pos, struct waiter, node)->probe, -ECHILD, msg);
+    child_close(c);
+    if (!c->spawn_failed)
+        runtime_emit_exit(&prt->base, c->id, code);
+}
+
+static void kill_timer_cb(uv_timer_t *t)
+{
+    struct child *c = container_of(t, struct child, kill_timer);
+
+    if (!c->exited) {
+        log_info("backend %s: still running %u ms after SIGTERM, sending SIGKILL", c->id, c->prt->base.grace_ms);
+        kill(-c->pid, SIGKILL);
+    }
+}
+
+/* NAME=VALUE strings for the backend; the caller frees each and the array. */
+static char **build_env(const struct process_exec *e, const struct spawn_spec *spec, uint16_t port,
+                        const char *home)
+{
+    static const char *const inherited[] = {"PATH", "LANG", "LC_ALL", "TZ"};
+    size_t cap = 16 + (e->env ? json_object_size(e->env) : 0);
+    char **env = xcalloc(cap, sizeof(*env));
+    size_t n = 0;
+    const char *k;
+    json_t *v;
+
+    for (size_t i = 0; i < ARRAY_SIZE(inherited); i++) {
+        const char *val = getenv(inherited[i]);
+        if (val && !(e->env && json_object_get(e->env, inherited[i])))
+            env[n++] = xasprintf("%s=%s", inherited[i], val);
+    }
+    if (!(e->env && json_object_get(e->env, "HOME")))
+        env[n++] = xasprintf("HOME=%s", home);
+    if (e->env) {
+        json_object_foreach((json_t *)e->env, k, v) {
+            /* Ours win (§14.3): skip user values we are about to set. */
+            if (strcmp(k, "PORT") == 0 || strncmp(k, "SESSION_BACKEND_", 16) == 0)
+                continue;
+            env[n++] = xasprintf("%s=%s", k, json_string_value(v));
+        }
+    }
+    env[n++] = xasprintf("PORT=%u", port);
+    env[n++] = xasprintf("SESSION_BACKEND_ID=%s", spec->backend_id);
+    if (spec->key) {
+        env[n++] = xasprintf("SESSION_BACKEND_KEY=%s", spec->key->name ? spec->key->name : "");
+        env[n++] = xasprintf("SESSION_BACKEND_FENCING_TOKEN=%" PRId64, spec->key->token);
+    }
+    if (spec->static_token)
+        env[n++] = xasprintf("SESSION_BACKEND_STATIC_TOKEN=%s", spec->static_token);
+    env[n] = NULL;
+    return env;
+}
+
+static void free_strv(char **v)
+{
+    for (size_t i = 0; v && v[i]; i++)
+        free(v[i]);
+    free(v);
+}
+
+static int ensure_dir(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) == -1 && errno != EEXIST)
+        return -errno;
+    return 0;
+}
+
+static void process_spawn(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec)
+{
+    struct process_runtime *prt = to_process(rt);
+    struct process_exec e;
+    struct buf err = BUF_INIT;
+    struct child *c = NULL;
+    char **env = NULL;
+    char *log_path = NULL, *home = NULL, *logs = NULL, *backends = NULL;
+    int log_fd = -1;
+    int port;
+    int rc;
+
+    rc = parse_exec(spec->executable, &e, &err);
+    if (rc < 0)
+        goto out;
+    c = child_find(prt, spec->backend_id);
+    if (c) {
+        rc = -EEXIST;
+        buf_printf(&err, "backend %s is already running here", spec->backend_id);
+        c = NULL;
+        goto out;
+    }
+    port = pick_port(prt);
+    if (port < 0) {
+        rc = port;
+        buf_printf(&err, "no free port on %s: %s", prt->bind_ip, strerror(-rc));
+        goto out;
+    }
+    logs = xasprintf("%s/logs", prt->data_dir);
+    backends = xasprintf("%s/backends", prt->data_dir);
+    home = xasprintf("%s/%s", backends, spec->backend_id);
+    if ((rc = ensure_dir(logs, 0750)) < 0 || (rc = ensure_dir(backends, 0750)) < 0 ||
+        (rc = ensure_dir(home, 0750)) < 0) {
+        buf_printf(&err, "cannot create backend directories under '%s': %s", prt->data_dir, strerror(-rc));
+        goto out;
+    }
+    log_path = xasprintf("%s/%s.log", logs, spec->backend_id);
+    log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+    if (log_fd == -1) {
+        rc = -errno;
+        buf_printf(&err, "cannot open log '%s': %s", log_path, strerror(-rc));
+        goto out;
+    }
+
+    c = xcalloc(1, sizeof(*c));
+    c->prt = prt;
+    c->id = xstrdup(spec->backend_id);
+    c->port = (uint16_t)port;
+    list_init(&c->waiters);
+    list_init(&c->node);
+    if (e.limits.memory_bytes > 0 || e.limits.cpu_percent > 0) {
+        rc = cgroup_create(&prt->cgroups, c->id, &e.limits, &c->cg, &err);
+        if (rc < 0)
+            goto out;
+    }
+
+    env = build_env(&e, spec, c->port, home);
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
+        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
+    };
+    uv_process_options_t opts = {
+        .exit_cb = exit_cb,
+        .file = e.argv[0],
+        .args = (char **)e.argv,
+        .env = env,
+        .cwd = e.cwd ? e.cwd : home,
+        /* setsid(): its own session and process group, away from our terminal. */
+        .flags = UV_PROCESS_DETACHED,
+        .stdio_count = 3,
+        .stdio = stdio,
+    };
+    /*
+     * uv_spawn looks the program up in the PATH of the environment we give
+     * the child when one is set there; that is the PATH the user meant.
+     */
+    rc = uv_spawn(rt->loop, &c->proc, &opts);
+    if (rc < 0) {
+        buf_printf(&err, "cannot start '%s': %s", e.argv[0], uv_strerror(rc));
+        rc = rc == UV_ENOENT ? -ENOENT : -EINVAL;
+        /* A handle that failed to spawn must still be closed. */
+        c->exited = true;
+        c->open_handles = 1;
+        if (c->cg.mem_path)
+            cgroup_destroy(&c->cg);
+        runtime_close_handle(rt, (uv_handle_t *)&c->proc, child_unref, c);
+        c = NULL;
+        goto out;
+    }
+    c->pid = c->proc.pid;
+    uv_timer_init(rt->loop, &c->kill_timer);
+    c->open_handles = 2;
+    list_insert_tail(&prt->children, &c->node);
+    if (c->cg.mem_path && (rc = cgroup_add_pid(&c->cg, c->pid)) < 0) {
+        /* Limits we promised cannot be applied: do not run without them. */
+        buf_printf(&err, "cannot move pid %d into cgroup '%s': %s", c->pid, c->cg.mem_path, strerror(-rc));
+        c->spawn_failed = true; /* its exit is not reported: the spawn failed */
+        kill(-c->pid, SIGKILL);
+        c = NULL;
+        goto out;
+    }
+    if (e.cpu_time_limit > 0) {
+        struct rlimit rl = {.rlim_cur = (rlim_t)e.cpu_time_limit, .rlim_max = (rlim_t)e.cpu_time_limit};
+        if (prlimit(c->pid, RLIMIT_CPU, &rl, NULL) == -1)
+            log_warn("backend %s: cannot set cpu time limit: %s", c->id, strerror(errno));
+    }
+    write_pid_record(prt, c);
+    log_info("backend %s: started pid %d on port %u, log '%s'", c->id, c->pid, c->port, log_path);
+    op->res.port = c->port;
+    op->res.container_id = xasprintf("%d", c->pid);
+    rc = 0;
+out:
+    if (rc < 0) {
+        if (c) {
+            cgroup_destroy(&c->cg);
+            free(c->id);
+            free(c);
+        }
+        runtime_op_complete(op, rc, "%s", buf_cstr(&err));
+    } else {
+        runtime_op_complete(op, 0, NULL);
+    }
+    if (log_fd != -1)
+        close(log_fd);
+    free_strv(env);
+    free(log_path);
+    free(home);
+    free(logs);
+    free(backends);
+    buf_release(&err);
+}
+
+static void process_wait_ready(struct runtime *rt, struct runtime_op *op, const char *address)
+{
+    struct process_runtime *prt = to_process(rt);
+    struct child *c = child_find(prt, op->backend_id);
+    struct buf err = BUF_INIT;
+    struct waiter *w;
+
+    if (!c || c->exited) {
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", op->backend_id);
+        return;
+    }
+    w = xcalloc(1, sizeof(*w));
+    w->op = op;
+    w->child = c;
+    list_insert_tail(&c->waiters, &w->node);
+    op->impl = w;
+    w->probe = ready_probe_start(rt->loop, address, rt->ready_timeout_ms, waiter_done, w, &err);
+    if (!w->probe) {
+        list_remove(&w->node);
+        op->impl = NULL;
+        free(w);
+        runtime_op_complete(op, -EINVAL, "%s", buf_cstr(&err));
+    }
+    buf_release(&err);
+}
+
+static void process_cancel(struct runtime *rt, struct runtime_op *op)
+{
+    struct waiter *w = op->impl;
+
+    (void)rt;
+    if (op->kind == RUNTIME_OP_WAIT_READY && w)
+        ready_probe_stop(w->probe, -ECANCELED, "cancelled");
+}
+
+static void process_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
+{
+    struct process_runtime *prt = to_process(rt);
+    struct child *c = child_find(prt, op->backend_id);
+
+    if (!c || c->exited) {
+        op->res.was_running = false;
+        runtime_op_complete(op, 0, NULL);
+        return;
+    }
+    if (kill(-c->pid, hard ? SIGKILL : SIGTERM) == -1) {
+        int rc = -errno;
+        if (rc == -ESRCH) {
+            /* The group is gone; the exit callback is on its way. */
+            op->res.was_running = false;
+            runtime_op_complete(op, 0, NULL);
+        } else {
+            runtime_op_complete(op, rc, "cannot signal backend %s (pid %d): %s", c->id, c->pid, strerror(-rc));
+        }
+        return;
+    }
+    log_info("backend %s: sent %s to process group %d", c->id, hard ? "SIGKILL" : "SIGTERM", c->pid);
+    if (!hard && !c->soft_sent) {
+        c->soft_sent = true;
+        uv_timer_start(&c->kill_timer, kill_timer_cb, rt->grace_ms, 0);
+    }
+    op->res.was_running = true;
+    runtime_op_complete(op, 0, NULL);
+}
+
+/* Host CPU time in ns: the "cpu" line of /proc/stat, as Docker's system_cpu_usage. */
+static uint64_t host_cpu_ns(void)
+{
+    unsigned long long v[10] = {0};
+    uint64_t sum = 0;
+    FILE *f = fopen("/proc/stat", "re");
+
+    if (!f)
+        return 0;
+    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &v[7], &v[8], &v[9]) >= 4)
+        for (int i = 0; i < 8; i++) /* guest time is already in user */
+            sum += v[i];
+    fclose(f);
+    return sum * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+/* CPU time (user + system, own and reaped children) of pid in ns. */
+static uint64_t proc_cpu_ns(int pid)
+{
+    char path[64], text[1024];
+    unsigned long long ut = 0, st = 0, cut = 0, cst = 0;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    f = fopen(path, "re");
+    if (!f)
+        return 0;
+    size_t n = fread(text, 1, sizeof(text) - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char *p = strrchr(text, ')');
+    if (!p)
+        return 0;
+    /* Fields 14-17 are utime stime cutime cstime; p+2 is field 3. */
+    p += 2;
+    for (int i = 0; i < 11 && p; i++) {
+        p = strchr(p, ' ');
+        if (p)
+            p++;
+    }
+    if (!p || sscanf(p, "%llu %llu %llu %llu", &ut, &st, &cut, &cst) != 4)
+        return 0;
+    return (ut + st + cut + cst) * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
+}
+
+static uint64_t status_kb(const char *text, const char *name)
+{
+    const char *p = strstr(text, name);
+
+    return p ? strtoull(p + strlen(name), NULL, 10) * 1024 : 0;
+}
+
+/* Memory of the leader from /proc, for backends without a cgroup. */
+static void proc_memory(int pid, struct backend_metrics *m)
+{
+    char path[64], text[4096];
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%d/status", pid);
+    f = fopen(path, "re");
+    if (f) {
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        m->mem_used = status_kb(text, "VmRSS:");
+        m->mem_total = m->mem_used;
+        m->mem_active = m->mem_used;
+        m->mem_unevictable = status_kb(text, "VmLck:");
+    }
+    f = fopen("/proc/meminfo", "re");
+    if (f) {
+        size_t n = fread(text, 1, sizeof(text) - 1, f);
+        text[n] = '\0';
+        fclose(f);
+        m->mem_limit = status_kb(text, "MemTotal:");
+    }
+}
+
+static void metrics_cb(uv_timer_t *t)
+{
+    struct process_runtime *prt = container_of(t, struct process_runtime, metrics_timer);
+    uint64_t sys = host_cpu_ns();
+    uint64_t sys_delta = sys > prt->last_sys_ns ? sys - prt->last_sys_ns : 0;
+    struct list_node *pos, *tmp;
+
+    prt->last_sys_ns = sys;
+    list_for_each_safe(pos, tmp, &prt->children) {
+        struct child *c = list_entry(pos, struct child, node);
+        struct backend_metrics m = {.backend_id = c->id};
+        if (c->exited)
+            continue;
+        if (!c->cg.mem_path || cgroup_sample(&c->cg, &m) < 0)
+            proc_memory(c->pid, &m);
+        uint64_t cpu = proc_cpu_ns(c->pid);
+        m.cpu_used = cpu > c->last_cpu_ns ? cpu - c->last_cpu_ns : 0;
+        c->last_cpu_ns = cpu;
+        m.sys_cpu = sys_delta;
+        runtime_emit_metrics(&prt->base, &m);
+    }
+}
+
+/* Kills what a previous instance with this data dir left running. */
+static void reap_leftovers(struct process_runtime *prt)
+{
+    char *dir = run_dir(prt);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+
+    while (d && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 4, ".pid") != 0)
+            continue;
+        char *path = xasprintf("%s/%s", dir, de->d_name);
+        FILE *f = fopen(path, "re");
+        int pid = 0;
+        unsigned long long start = 0;
+        char cg[4096] = "-";
+        if (f && fscanf(f, "%d %llu %4095s", &pid, &start, cg) >= 2 && pid > 1) {
+            /* Only if it is still the same process, not a reused pid. */
+            if (proc_start_time(pid) == start) {
+                log_warn("backend %.*s: killing pid %d left by a previous run", (int)(n - 4), de->d_name, pid);
+                kill(-pid, SIGKILL);
+                kill(pid, SIGKILL);
+            }
+            if (strcmp(cg, "-") != 0) {
+                struct cgroup old = {.mem_path = xstrdup(cg)};
+                cgroup_kill_all(&old);
+                cgroup_destroy(&old);
+            }
+        }
+        if (f)
+            fclose(f);
+        unlink(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+    free(dir);
+}
+
+static int process_open(struct runtime **out, const struct runtime_config *cfg, struct buf *err)
+{
+    struct process_runtime *prt;
+    char *dir;
+    int rc;
+
+    if (!cfg->data_dir) {
+        buf_printf(err, "the process runtime needs a data directory");
+        return -EINVAL;
+    }
+    if ((rc = ensure_dir(cfg->data_dir, 0750)) < 0) {
+        buf_printf(err, "cannot create data directory '%s': %s", cfg->data_dir, strerror(-rc));
+        return rc;
+    }
+    prt = xcalloc(1, sizeof(*prt));
+    prt->data_dir = xstrdup(cfg->data_dir);
+    prt->bind_ip = xstrdup(cfg->bind_ip ? cfg->bind_ip : "127.0.0.1");
+    list_init(&prt->children);
+    dir = run_dir(prt);
+    rc = ensure_dir(dir, 0750);
+    free(dir);
+    if (rc < 0) {
+        buf_printf(err, "cannot create '%s/run': %s", cfg->data_dir, strerror(-rc));
+        free(prt->data_dir);
+        free(prt->bind_ip);
+        free(prt);
+        return rc;
+    }
+    reap_leftovers(prt);
+    cgroup_host_detect(&prt->cgroups);
+    if (prt->cgroups.version == 0)
+        log_info("process runtime: resource limits unavailable: %s", prt->cgroups.why_not);
+    uint16_t r;
+    random_bytes(&r, sizeof(r));
+    prt->next_port = (uint16_t)(PORT_MIN + r % (PORT_MAX - PORT_MIN + 1));
+    uv_timer_init(cfg->loop, &prt->metrics_timer);
+    unsigned every = cfg->metrics_interval_ms ? cfg->metrics_interval_ms : 10000;
+    prt->last_sys_ns = host_cpu_ns();
+    uv_timer_start(&prt->metrics_timer, metrics_cb, every, every);
+    uv_unref((uv_handle_t *)&prt->metrics_timer);
+    *out = &prt->base;
+    return 0;
+}
+
+static void process_close(struct runtime *rt)
+{
+    struct process_runtime *prt = to_process(rt);
+    struct list_node *pos, *tmp;
+
+    uv_timer_stop(&prt->metrics_timer);
+    runtime_close_handle(rt, (uv_handle_t *)&prt->metrics_timer, NULL, NULL);
+    list_for_each_safe(pos, tmp, &prt->children) {
+        struct child *c = list_entry(pos, struct child, node);
+        struct list_node *wp, *wt;
+        list_for_each_safe(wp, wt, &c->waiters)
+            ready_probe_stop(list_entry(wp, struct waiter, node)->probe, -ESHUTDOWN, "runtime closed");
+        if (!c->exited) {
+            log_info("backend %s: killing pid %d on shutdown", c->id, c->pid);
+            kill(-c->pid, SIGKILL);
+            if (c->cg.mem_path) {
+                cgroup_kill_all(&c->cg);
+                cgroup_destroy(&c->cg);
+            }
+            char *rec = pid_record_path(prt, c->id);
+            unlink(rec);
+            free(rec);
+            c->exited = true;
+        }
+        child_close(c);
+    }
+}
+
+static void process_free(struct runtime *rt)
+{
+    struct process_runtime *prt = to_process(rt);
+
+    cgroup_host_release(&prt->cgroups);
+    free(prt->data_dir);
+    free(prt->bind_ip);
+    free(prt);
+}
+
+/* Removes logs and working directories of backends gone for longer than min_age_ms. */
+static void process_cleanup(struct runtime *rt, int64_t min_age_ms)
+{
+    struct process_runtime *prt = to_process(rt);
+    char *logs = xasprintf("%s/logs", prt->data_dir);
+    DIR *d = opendir(logs);
+    struct dirent *de;
+    time_t now = time(NULL);
+
+    while (d && (de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n < 5 || strcmp(de->d_name + n - 4, ".log") != 0)
+            continue;
+        char *id = xstrndup(de->d_name, n - 4);
+        char *path = xasprintf("%s/%s", logs, de->d_name);
+        struct stat st;
+        if (!child_find(prt, id) && stat(path, &st) == 0 &&
+            (int64_t)(now - st.st_mtime) * 1000 >= min_age_ms) {
+            char *cmd_dir = xasprintf("%s/backends/%s", prt->data_dir, id);
+            unlink(path);
+            rmdir(cmd_dir); /* only if the backend left it empty */
+            free(cmd_dir);
+        }
+        free(path);
+        free(id);
+    }
+    if (d)
+        closedir(d);
+    free(logs);
+}
+
+const struct runtime_ops runtime_process_ops = {
+    .name = "process",
+    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS,
+    .open = process_open,
+    .close = process_close,
+    .free = process_free,
+    .prepare = process_prepare,
+    .spawn = process_spawn,
+    .wait_ready = process_wait_ready,
+    .terminate = process_terminate,
+    .cancel = process_cancel,
+    .cleanup = process_cleanup,
+};

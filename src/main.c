@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * main.c - the `plane` binary: one table of subcommands, like git's and
+ * Plane's own. Each component lives in its directory and exports one
+ * *_main(argc, argv) entry point.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/version.h"
+#include "common/xalloc.h"
+#include "drone/executor_server.h"
+
+static int not_yet(int argc, char **argv)
+{
+    (void)argc;
+    fprintf(stderr, "plane %s: not yet implemented in this build\n", argv[0]);
+    return 1;
+}
+
+static int version_main(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("Client version: %s\nClient hash: %s\n", PLANE_VERSION, plane_git_hash());
+    return 0;
+}
+
+static const struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} subcommands[] = {
+    {"controller", not_yet, "HTTP API, scheduling, keys (not yet)"},
+    {"drone", not_yet, "run backends on this host (not yet)"},
+    {"proxy", not_yet, "route HTTP and WebSocket traffic to backends (not yet)"},
+    {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
+    {"dev", not_yet, "controller + drone + proxy in one process (not yet)"},
+    {"admin", not_yet, "client of the controller API (not yet)"},
+    {"executor", executor_main, "serve a runtime over the Unix-socket executor protocol"},
+    {"version", version_main, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: plane <command> [options]\n\ncommands:\n");
+    for (size_t i = 0; i < ARRAY_SIZE(subcommands); i++)
+        fprintf(f, "  %-11s %s\n", subcommands[i].name, subcommands[i].help);
+    fprintf(f, "\n'plane <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return version_main(argc - 1, argv + 1);
+    for (size_t i = 0; i < ARRAY_SIZE(subcommands); i++) {
+        if (strcmp(argv[1], subcommands[i].name) == 0) {
+            log_init(subcommands[i].name);
+            return subcommands[i].run(argc - 1, argv + 1);
+        }
+    }
+    fprintf(stderr, "plane: unknown command '%s' (try 'plane --help')\n", argv[1]);
+    return 2;
+}

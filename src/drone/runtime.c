@@ -3,8 +3,11 @@
  * runtime.c - the table of runtimes and the only caller of runtime_ops.
  * It owns the life of every operation: implementations start work and call
  * runtime_op_complete(); this file queues the result and runs the caller's
- * callback from an idle handle, so callbacks never run inside the call that
- * started them and a cancelled operation's callback never runs at all.
+ * callback from a check handle (right after the loop polls for I/O, with an
+ * idle handle keeping the poll from blocking meanwhile), so callbacks never
+ * run inside the call that started them, they run before timers that were
+ * started after the operation finished, and a cancelled operation's callback
+ * never runs at all.
  */
 #include <assert.h>
 #include <errno.h>
@@ -39,7 +42,11 @@ const char *runtime_names(void)
     return "process|mock|executor";
 }
 
-static void deliver_cb(uv_idle_t *idle);
+static void deliver_cb(uv_check_t *check);
+static void nudge_cb(uv_idle_t *idle)
+{
+    (void)idle;
+}
 
 int runtime_open(struct runtime **out, const struct runtime_ops *ops, const struct runtime_config *cfg,
                  struct buf *err)
@@ -63,8 +70,9 @@ int runtime_open(struct runtime **out, const struct runtime_ops *ops, const stru
     rt->metrics_interval_ms = cfg->metrics_interval_ms ? cfg->metrics_interval_ms : DEFAULT_METRICS_INTERVAL_MS;
     list_init(&rt->inflight);
     list_init(&rt->done);
-    uv_idle_init(rt->loop, &rt->deliver);
+    uv_check_init(rt->loop, &rt->deliver);
     rt->deliver.data = rt;
+    uv_idle_init(rt->loop, &rt->nudge);
     *out = rt;
     return 0;
 }
@@ -212,13 +220,15 @@ void runtime_op_complete(struct runtime_op *op, int status, const char *fmt, ...
         return;
     }
     list_insert_tail(&rt->done, &op->node);
-    if (!uv_is_active((uv_handle_t *)&rt->deliver))
-        uv_idle_start(&rt->deliver, deliver_cb);
+    if (!uv_is_active((uv_handle_t *)&rt->deliver)) {
+        uv_check_start(&rt->deliver, deliver_cb);
+        uv_idle_start(&rt->nudge, nudge_cb);
+    }
 }
 
-static void deliver_cb(uv_idle_t *idle)
+static void deliver_cb(uv_check_t *check)
 {
-    struct runtime *rt = idle->data;
+    struct runtime *rt = check->data;
     struct list_node batch;
     struct list_node *pos, *tmp;
 
@@ -240,8 +250,10 @@ static void deliver_cb(uv_idle_t *idle)
             cb(op->arg, &op->res);
         op_free(op);
     }
-    if (list_empty(&rt->done))
-        uv_idle_stop(&rt->deliver);
+    if (list_empty(&rt->done)) {
+        uv_check_stop(&rt->deliver);
+        uv_idle_stop(&rt->nudge);
+    }
 }
 
 void runtime_emit_exit(struct runtime *rt, const char *backend_id, int exit_code)
@@ -324,5 +336,6 @@ void runtime_close(struct runtime *rt, runtime_close_fn *cb, void *arg)
         list_entry(pos, struct runtime_op, node)->cb = NULL;
     /* The base's own handle counts too, so free runs after the last one. */
     runtime_close_handle(rt, (uv_handle_t *)&rt->deliver, NULL, NULL);
+    runtime_close_handle(rt, (uv_handle_t *)&rt->nudge, NULL, NULL);
     rt->ops->close(rt);
 }

@@ -148,7 +148,8 @@ struct runtime {
     unsigned metrics_interval_ms;
     struct list_node inflight;     /* of struct runtime_op */
     struct list_node done;         /* completed, callbacks not yet run */
-    uv_idle_t deliver;             /* runs callbacks of completed operations */
+    uv_check_t deliver;            /* runs callbacks of completed operations */
+    uv_idle_t nudge;               /* active while any wait: keeps the loop from blocking */
     unsigned open_handles;         /* handles being closed */
     bool closing;
     runtime_close_fn *close_cb;

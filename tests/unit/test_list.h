@@ -1,0 +1,26 @@
+/* SPDX-License-Identifier: MIT */
+/* test_list.h - every unit test, in the order they run. */
+#define TEST_LIST(X)                                                                               \
+    X(buf_append_and_cap)                                                                          \
+    X(line_reader_splits_across_chunks)                                                            \
+    X(line_reader_drops_overlong_lines)                                                            \
+    X(line_reader_stops_when_asked)                                                                \
+    X(names_random_and_valid)                                                                      \
+    X(names_alphabet_is_uniform_enough)                                                            \
+    X(tokens_base64url)                                                                            \
+    X(net_addresses)                                                                               \
+    X(json_sorted_copy_sorts_nested_keys)                                                          \
+    X(proto_parse_requests)                                                                        \
+    X(proto_parse_responses_and_events)                                                            \
+    X(proto_rejects_bad_lines)                                                                     \
+    X(proto_encode_matches_plane_shapes)                                                           \
+    X(proto_round_trip)                                                                            \
+    X(mock_spawn_ready_http_and_soft_terminate)                                                    \
+    X(mock_hard_terminate_and_ignored_soft)                                                        \
+    X(mock_hooks_fail_each_step)                                                                   \
+    X(mock_never_ready_times_out)                                                                  \
+    X(mock_exits_on_its_own)                                                                       \
+    X(mock_terminate_during_prepare_spawn_and_wait)                                                \
+    X(mock_exit_during_terminate)                                                                  \
+    X(mock_cancel_wait_and_close_with_ops_in_flight)                                               \
+    X(mock_duplicate_spawn_and_bad_ids)

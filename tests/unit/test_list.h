@@ -23,4 +23,14 @@
     X(mock_terminate_during_prepare_spawn_and_wait)                                                \
     X(mock_exit_during_terminate)                                                                  \
     X(mock_cancel_wait_and_close_with_ops_in_flight)                                               \
-    X(mock_duplicate_spawn_and_bad_ids)
+    X(mock_duplicate_spawn_and_bad_ids) \
+    X(process_spawn_env_ready_http_soft_terminate) \
+    X(process_hard_terminate_and_grace_period) \
+    X(process_exits_on_its_own_with_code) \
+    X(process_never_ready_and_exit_while_waiting) \
+    X(process_bad_executables) \
+    X(process_group_dies_with_backend) \
+    X(process_memory_limit_uses_cgroup) \
+    X(process_metrics_events) \
+    X(process_leftovers_of_a_killed_drone_are_reaped) \
+    X(process_close_kills_every_backend)

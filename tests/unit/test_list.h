@@ -33,4 +33,8 @@
     X(process_memory_limit_uses_cgroup) \
     X(process_metrics_events) \
     X(process_leftovers_of_a_killed_drone_are_reaped) \
-    X(process_close_kills_every_backend)
+    X(process_close_kills_every_backend) \
+    X(executor_client_full_cycle) \
+    X(executor_client_queues_until_the_server_appears) \
+    X(executor_client_survives_a_server_restart) \
+    X(executor_client_rejects_wrong_answers)

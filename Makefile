@@ -34,7 +34,7 @@ ECHO := build/echo_backend
 PYTHON := /usr/bin/python3
 GIT_HASH := $(shell git rev-parse --verify -q HEAD 2>/dev/null | cut -c1-8)
 
-.PHONY: all deps test unit integration dev fuzz lint fmt clean
+.PHONY: all deps test unit integration dev fuzz fuzz-smoke lint fmt clean
 all: $(PLANE) $(ECHO)
 
 $(BUILD)/%.o: %.c
@@ -62,10 +62,25 @@ integration: $(PLANE) $(ECHO)
 	PLANE_BIN=$(abspath $(PLANE)) ECHO_BACKEND=$(abspath $(ECHO)) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
 
+# Everything twice: plain, and under ASan+UBSan (leaks included); then a
+# short run of every fuzz target.
 test: deps
-	$(MAKE) all $(UNIT)
+	$(MAKE) all build/unit_tests
+	$(MAKE) SAN=1 build/san/plane build/san/unit_tests
 	$(MAKE) unit
+	$(MAKE) SAN=1 unit
 	$(MAKE) integration
+	$(MAKE) SAN=1 integration
+	$(MAKE) fuzz-smoke
+
+FUZZ_SECONDS ?= 15
+fuzz-smoke: fuzz
+	@for f in $(FUZZ_BIN); do \
+	  name=$${f#build/fuzz/fuzz_}; mkdir -p build/fuzz/work-$$name; \
+	  echo "fuzz $$name for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=4096 build/fuzz/work-$$name \
+	    tests/fuzz/corpus/$$name 2>build/fuzz/$$name.log || { tail -50 build/fuzz/$$name.log; exit 1; }; \
+	done
 
 dev: deps
 	$(MAKE) all
@@ -77,7 +92,7 @@ FUZZ_LIB_SRC := $(filter-out src/main.c,$(SRC))
 fuzz: $(FUZZ_BIN)
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(dir $@)
-	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined \
+	clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	  $(shell pkg-config --cflags $(PKGS)) -o $@ $< $(FUZZ_LIB_SRC) $(LDLIBS)
 
 lint:

@@ -4,6 +4,7 @@
  * Plane's own. Each component lives in its directory and exports one
  * *_main(argc, argv) entry point.
  */
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -52,6 +53,8 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
+    /* A peer that goes away mid-write is an error to handle, not a reason to die. */
+    signal(SIGPIPE, SIG_IGN);
     if (argc < 2) {
         usage(stderr);
         return 2;

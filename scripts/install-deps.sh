@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs the Debian packages that building and testing Plane need, if any
+# are missing. Safe to run again: it does nothing when all are present.
+set -euo pipefail
+
+pkgs=(
+    gcc make pkg-config libc6-dev
+    libuv1-dev libhttp-parser-dev libwslay-dev libjansson-dev
+    libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev
+    python3 python3-pytest python3-requests python3-websockets
+    clang libclang-rt-14-dev curl
+)
+[ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine)
+
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}"
+if [ "$(id -u)" -ne 0 ]; then
+    echo "missing packages need root: apt-get install ${missing[*]}" >&2
+    exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -106,3 +106,8 @@ clean:
 	rm -rf build
 
 -include $(OBJ:.o=.d) $(MAIN_OBJ:.o=.d) $(UNIT_OBJ:.o=.d)
+
+# Benchmarks that link the runtime directly.
+build/bench/spawn_bench: bench/spawn_bench.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -2,11 +2,15 @@
 /*
  * ready_probe.c - the §14.8 readiness probe on libuv (see ready_probe.h).
  * One attempt at a time: connect, write the HEAD request, read 5 bytes. A
- * single timer bounds each attempt to 1 s and then spaces the retries.
+ * libuv timer bounds each attempt to 1 s; retries are spaced by a timerfd,
+ * because libuv timers count whole milliseconds and a backend that starts
+ * in 1 ms should not be found ready 2 ms later.
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/net.h"
@@ -14,8 +18,8 @@
 #include "ready_probe.h"
 
 #define ATTEMPT_TIMEOUT_MS 1000 /* §14.8: 1 s read timeout */
-#define FIRST_RETRY_MS 1
-#define MAX_RETRY_MS 100 /* §14.8 poll interval */
+#define MIN_RETRY_US 200
+#define MAX_RETRY_US 100000 /* §14.8 poll interval */
 
 static const char probe_request[] = "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n";
 
@@ -32,10 +36,12 @@ struct ready_probe {
     uv_loop_t *loop;
     struct sockaddr_storage addr;
     uint64_t deadline; /* uv_now() value */
-    uv_timer_t timer;
+    uv_timer_t timer;  /* bounds the current attempt */
+    uv_poll_t retry;   /* the timerfd that spaces attempts */
+    int retry_fd;
     struct attempt *attempt; /* the one in progress, or NULL */
-    unsigned retry_ms;
-    unsigned refs; /* the timer and attempts not yet closed */
+    uint64_t started_us; /* uv_hrtime() / 1000 at the start */
+    unsigned refs; /* handles and attempts not yet closed */
     bool done;
     ready_probe_fn *cb;
     void *arg;
@@ -74,6 +80,14 @@ static void timer_closed(uv_handle_t *h)
     probe_unref(h->data);
 }
 
+static void retry_closed(uv_handle_t *h)
+{
+    struct ready_probe *p = h->data;
+
+    close(p->retry_fd);
+    probe_unref(p);
+}
+
 static void probe_finish(struct ready_probe *p, int status, const char *error)
 {
     if (p->done)
@@ -81,42 +95,66 @@ static void probe_finish(struct ready_probe *p, int status, const char *error)
     p->done = true;
     attempt_end(p);
     uv_close((uv_handle_t *)&p->timer, timer_closed);
+    uv_close((uv_handle_t *)&p->retry, retry_closed);
     p->cb(p->arg, status, error);
 }
 
 static void attempt_start(struct ready_probe *p);
+static void attempt_failed(struct ready_probe *p);
 
+/*
+ * How long to wait before the next attempt: an eighth of the time spent so
+ * far, between 0.2 ms and 100 ms. A refused connect on loopback costs
+ * microseconds, so polling a fresh backend often is cheap, and one that
+ * takes seconds is polled at the spec's 100 ms.
+ */
+static void schedule_retry(struct ready_probe *p)
+{
+    uint64_t now = uv_now(p->loop);
+    uint64_t us = (uv_hrtime() / 1000 - p->started_us) / 8;
+    struct itimerspec its = {0};
+
+    if (us < MIN_RETRY_US)
+        us = MIN_RETRY_US;
+    if (us > MAX_RETRY_US)
+        us = MAX_RETRY_US;
+    if (now + us / 1000 > p->deadline)
+        us = (p->deadline - now) * 1000 + 1;
+    its.it_value.tv_sec = (time_t)(us / 1000000);
+    its.it_value.tv_nsec = (long)(us % 1000000) * 1000;
+    timerfd_settime(p->retry_fd, 0, &its, NULL);
+}
+
+static void retry_cb(uv_poll_t *h, int status, int events)
+{
+    struct ready_probe *p = h->data;
+    uint64_t expirations;
+
+    (void)status;
+    (void)events;
+    if (read(p->retry_fd, &expirations, sizeof(expirations)) != sizeof(expirations) || p->done || p->attempt)
+        return;
+    attempt_start(p);
+}
+
+/* The attempt ran out of time: count it as failed. */
 static void timer_cb(uv_timer_t *t)
 {
     struct ready_probe *p = t->data;
 
-    if (p->attempt) {
-        /* The attempt ran out of time: count it as failed. */
-        attempt_end(p);
-        if (uv_now(p->loop) >= p->deadline) {
-            probe_finish(p, -ETIMEDOUT, "backend did not become ready in time");
-            return;
-        }
-        uv_timer_start(&p->timer, timer_cb, p->retry_ms, 0);
-        return;
-    }
-    attempt_start(p);
+    if (p->attempt)
+        attempt_failed(p);
 }
 
 static void attempt_failed(struct ready_probe *p)
 {
-    uint64_t now = uv_now(p->loop);
-
     attempt_end(p);
-    if (now >= p->deadline) {
+    uv_timer_stop(&p->timer);
+    if (uv_now(p->loop) >= p->deadline) {
         probe_finish(p, -ETIMEDOUT, "backend did not become ready in time");
         return;
     }
-    uint64_t wait = p->retry_ms;
-    if (now + wait > p->deadline)
-        wait = p->deadline - now;
-    uv_timer_start(&p->timer, timer_cb, wait, 0);
-    p->retry_ms = p->retry_ms * 2 > MAX_RETRY_MS ? MAX_RETRY_MS : p->retry_ms * 2;
+    schedule_retry(p);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -197,12 +235,21 @@ struct ready_probe *ready_probe_start(uv_loop_t *loop, const char *address, unsi
     p->loop = loop;
     p->addr = sa;
     p->deadline = uv_now(loop) + timeout_ms;
-    p->retry_ms = FIRST_RETRY_MS;
+    p->started_us = uv_hrtime() / 1000;
     p->cb = cb;
     p->arg = arg;
+    p->retry_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
+    if (p->retry_fd == -1) {
+        buf_printf(err, "timerfd_create: %s", strerror(errno));
+        free(p);
+        return NULL;
+    }
     uv_timer_init(loop, &p->timer);
     p->timer.data = p;
-    p->refs = 1; /* the timer */
+    uv_poll_init(loop, &p->retry, p->retry_fd);
+    p->retry.data = p;
+    uv_poll_start(&p->retry, UV_READABLE, retry_cb);
+    p->refs = 2; /* the timer and the retry poll */
     attempt_start(p);
     return p;
 }

@@ -12,6 +12,11 @@
  * SIGKILL after the grace period; hard terminate is SIGKILL now. When the
  * leader exits, whatever is left of the group is killed too.
  *
+ * Readiness probing starts as soon as a backend is spawned, so by the time
+ * the caller asks (one protocol round trip later, through an executor) the
+ * answer is often already known; wait_ready for the backend's own address
+ * joins that probe instead of starting another.
+ *
  * A record <data_dir>/run/<id>.pid ("pid starttime") exists while a backend
  * runs, so a drone that was killed and restarted finds what the previous
  * instance left and kills it: no backend outlives the drone that owns it.
@@ -22,11 +27,14 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,7 +64,7 @@ struct process_runtime {
 struct waiter {
     struct list_node node; /* in child->waiters */
     struct runtime_op *op;
-    struct ready_probe *probe;
+    struct ready_probe *probe; /* its own probe, or NULL when it waits on the startup probe */
     struct child *child;
 };
 
@@ -64,7 +72,8 @@ struct child {
     struct list_node node; /* in runtime->children */
     struct process_runtime *prt;
     char *id;              /* owned */
-    uv_process_t proc;
+    uv_poll_t exit_poll;   /* on pidfd: readable once the leader has exited */
+    int pidfd;
     uv_timer_t kill_timer; /* SIGKILL after the grace period */
     int pid;
     uint16_t port;
@@ -73,8 +82,13 @@ struct child {
     bool spawn_failed;     /* killed during spawn: do not report its exit */
     struct cgroup cg;      /* empty unless limits were asked for */
     struct list_node waiters;
+    struct ready_probe *startup; /* probe begun at spawn, until it finishes */
+    char address[NET_ADDR_LEN];  /* where the startup probe looks */
+    bool startup_done;
+    int startup_status;          /* its result, once done */
+    char *startup_error;         /* owned */
     uint64_t last_cpu_ns;
-    unsigned open_handles; /* proc and kill_timer, until closed */
+    unsigned open_handles; /* exit_poll and kill_timer, until closed */
 };
 
 /* What the executable JSON says; strings borrowed from the JSON. */
@@ -184,21 +198,39 @@ static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
     return 0;
 }
 
-/* 0 if argv0 names an executable file (directly or on PATH), else -errno. */
-static int find_program(const char *argv0, const char *path_env)
+/*
+ * Finds the program argv0 names: a path with a slash as it is (relative to
+ * our working directory), else the first executable file of that name on
+ * path_env. 0 with *out set (owned), or -errno.
+ */
+static int find_program(const char *argv0, const char *path_env, char **out)
 {
-    if (strchr(argv0, '/'))
-        return access(argv0, X_OK) == 0 ? 0 : -errno;
+    *out = NULL;
+    if (strchr(argv0, '/')) {
+        if (access(argv0, X_OK) != 0)
+            return -errno;
+        if (argv0[0] == '/') {
+            *out = xstrdup(argv0);
+        } else {
+            /* The child changes directory before exec: anchor the path to ours. */
+            char cwd[4096];
+            if (!getcwd(cwd, sizeof(cwd)))
+                return -errno;
+            *out = xasprintf("%s/%s", cwd, argv0);
+        }
+        return 0;
+    }
     char *paths = xstrdup(path_env ? path_env : "/usr/local/bin:/usr/bin:/bin");
     int rc = -ENOENT;
     for (char *save = NULL, *d = strtok_r(paths, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
         char *p = xasprintf("%s/%s", *d ? d : ".", argv0);
         struct stat st;
-        if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0)
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode) && access(p, X_OK) == 0) {
+            *out = p;
             rc = 0;
-        free(p);
-        if (rc == 0)
             break;
+        }
+        free(p);
     }
     free(paths);
     return rc;
@@ -220,9 +252,11 @@ static void process_prepare(struct runtime *rt, struct runtime_op *op, const jso
     (void)rt;
     rc = parse_exec(executable, &e, &err);
     if (rc == 0) {
-        rc = find_program(e.argv[0], exec_path(&e));
+        char *program;
+        rc = find_program(e.argv[0], exec_path(&e), &program);
         if (rc < 0)
             buf_printf(&err, "cannot run '%s': %s", e.argv[0], strerror(-rc));
+        free(program);
     }
     if (rc < 0)
         runtime_op_complete(op, rc, "%s", buf_cstr(&err));
@@ -325,8 +359,17 @@ static void child_unref(void *ptr)
     if (--c->open_handles > 0)
         return;
     list_remove(&c->node);
+    free(c->startup_error);
     free(c->id);
     free(c);
+}
+
+static void child_poll_closed(void *ptr)
+{
+    struct child *c = ptr;
+
+    close(c->pidfd);
+    child_unref(c);
 }
 
 static void child_close(struct child *c)
@@ -336,14 +379,12 @@ static void child_close(struct child *c)
     uv_timer_stop(&c->kill_timer);
     if (!uv_is_closing((uv_handle_t *)&c->kill_timer))
         runtime_close_handle(rt, (uv_handle_t *)&c->kill_timer, child_unref, c);
-    if (!uv_is_closing((uv_handle_t *)&c->proc))
-        runtime_close_handle(rt, (uv_handle_t *)&c->proc, child_unref, c);
+    if (!uv_is_closing((uv_handle_t *)&c->exit_poll))
+        runtime_close_handle(rt, (uv_handle_t *)&c->exit_poll, child_poll_closed, c);
 }
 
-static void waiter_done(void *arg, int status, const char *error)
+static void waiter_complete(struct waiter *w, int status, const char *error)
 {
-    struct waiter *w = arg;
-
     list_remove(&w->node);
     w->op->impl = NULL;
     if (status < 0)
@@ -353,15 +394,61 @@ static void waiter_done(void *arg, int status, const char *error)
     free(w);
 }
 
-/* The leader is gone: clean up after it and report. */
-static void exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
+static void waiter_done(void *arg, int status, const char *error)
 {
-    struct child *c = container_of(proc, struct child, proc);
-    struct process_runtime *prt = c->prt;
-    int code = term_signal ? 128 + term_signal : (int)exit_status;
-    struct list_node *pos, *tmp;
-    char msg[96];
+    waiter_complete(arg, status, error);
+}
 
+/* The startup probe finished: remember how, and answer whoever waits on it. */
+static void startup_done(void *arg, int status, const char *error)
+{
+    struct child *c = arg;
+    struct list_node *pos, *tmp;
+
+    c->startup = NULL;
+    c->startup_done = true;
+    c->startup_status = status;
+    c->startup_error = error ? xstrdup(error) : NULL;
+    list_for_each_safe(pos, tmp, &c->waiters) {
+        struct waiter *w = list_entry(pos, struct waiter, node);
+        if (!w->probe)
+            waiter_complete(w, status, error);
+    }
+}
+
+/* Ends every wait on c: its own probes and the startup probe. */
+static void child_stop_waits(struct child *c, int status, const char *error)
+{
+    struct list_node *pos, *tmp;
+
+    if (c->startup)
+        ready_probe_stop(c->startup, status, error);
+    list_for_each_safe(pos, tmp, &c->waiters)
+        ready_probe_stop(list_entry(pos, struct waiter, node)->probe, status, error);
+}
+
+/* The leader is gone (its pidfd is readable): reap it, clean up after it and report. */
+static void exit_cb(uv_poll_t *h, int status, int events)
+{
+    struct child *c = container_of(h, struct child, exit_poll);
+    struct process_runtime *prt = c->prt;
+    siginfo_t si = {0};
+    char msg[96];
+    int code;
+
+    (void)status;
+    (void)events;
+    if (c->exited)
+        return;
+    if (waitid(P_PID, (id_t)c->pid, &si, WEXITED | WNOHANG) == -1) {
+        log_error("backend %s: waitid(%d): %s", c->id, c->pid, strerror(errno));
+        code = RUNTIME_EXIT_UNKNOWN;
+    } else if (si.si_pid == 0) {
+        return; /* not yet */
+    } else {
+        /* Killed by a signal reads as 128 + signal, as Docker and shells report it. */
+        code = si.si_code == CLD_EXITED ? si.si_status : 128 + si.si_status;
+    }
     c->exited = true;
     /* Whatever the leader left in its group or cgroup goes with it. */
     kill(-c->pid, SIGKILL);
@@ -374,8 +461,7 @@ static void exit_cb(uv_process_t *proc, int64_t exit_status, int term_signal)
     free(rec);
     log_info("backend %s: pid %d exited with code %d", c->id, c->pid, code);
     snprintf(msg, sizeof(msg), "backend exited with code %d before it was ready", code);
-    list_for_each_safe(pos, tmp, &c->waiters)
-        ready_probe_stop(list_entry(pos, struct waiter, node)->probe, -ECHILD, msg);
+    child_stop_waits(c, -ECHILD, msg);
     child_close(c);
     if (!c->spawn_failed)
         runtime_emit_exit(&prt->base, c->id, code);
@@ -443,6 +529,52 @@ static int ensure_dir(const char *path, mode_t mode)
     return 0;
 }
 
+/*
+ * Starts program in a new session (so in its own process group), with
+ * default signal dispositions and an empty signal mask, stdin from
+ * /dev/null and stdout/stderr to log_fd, in cwd. posix_spawn rather than
+ * uv_spawn: glibc's is a vfork, about half the cost of libuv's fork plus a
+ * sigaction per signal in the child. A pidfd tells the loop when it exits.
+ * 0 or -errno.
+ */
+static int start_child(const char *program, const char *const *argv, char **env, const char *cwd, int log_fd,
+                       int *pid_out, int *pidfd_out)
+{
+    posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
+    sigset_t all, none;
+    pid_t pid;
+    int rc;
+
+    posix_spawn_file_actions_init(&fa);
+    posix_spawnattr_init(&attr);
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setsigdefault(&attr, &all);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&fa, log_fd, 1);
+    posix_spawn_file_actions_adddup2(&fa, log_fd, 2);
+    posix_spawn_file_actions_addchdir_np(&fa, cwd);
+    rc = -posix_spawn(&pid, program, &fa, &attr, (char *const *)argv, env);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc < 0)
+        return rc;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd == -1) {
+        rc = -errno;
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return rc;
+    }
+    fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+    *pid_out = pid;
+    *pidfd_out = pidfd;
+    return 0;
+}
+
 static void process_spawn(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec)
 {
     struct process_runtime *prt = to_process(rt);
@@ -450,7 +582,7 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     struct buf err = BUF_INIT;
     struct child *c = NULL;
     char **env = NULL;
-    char *log_path = NULL, *home = NULL, *logs = NULL, *backends = NULL;
+    char *log_path = NULL, *home = NULL, *logs = NULL, *backends = NULL, *program = NULL;
     int log_fd = -1;
     int port;
     int rc;
@@ -500,40 +632,18 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     }
 
     env = build_env(&e, spec, c->port, home);
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
-        {.flags = UV_INHERIT_FD, .data.fd = log_fd},
-    };
-    uv_process_options_t opts = {
-        .exit_cb = exit_cb,
-        .file = e.argv[0],
-        .args = (char **)e.argv,
-        .env = env,
-        .cwd = e.cwd ? e.cwd : home,
-        /* setsid(): its own session and process group, away from our terminal. */
-        .flags = UV_PROCESS_DETACHED,
-        .stdio_count = 3,
-        .stdio = stdio,
-    };
-    /*
-     * uv_spawn looks the program up in the PATH of the environment we give
-     * the child when one is set there; that is the PATH the user meant.
-     */
-    rc = uv_spawn(rt->loop, &c->proc, &opts);
+    rc = find_program(e.argv[0], exec_path(&e), &program);
     if (rc < 0) {
-        buf_printf(&err, "cannot start '%s': %s", e.argv[0], uv_strerror(rc));
-        rc = rc == UV_ENOENT ? -ENOENT : -EINVAL;
-        /* A handle that failed to spawn must still be closed. */
-        c->exited = true;
-        c->open_handles = 1;
-        if (c->cg.mem_path)
-            cgroup_destroy(&c->cg);
-        runtime_close_handle(rt, (uv_handle_t *)&c->proc, child_unref, c);
-        c = NULL;
+        buf_printf(&err, "cannot run '%s': %s", e.argv[0], strerror(-rc));
         goto out;
     }
-    c->pid = c->proc.pid;
+    rc = start_child(program, e.argv, env, e.cwd ? e.cwd : home, log_fd, &c->pid, &c->pidfd);
+    if (rc < 0) {
+        buf_printf(&err, "cannot start '%s': %s", program, strerror(-rc));
+        goto out;
+    }
+    uv_poll_init(rt->loop, &c->exit_poll, c->pidfd);
+    uv_poll_start(&c->exit_poll, UV_READABLE, exit_cb);
     uv_timer_init(rt->loop, &c->kill_timer);
     c->open_handles = 2;
     list_insert_tail(&prt->children, &c->node);
@@ -551,6 +661,9 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
             log_warn("backend %s: cannot set cpu time limit: %s", c->id, strerror(errno));
     }
     write_pid_record(prt, c);
+    net_addr_format(c->address, prt->bind_ip, c->port);
+    c->startup = ready_probe_start(rt->loop, c->address, rt->ready_timeout_ms, startup_done, c, &err);
+    buf_reset(&err);
     log_info("backend %s: started pid %d on port %u, log '%s'", c->id, c->pid, c->port, log_path);
     op->res.port = c->port;
     op->res.container_id = xasprintf("%d", c->pid);
@@ -569,6 +682,7 @@ out:
     if (log_fd != -1)
         close(log_fd);
     free_strv(env);
+    free(program);
     free(log_path);
     free(home);
     free(logs);
@@ -587,18 +701,24 @@ static void process_wait_ready(struct runtime *rt, struct runtime_op *op, const 
         runtime_op_complete(op, -ESRCH, "backend %s is not running", op->backend_id);
         return;
     }
+    bool own = address && strcmp(address, c->address) == 0;
+    if (own && c->startup_done) {
+        if (c->startup_status < 0)
+            runtime_op_complete(op, c->startup_status, "%s", c->startup_error ? c->startup_error : "not ready");
+        else
+            runtime_op_complete(op, 0, NULL);
+        return;
+    }
     w = xcalloc(1, sizeof(*w));
     w->op = op;
     w->child = c;
     list_insert_tail(&c->waiters, &w->node);
     op->impl = w;
+    if (own && c->startup)
+        return; /* answered when the startup probe finishes */
     w->probe = ready_probe_start(rt->loop, address, rt->ready_timeout_ms, waiter_done, w, &err);
-    if (!w->probe) {
-        list_remove(&w->node);
-        op->impl = NULL;
-        free(w);
-        runtime_op_complete(op, -EINVAL, "%s", buf_cstr(&err));
-    }
+    if (!w->probe)
+        waiter_complete(w, -EINVAL, buf_cstr(&err));
     buf_release(&err);
 }
 
@@ -607,8 +727,12 @@ static void process_cancel(struct runtime *rt, struct runtime_op *op)
     struct waiter *w = op->impl;
 
     (void)rt;
-    if (op->kind == RUNTIME_OP_WAIT_READY && w)
+    if (op->kind != RUNTIME_OP_WAIT_READY || !w)
+        return;
+    if (w->probe)
         ready_probe_stop(w->probe, -ECANCELED, "cancelled");
+    else
+        waiter_complete(w, -ECANCELED, "cancelled");
 }
 
 static void process_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
@@ -826,6 +950,30 @@ static int process_open(struct runtime **out, const struct runtime_config *cfg, 
     return 0;
 }
 
+/* Reaps the killed leaders, waiting at most a second for all of them together. */
+static void reap_killed(struct process_runtime *prt)
+{
+    struct list_node *pos, *tmp;
+
+    for (int round = 0; round < 1000; round++) {
+        bool waiting = false;
+        list_for_each_safe(pos, tmp, &prt->children) {
+            struct child *c = list_entry(pos, struct child, node);
+            if (c->pid > 0 && !c->exited) {
+                pid_t r = waitpid(c->pid, NULL, WNOHANG);
+                if (r == c->pid || (r == -1 && errno == ECHILD))
+                    c->exited = true;
+                else
+                    waiting = true;
+            }
+        }
+        if (!waiting)
+            return;
+        usleep(1000);
+    }
+    log_warn("process runtime: some backends did not die within 1 s of SIGKILL");
+}
+
 static void process_close(struct runtime *rt)
 {
     struct process_runtime *prt = to_process(rt);
@@ -833,23 +981,25 @@ static void process_close(struct runtime *rt)
 
     uv_timer_stop(&prt->metrics_timer);
     runtime_close_handle(rt, (uv_handle_t *)&prt->metrics_timer, NULL, NULL);
+    /* Backends do not outlive the runtime: kill them all, then reap them. */
     list_for_each_safe(pos, tmp, &prt->children) {
         struct child *c = list_entry(pos, struct child, node);
-        struct list_node *wp, *wt;
-        list_for_each_safe(wp, wt, &c->waiters)
-            ready_probe_stop(list_entry(wp, struct waiter, node)->probe, -ESHUTDOWN, "runtime closed");
+        child_stop_waits(c, -ESHUTDOWN, "runtime closed");
         if (!c->exited) {
             log_info("backend %s: killing pid %d on shutdown", c->id, c->pid);
             kill(-c->pid, SIGKILL);
-            if (c->cg.mem_path) {
+            if (c->cg.mem_path)
                 cgroup_kill_all(&c->cg);
-                cgroup_destroy(&c->cg);
-            }
-            char *rec = pid_record_path(prt, c->id);
-            unlink(rec);
-            free(rec);
-            c->exited = true;
         }
+    }
+    reap_killed(prt);
+    list_for_each_safe(pos, tmp, &prt->children) {
+        struct child *c = list_entry(pos, struct child, node);
+        if (c->cg.mem_path)
+            cgroup_destroy(&c->cg);
+        char *rec = pid_record_path(prt, c->id);
+        unlink(rec);
+        free(rec);
         child_close(c);
     }
 }

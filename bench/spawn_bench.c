@@ -1,0 +1,270 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * spawn_bench.c - spawn->ready latency of the process runtime, driven
+ * through the runtime interface on a libuv loop exactly as the drone drives
+ * it, against a baseline measured in the same run: posix_spawn the same
+ * echo backend and poll it with the same HEAD probe every 100 us until it
+ * answers. Rounds alternate so drift hits both alike. Then a start/stop
+ * loop checks that the runtime leaks no fds, processes or memory.
+ *
+ * usage: spawn_bench ECHO_BACKEND [ROUNDS] [LOOP]
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../src/common/log.h"
+#include "../src/common/net.h"
+#include "../src/common/xalloc.h"
+#include "../src/drone/runtime.h"
+
+static const char probe[] = "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+static double now_ms(void)
+{
+    struct timespec t;
+
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
+}
+
+static int probe_once(int port)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 1};
+    char got[5];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int ok = 0;
+
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, probe, sizeof(probe) - 1) > 0 &&
+        recv(fd, got, 5, MSG_WAITALL) == 5)
+        ok = memcmp(got, "HTTP/", 5) == 0;
+    close(fd);
+    return ok;
+}
+
+static double baseline_once(const char *echo, int port)
+{
+    char portenv[32];
+    char *argv[] = {(char *)echo, NULL};
+    char *envp[] = {portenv, NULL};
+    posix_spawn_file_actions_t fa;
+    pid_t pid;
+
+    snprintf(portenv, sizeof(portenv), "PORT=%d", port);
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, 2, "/dev/null", O_WRONLY, 0);
+    double t0 = now_ms();
+    if (posix_spawn(&pid, echo, &fa, NULL, argv, envp) != 0)
+        fatal("posix_spawn");
+    while (!probe_once(port))
+        usleep(100);
+    double dt = now_ms() - t0;
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    posix_spawn_file_actions_destroy(&fa);
+    return dt;
+}
+
+struct bench {
+    uv_loop_t loop;
+    struct runtime *rt;
+    json_t *exe;
+    bool ready, exited, failed;
+    char id[32];
+    uint16_t port;
+};
+
+static void on_exit_cb(void *arg, const char *id, int code)
+{
+    struct bench *b = arg;
+
+    (void)id;
+    (void)code;
+    b->exited = true;
+}
+
+static void on_ready(void *arg, const struct runtime_result *res)
+{
+    struct bench *b = arg;
+
+    if (res->status < 0) {
+        fprintf(stderr, "wait_ready: %s\n", res->error);
+        b->failed = true;
+    }
+    b->ready = true;
+}
+
+static void on_spawned(void *arg, const struct runtime_result *res)
+{
+    struct bench *b = arg;
+    char addr[NET_ADDR_LEN];
+
+    if (res->status < 0) {
+        fprintf(stderr, "spawn: %s\n", res->error);
+        b->failed = b->ready = true;
+        return;
+    }
+    b->port = res->port;
+    net_addr_format(addr, "127.0.0.1", res->port);
+    runtime_wait_ready(b->rt, b->id, addr, on_ready, b);
+}
+
+static double ours_once(struct bench *b, int i)
+{
+    struct spawn_spec spec = {.backend_id = b->id, .executable = b->exe};
+
+    snprintf(b->id, sizeof(b->id), "b%d", i);
+    b->ready = b->exited = false;
+    double t0 = now_ms();
+    runtime_spawn(b->rt, &spec, on_spawned, b);
+    while (!b->ready)
+        uv_run(&b->loop, UV_RUN_ONCE);
+    double dt = now_ms() - t0;
+    if (b->failed)
+        exit(1);
+    runtime_terminate(b->rt, b->id, true, NULL, NULL);
+    while (!b->exited)
+        uv_run(&b->loop, UV_RUN_ONCE);
+    return dt;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, int n, double p)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    int i = (int)(n * p);
+    return v[i >= n ? n - 1 : i];
+}
+
+static long rss_kb(void)
+{
+    char line[256];
+    long kb = 0;
+    FILE *f = fopen("/proc/self/status", "r");
+
+    while (f && fgets(line, sizeof(line), f))
+        if (strncmp(line, "VmRSS:", 6) == 0)
+            kb = atol(line + 6);
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+static int count_dir(const char *path)
+{
+    DIR *d = opendir(path);
+    struct dirent *de;
+    int n = 0;
+
+    while (d && (de = readdir(d)))
+        if (de->d_name[0] != '.')
+            n++;
+    if (d)
+        closedir(d);
+    return n;
+}
+
+static int children(void)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    int n = 0;
+
+    while ((de = readdir(d))) {
+        char path[300], text[512];
+        int ppid = 0;
+        snprintf(path, sizeof(path), "/proc/%s/stat", de->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t len = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+        text[len] = '\0';
+        char *p = strrchr(text, ')');
+        if (p && sscanf(p + 2, "%*c %d", &ppid) == 1 && ppid == getpid())
+            n++;
+    }
+    closedir(d);
+    return n;
+}
+
+int main(int argc, char **argv)
+{
+    struct bench b = {0};
+    struct runtime_config cfg = {0};
+    struct buf err = BUF_INIT;
+    char dir[] = "/tmp/plane-spawn-bench-XXXXXX";
+
+    if (argc < 2) {
+        fprintf(stderr, "usage: spawn_bench ECHO_BACKEND [ROUNDS] [LOOP]\n");
+        return 2;
+    }
+    int rounds = argc > 2 ? atoi(argv[2]) : 200;
+    int loops = argc > 3 ? atoi(argv[3]) : 200;
+    setenv("PLANE_LOG", "warn", 0);
+    log_init("bench");
+    signal(SIGPIPE, SIG_IGN);
+    uv_loop_init(&b.loop);
+    cfg.loop = &b.loop;
+    cfg.data_dir = mkdtemp(dir);
+    cfg.on_exit = on_exit_cb;
+    cfg.cb_arg = &b;
+    if (runtime_open(&b.rt, &runtime_process_ops, &cfg, &err) < 0)
+        fatalx("%s", buf_cstr(&err));
+    b.exe = json_pack("{s:[s]}", "command", argv[1]);
+
+    double *base = xcalloc((size_t)rounds, sizeof(double)), *ours = xcalloc((size_t)rounds, sizeof(double));
+    for (int i = 0; i < 20; i++) { /* warm up both paths */
+        ours_once(&b, 100000 + i);
+        baseline_once(argv[1], 19000 + i);
+    }
+    for (int i = 0; i < rounds; i++) {
+        base[i] = baseline_once(argv[1], 19100 + i % 100);
+        ours[i] = ours_once(&b, i);
+    }
+    double mb = pct(base, rounds, 0.5), mo = pct(ours, rounds, 0.5);
+    printf("spawn->ready of the echo backend, %d rounds each (ms):\n", rounds);
+    printf("  baseline posix_spawn + poll   p50 %6.3f  p90 %6.3f  p99 %6.3f\n", mb, pct(base, rounds, 0.9),
+           pct(base, rounds, 0.99));
+    printf("  process runtime               p50 %6.3f  p90 %6.3f  p99 %6.3f\n", mo, pct(ours, rounds, 0.9),
+           pct(ours, rounds, 0.99));
+    printf("  median ratio runtime/baseline: %.2f (target <= 1.3)\n", mo / mb);
+
+    long rss0 = rss_kb();
+    int fds0 = count_dir("/proc/self/fd"), kids0 = children();
+    double t0 = now_ms();
+    for (int i = 0; i < loops; i++)
+        ours_once(&b, 200000 + i);
+    long rss1 = rss_kb();
+    int fds1 = count_dir("/proc/self/fd"), kids1 = children();
+    printf("%d backends started and stopped in %.0f ms:\n", loops, now_ms() - t0);
+    printf("  RSS %ld kB -> %ld kB (%+.1f%%, target within 10%%), fds %d -> %d, child processes %d -> %d\n", rss0,
+           rss1, (double)(rss1 - rss0) * 100.0 / (double)rss0, fds0, fds1, kids0, kids1);
+    bool ok = mo / mb <= 1.3 && labs(rss1 - rss0) * 10 <= rss0 && fds1 == fds0 && kids1 == 0;
+    printf("RESULT: %s\n", ok ? "targets met" : "TARGET MISSED");
+    runtime_close(b.rt, NULL, NULL);
+    uv_run(&b.loop, UV_RUN_DEFAULT);
+    json_decref(b.exe);
+    free(base);
+    free(ours);
+    buf_release(&err);
+    return ok ? 0 : 1;
+}

@@ -43,6 +43,7 @@
 #include "../common/net.h"
 #include "../common/xalloc.h"
 #include "cgroup.h"
+#include "procfs.h"
 #include "ready_probe.h"
 #include "runtime.h"
 
@@ -309,42 +310,13 @@ static char *pid_record_path(struct process_runtime *prt, const char *id)
     return xasprintf("%s/run/%s.pid", prt->data_dir, id);
 }
 
-/* Field 22 of /proc/PID/stat: start time in clock ticks since boot; 0 if gone. */
-static unsigned long long proc_start_time(int pid)
-{
-    char path[64], text[1024];
-    unsigned long long start = 0;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *p = strrchr(text, ')'); /* the command name may contain spaces */
-    if (!p)
-        return 0;
-    /* After ")": state is field 3; starttime is field 22, so skip 19 fields. */
-    p += 2;
-    for (int i = 0; i < 19 && p; i++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    if (p)
-        start = strtoull(p, NULL, 10);
-    return start;
-}
-
 static void write_pid_record(struct process_runtime *prt, struct child *c)
 {
     char *path = pid_record_path(prt, c->id);
     FILE *f = fopen(path, "we");
 
     if (f) {
-        fprintf(f, "%d %llu %s\n", c->pid, proc_start_time(c->pid), c->cg.mem_path ? c->cg.mem_path : "-");
+        fprintf(f, "%d %llu %s\n", c->pid, procfs_start_time(c->pid), c->cg.mem_path ? c->cg.mem_path : "-");
         fclose(f);
     } else {
         log_warn("backend %s: cannot write '%s': %s", c->id, path, strerror(errno));
@@ -765,89 +737,10 @@ static void process_terminate(struct runtime *rt, struct runtime_op *op, bool ha
     runtime_op_complete(op, 0, NULL);
 }
 
-/* Host CPU time in ns: the "cpu" line of /proc/stat, as Docker's system_cpu_usage. */
-static uint64_t host_cpu_ns(void)
-{
-    unsigned long long v[10] = {0};
-    uint64_t sum = 0;
-    FILE *f = fopen("/proc/stat", "re");
-
-    if (!f)
-        return 0;
-    if (fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4],
-               &v[5], &v[6], &v[7], &v[8], &v[9]) >= 4)
-        for (int i = 0; i < 8; i++) /* guest time is already in user */
-            sum += v[i];
-    fclose(f);
-    return sum * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
-}
-
-/* CPU time (user + system, own and reaped children) of pid in ns. */
-static uint64_t proc_cpu_ns(int pid)
-{
-    char path[64], text[1024];
-    unsigned long long ut = 0, st = 0, cut = 0, cst = 0;
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
-    f = fopen(path, "re");
-    if (!f)
-        return 0;
-    size_t n = fread(text, 1, sizeof(text) - 1, f);
-    fclose(f);
-    text[n] = '\0';
-    char *p = strrchr(text, ')');
-    if (!p)
-        return 0;
-    /* Fields 14-17 are utime stime cutime cstime; p+2 is field 3. */
-    p += 2;
-    for (int i = 0; i < 11 && p; i++) {
-        p = strchr(p, ' ');
-        if (p)
-            p++;
-    }
-    if (!p || sscanf(p, "%llu %llu %llu %llu", &ut, &st, &cut, &cst) != 4)
-        return 0;
-    return (ut + st + cut + cst) * (1000000000ull / (uint64_t)sysconf(_SC_CLK_TCK));
-}
-
-static uint64_t status_kb(const char *text, const char *name)
-{
-    const char *p = strstr(text, name);
-
-    return p ? strtoull(p + strlen(name), NULL, 10) * 1024 : 0;
-}
-
-/* Memory of the leader from /proc, for backends without a cgroup. */
-static void proc_memory(int pid, struct backend_metrics *m)
-{
-    char path[64], text[4096];
-    FILE *f;
-
-    snprintf(path, sizeof(path), "/proc/%d/status", pid);
-    f = fopen(path, "re");
-    if (f) {
-        size_t n = fread(text, 1, sizeof(text) - 1, f);
-        text[n] = '\0';
-        fclose(f);
-        m->mem_used = status_kb(text, "VmRSS:");
-        m->mem_total = m->mem_used;
-        m->mem_active = m->mem_used;
-        m->mem_unevictable = status_kb(text, "VmLck:");
-    }
-    f = fopen("/proc/meminfo", "re");
-    if (f) {
-        size_t n = fread(text, 1, sizeof(text) - 1, f);
-        text[n] = '\0';
-        fclose(f);
-        m->mem_limit = status_kb(text, "MemTotal:");
-    }
-}
-
 static void metrics_cb(uv_timer_t *t)
 {
     struct process_runtime *prt = container_of(t, struct process_runtime, metrics_timer);
-    uint64_t sys = host_cpu_ns();
+    uint64_t sys = procfs_host_cpu_ns();
     uint64_t sys_delta = sys > prt->last_sys_ns ? sys - prt->last_sys_ns : 0;
     struct list_node *pos, *tmp;
 
@@ -858,8 +751,8 @@ static void metrics_cb(uv_timer_t *t)
         if (c->exited)
             continue;
         if (!c->cg.mem_path || cgroup_sample(&c->cg, &m) < 0)
-            proc_memory(c->pid, &m);
-        uint64_t cpu = proc_cpu_ns(c->pid);
+            procfs_memory(c->pid, &m);
+        uint64_t cpu = procfs_cpu_ns(c->pid);
         m.cpu_used = cpu > c->last_cpu_ns ? cpu - c->last_cpu_ns : 0;
         c->last_cpu_ns = cpu;
         m.sys_cpu = sys_delta;
@@ -885,7 +778,7 @@ static void reap_leftovers(struct process_runtime *prt)
         char cg[4096] = "-";
         if (f && fscanf(f, "%d %llu %4095s", &pid, &start, cg) >= 2 && pid > 1) {
             /* Only if it is still the same process, not a reused pid. */
-            if (proc_start_time(pid) == start) {
+            if (procfs_start_time(pid) == start) {
                 log_warn("backend %.*s: killing pid %d left by a previous run", (int)(n - 4), de->d_name, pid);
                 kill(-pid, SIGKILL);
                 kill(pid, SIGKILL);
@@ -943,7 +836,7 @@ static int process_open(struct runtime **out, const struct runtime_config *cfg, 
     prt->next_port = (uint16_t)(PORT_MIN + r % (PORT_MAX - PORT_MIN + 1));
     uv_timer_init(cfg->loop, &prt->metrics_timer);
     unsigned every = cfg->metrics_interval_ms ? cfg->metrics_interval_ms : 10000;
-    prt->last_sys_ns = host_cpu_ns();
+    prt->last_sys_ns = procfs_host_cpu_ns();
     uv_timer_start(&prt->metrics_timer, metrics_cb, every, every);
     uv_unref((uv_handle_t *)&prt->metrics_timer);
     *out = &prt->base;

@@ -398,3 +398,38 @@ TEST(process_close_kills_every_backend)
         ASSERT_FALSE(pid_alive(pids[i]));
     json_decref(x);
 }
+
+TEST(process_terminate_during_wait_and_exit_during_terminate)
+{
+    struct harness h;
+    struct runtime_config cfg = {.grace_ms = 5000};
+    json_t *slow = echo_exe("ECHO_LISTEN_DELAY_MS=3000", NULL);
+    json_t *lingering = echo_exe("ECHO_IGNORE_SIGTERM=1", "ECHO_EXIT_AFTER_MS=300", "ECHO_EXIT_CODE=9", NULL);
+    struct result w = {0}, t = {0};
+
+    harness_open(&h, "process", &cfg);
+    uint16_t port = spawn_ok(&h, "b1", slow);
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%u", port);
+    runtime_wait_ready(h.rt, "b1", addr, on_result, &w);
+    test_run_for(&h.loop, 50);
+    runtime_terminate(h.rt, "b1", false, on_result, &t);
+    wait_result(&h, &w, 2000); /* the wait ends with the backend, long before its delay */
+    ASSERT_NE(w.status, 0);
+    wait_exits(&h, 1, 2000);
+    ASSERT_EQ(exit_code_of(&h, "b1"), 0);
+
+    /* It exits on its own while a soft terminate waits out the grace period. */
+    memset(&t, 0, sizeof(t));
+    spawn_ok(&h, "b2", lingering);
+    test_run_for(&h.loop, 50);
+    runtime_terminate(h.rt, "b2", false, on_result, &t);
+    wait_exits(&h, 2, 3000);
+    ASSERT_TRUE(t.done && t.was_running);
+    ASSERT_EQ(exit_code_of(&h, "b2"), 9);
+    test_run_for(&h.loop, 100);
+    ASSERT_EQ(h.nexits, 2); /* once, and no SIGKILL timer firing on a dead group later */
+    json_decref(slow);
+    json_decref(lingering);
+    harness_close(&h);
+}

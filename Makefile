@@ -84,7 +84,7 @@ fuzz-smoke: fuzz
 
 dev: deps
 	$(MAKE) all
-	$(PLANE) dev
+	-$(PLANE) dev
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)

@@ -71,7 +71,7 @@ static void stop(struct executor_cmd *x)
     if (x->stopping)
         return;
     x->stopping = true;
-    log_info("executor: stopping");
+    log_info("stopping: terminating every backend");
     executor_server_close(x->server);
     runtime_close(x->rt, closed_runtime, x);
     uv_close((uv_handle_t *)&x->sigint, NULL);

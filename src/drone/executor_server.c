@@ -168,7 +168,7 @@ void executor_server_on_exit(void *server, const char *backend_id, int exit_code
     /* Nobody to tell now: keep it for the next client. */
     if (s->backlog_len >= MAX_QUEUED_EVENTS) {
         struct queued_line *old = list_entry(s->backlog.next, struct queued_line, node);
-        log_warn("executor: event backlog full, dropping the oldest event");
+        log_warn("event backlog full, dropping the oldest event");
         list_remove(&old->node);
         free(old->line);
         free(old);
@@ -430,7 +430,7 @@ int executor_server_listen(struct executor_server *s, const char *path, struct r
         return -EADDRINUSE;
     }
     s->path = xstrdup(path);
-    log_info("executor: serving the %s runtime on '%s'", runtime_name(rt), path);
+    log_info("serving the %s runtime on '%s'", runtime_name(rt), path);
     return 0;
 }
 

@@ -205,11 +205,14 @@ static void request_free(struct request *r)
 static void request_done(void *arg, const struct runtime_result *res)
 {
     struct request *r = arg;
+    struct client *c = r->client;
 
     if (r->kind == EXEC_SPAWN && res->status == 0)
         track(r->server, r->backend_id);
-    if (r->client)
-        client_send(r->client, exec_encode_result(exec_response_kind(r->kind), r->id, res));
+    /* Off the client's list first: a failed send closes the client, which walks that list. */
+    list_remove(&r->node);
+    if (c)
+        client_send(c, exec_encode_result(exec_response_kind(r->kind), r->id, res));
     request_free(r);
 }
 

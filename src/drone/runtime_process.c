@@ -266,13 +266,14 @@ static void process_prepare(struct runtime *rt, struct runtime_op *op, const jso
     buf_release(&err);
 }
 
+/* The running backend called id; one that exited lingers only until its handles close. */
 static struct child *child_find(struct process_runtime *prt, const char *id)
 {
     struct list_node *pos, *tmp;
 
     list_for_each_safe(pos, tmp, &prt->children) {
         struct child *c = list_entry(pos, struct child, node);
-        if (strcmp(c->id, id) == 0)
+        if (!c->exited && strcmp(c->id, id) == 0)
             return c;
     }
     return NULL;

@@ -433,3 +433,19 @@ TEST(process_terminate_during_wait_and_exit_during_terminate)
     json_decref(lingering);
     harness_close(&h);
 }
+
+TEST(process_same_id_again_after_exit)
+{
+    struct harness h;
+    json_t *x = echo_exe(NULL);
+
+    harness_open(&h, "process", NULL);
+    spawn_ok(&h, "b1", x);
+    runtime_terminate(h.rt, "b1", true, NULL, NULL);
+    wait_exits(&h, 1, 3000);
+    /* Straight away, while the old one's handles may still be closing. */
+    uint16_t port = spawn_ok(&h, "b1", x);
+    ASSERT_OK(ready_status(&h, "b1", port, 5000, NULL));
+    json_decref(x);
+    harness_close(&h);
+}

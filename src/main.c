@@ -11,6 +11,8 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "common/xalloc.h"
+#include "controller/controller.h"
+#include "drone/drone.h"
 #include "drone/executor_server.h"
 
 static int not_yet(int argc, char **argv)
@@ -33,8 +35,8 @@ static const struct subcommand {
     int (*run)(int argc, char **argv);
     const char *help;
 } subcommands[] = {
-    {"controller", not_yet, "HTTP API, scheduling, keys (not yet)"},
-    {"drone", not_yet, "run backends on this host (not yet)"},
+    {"controller", controller_main, "HTTP API, scheduling, keys"},
+    {"drone", drone_main, "run backends on this host"},
     {"proxy", not_yet, "route HTTP and WebSocket traffic to backends (not yet)"},
     {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
     {"dev", not_yet, "controller + drone + proxy in one process (not yet)"},

@@ -1,0 +1,352 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * connect.c - POST /ctrl/connect (spec §5.2.1): get the backend holding a
+ * key, or schedule a new one. The key's row in the store is the lock: its
+ * (namespace, name) is unique, so of concurrent connects for a new key
+ * exactly one inserts its backend and the others, failing to acquire, retry
+ * and find it (3 attempts in all).
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/json_util.h"
+#include "../common/log.h"
+#include "../common/names.h"
+#include "../common/wire.h"
+#include "../common/xalloc.h"
+#include "controller.h"
+
+#define ATTEMPTS 3
+
+enum outcome { DONE, RETRY_ACQUIRE, RETRY_REMOVE };
+
+struct connect_req {
+    const char *key_name, *key_ns, *key_tag;
+    char *generated_key;  /* owned: lk-... when the request has no key */
+    const json_t *spawn;  /* spawn_config or NULL */
+    const char *id, *cluster, *pool, *subdomain;
+    const json_t *executable;
+    int64_t lifetime_s, idle_s; /* -1: none */
+    bool static_token;
+    const char *user;     /* or NULL */
+    char *auth;           /* owned: the auth object, sorted keys */
+};
+
+static bool opt_str(const json_t *o, const char *k, const char **out)
+{
+    const json_t *v = json_object_get(o, k);
+
+    *out = NULL;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_string(v))
+        return false;
+    *out = json_string_value(v);
+    return true;
+}
+
+static bool opt_i32(const json_t *o, const char *k, int64_t *out)
+{
+    const json_t *v = json_object_get(o, k);
+
+    *out = -1;
+    if (!v || json_is_null(v))
+        return true;
+    if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
+        return false;
+    *out = json_integer_value(v);
+    return true;
+}
+
+/* The §4.7 shape; false (and 422 sent) when it does not hold. */
+static bool parse_request(struct http_request *http, const json_t *j, struct connect_req *r)
+{
+    const json_t *key = json_object_get(j, "key");
+    const json_t *auth = json_object_get(j, "auth");
+    const json_t *b;
+
+    memset(r, 0, sizeof(*r));
+    r->lifetime_s = r->idle_s = -1;
+    if (!json_is_object(j))
+        return api_unprocessable(http, "expected a ConnectRequest object"), false;
+    if (key && !json_is_null(key)) {
+        if (!json_is_object(key) || !json_is_string(json_object_get(key, "name")) ||
+            !opt_str(key, "namespace", &r->key_ns) || !opt_str(key, "tag", &r->key_tag))
+            return api_unprocessable(http, "key: expected {\"name\":string,\"namespace\"?:string,\"tag\"?:string}"),
+                   false;
+        r->key_name = json_string_value(json_object_get(key, "name"));
+    }
+    if (!opt_str(j, "user", &r->user))
+        return api_unprocessable(http, "user: expected a string or null"), false;
+    if (auth && !json_is_object(auth))
+        return api_unprocessable(http, "auth: expected an object"), false;
+    json_t *sorted = auth ? json_sorted_copy(auth) : json_object();
+    r->auth = json_dumps(sorted, JSON_COMPACT);
+    json_decref(sorted);
+    r->spawn = json_object_get(j, "spawn_config");
+    if (r->spawn && json_is_null(r->spawn))
+        r->spawn = NULL;
+    if (r->spawn) {
+        const json_t *s = r->spawn;
+        if (!json_is_object(s) || !opt_str(s, "id", &r->id) || !opt_str(s, "cluster", &r->cluster) ||
+            !opt_str(s, "pool", &r->pool) || !opt_str(s, "subdomain", &r->subdomain) ||
+            !opt_i32(s, "lifetime_limit_seconds", &r->lifetime_s) || !opt_i32(s, "max_idle_seconds", &r->idle_s))
+            return api_unprocessable(http, "spawn_config: a field has the wrong type"), false;
+        r->executable = json_object_get(s, "executable");
+        if (!r->executable)
+            return api_unprocessable(http, "spawn_config: missing field `executable`"), false;
+        b = json_object_get(s, "use_static_token");
+        if (b && !json_is_null(b) && !json_is_boolean(b))
+            return api_unprocessable(http, "spawn_config.use_static_token: expected a boolean"), false;
+        r->static_token = json_is_true(b);
+        /* Plane accepts any id here and fails later on reads (§0 quirk 20); refuse it up front. */
+        if (r->id && !name_is_valid(r->id, NULL))
+            return api_unprocessable(http, "spawn_config.id: only [a-z0-9-], at most 45 chars"), false;
+    }
+    if (!r->key_name) {
+        r->generated_key = name_random("lk");
+        r->key_name = r->generated_key;
+    }
+    if (!r->key_ns)
+        r->key_ns = "";
+    if (!r->key_tag)
+        r->key_tag = "";
+    return true;
+}
+
+/* A cluster is HTTPS when it has no port or port 443 (§3.4). */
+static bool cluster_https(const char *cluster)
+{
+    const char *colon = strchr(cluster, ':');
+
+    return !colon || strcmp(colon + 1, "443") == 0;
+}
+
+static bool cluster_valid(const char *cluster)
+{
+    const char *colon = strchr(cluster, ':');
+    size_t hlen = colon ? (size_t)(colon - cluster) : strlen(cluster);
+
+    if (hlen == 0 || hlen > 253)
+        return false;
+    for (size_t i = 0; i < hlen; i++) {
+        char ch = cluster[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+              ch == '.'))
+            return false;
+    }
+    if (colon) {
+        char *end;
+        long port = strtol(colon + 1, &end, 10);
+        if (*end || end == colon + 1 || port < 0 || port > 65535)
+            return false;
+    }
+    return true;
+}
+
+static void respond(struct controller *c, struct http_request *http, const char *backend_id, bool spawned,
+                    enum backend_status status, const char *token, const char *secret, const char *cluster,
+                    const char *subdomain, const char *drone)
+{
+    char *url = subdomain ? xasprintf("%s://%s.%s/%s/", cluster_https(cluster) ? "https" : "http", subdomain,
+                                      cluster, token)
+                          : xasprintf("%s://%s/%s/", cluster_https(cluster) ? "https" : "http", cluster, token);
+    char *status_url = xasprintf("%s/pub/b/%s/status", c->status_base, backend_id);
+    json_t *o = json_object();
+
+    json_object_set_new(o, "backend_id", json_string(backend_id));
+    json_object_set_new(o, "spawned", json_boolean(spawned));
+    json_object_set_new(o, "status", json_string(backend_status_name(status)));
+    json_object_set_new(o, "token", json_string(token));
+    json_object_set_new(o, "url", json_string(url));
+    json_object_set_new(o, "subdomain", subdomain ? json_string(subdomain) : json_null());
+    json_object_set_new(o, "secret_token", secret ? json_string(secret) : json_null());
+    json_object_set_new(o, "status_url", json_string(status_url));
+    json_object_set_new(o, "drone", drone ? json_string(drone) : json_null());
+    http_respond_json(http, 200, o, NULL);
+    free(url);
+    free(status_url);
+}
+
+/* A fresh token and secret for backend_id (§5.2.1 step 7). 0 or -EIO. */
+static int new_token(struct controller *c, const char *backend_id, const struct connect_req *r, char **token,
+                     char **secret)
+{
+    *token = token_random();
+    *secret = token_random();
+    return STORE_CALL(c->store, token_create, *token, backend_id, r->user, r->auth, *secret,
+                      controller_now() + TOKEN_LIFETIME_MS);
+}
+
+static enum outcome existing(struct controller *c, struct http_request *http, const struct connect_req *r,
+                             const struct key_row *key)
+{
+    struct backend_row row;
+    char *token = NULL, *secret = NULL;
+
+    if (strcmp(key->tag, r->key_tag) != 0) {
+        api_error(http, 409, "KeyHeld", "Lock is held but tag does not match.");
+        return DONE;
+    }
+    if (STORE_CALL(c->store, backend_get, key->backend_id, &row) < 0) {
+        api_error(http, 500, "Other", "Internal error.");
+        return DONE;
+    }
+    if (row.static_token) {
+        respond(c, http, row.id, false, row.state.status, row.static_token, NULL, row.cluster, row.subdomain, NULL);
+    } else if (new_token(c, row.id, r, &token, &secret) < 0) {
+        api_error(http, 500, "Other", "Internal error.");
+    } else {
+        respond(c, http, row.id, false, row.state.status, token, secret, row.cluster, row.subdomain, NULL);
+    }
+    free(token);
+    free(secret);
+    backend_row_release(&row);
+    return DONE;
+}
+
+static enum outcome attempt(struct controller *c, struct http_request *http, const struct connect_req *r)
+{
+    int64_t now = controller_now();
+    struct key_row key;
+    int rc = STORE_CALL(c->store, key_get, r->key_ns, r->key_name, &key);
+
+    if (rc == 0) {
+        if (now < key.expires_at) {
+            enum outcome o = existing(c, http, r, &key);
+            key_row_release(&key);
+            return o;
+        }
+        key_row_release(&key);
+        bool deleted = false;
+        if (STORE_CALL(c->store, key_delete_expired, r->key_ns, r->key_name, now, &deleted) < 0) {
+            api_error(http, 500, "Other", "Internal error.");
+            return DONE;
+        }
+        if (!deleted)
+            return RETRY_REMOVE;
+    } else if (rc != -ENOENT) {
+        api_error(http, 500, "Other", "Internal error.");
+        return DONE;
+    }
+
+    if (!r->spawn) {
+        api_error(http, 409, "KeyUnheldNoSpawnConfig", "Lock is unheld but no spawn config was provided.");
+        return DONE;
+    }
+    const char *cluster = r->cluster ? r->cluster : c->default_cluster;
+    if (!cluster) {
+        api_error(http, 400, "NoClusterProvided", "No cluster provided, and no default cluster for this controller.");
+        return DONE;
+    }
+    if (!cluster_valid(cluster)) {
+        api_error(http, 400, "InvalidClusterName", "Invalid cluster name");
+        return DONE;
+    }
+
+    int64_t drone_id, local_time;
+    char *drone_name = NULL;
+    rc = STORE_CALL(c->store, drone_pick, cluster, r->pool ? r->pool : "", now - DRONE_HEALTHY_MS, c->best_of,
+                    &drone_id, &drone_name, &local_time);
+    if (rc == -ENOENT) {
+        api_error(http, 500, "NoDroneAvailable", "No active drone available.");
+        return DONE;
+    }
+    if (rc < 0) {
+        api_error(http, 500, "Other", "Internal error.");
+        return DONE;
+    }
+
+    char *backend_id = r->id ? xstrdup(r->id) : name_random(NULL);
+    char *static_token = r->static_token ? token_static_random() : NULL;
+    char *action_id = name_random("ak");
+    int64_t fencing = now;
+    /* The drone's clock, not ours (§12); hard equals soft in Plane's first deadlines (quirk 4). */
+    json_t *spawn = json_object();
+    json_object_set_new(spawn, "executable", json_deep_copy(r->executable));
+    json_object_set_new(spawn, "key",
+                        json_pack("{s:{s:s, s:s, s:s}, s:{s:I, s:I, s:I}, s:I}", "key", "name", r->key_name,
+                                  "namespace", r->key_ns, "tag", r->key_tag, "deadlines", "renew_at",
+                                  (json_int_t)(local_time + KEY_RENEW_MS), "soft_terminate_at",
+                                  (json_int_t)(local_time + KEY_SOFT_MS), "hard_terminate_at",
+                                  (json_int_t)(local_time + KEY_SOFT_MS), "token", (json_int_t)fencing));
+    json_object_set_new(spawn, "static_token", static_token ? json_string(static_token) : json_null());
+    json_t *body = controller_action_body(action_id, backend_id, drone_id, wire_variant("Spawn", spawn));
+    char *body_text = wire_text(body);
+    struct new_backend nb = {
+        .id = backend_id,
+        .cluster = cluster,
+        .static_token = static_token,
+        .subdomain = r->subdomain,
+        .drone_id = drone_id,
+        .lifetime_ms = r->lifetime_s > 0 ? r->lifetime_s * 1000 : 0,
+        .max_idle_ms = r->idle_s >= 0 ? r->idle_s * 1000 : -1,
+        .key_namespace = r->key_ns,
+        .key_name = r->key_name,
+        .key_tag = r->key_tag,
+        .key_expires_at = now + KEY_EXPIRY_MS,
+        .fencing_token = fencing,
+        .action_id = action_id,
+        .action_json = body_text,
+        .now = now,
+    };
+    enum outcome o = DONE;
+    rc = STORE_CALL(c->store, backend_create, &nb);
+    if (rc == -EEXIST) {
+        o = RETRY_ACQUIRE;
+    } else if (rc < 0) {
+        api_error(http, 500, "Other", "Internal error.");
+    } else {
+        char drone_key[32];
+        json_t *payload = json_pack("{s:{s:s}, s:I}", "state", "status", "scheduled", "time", (json_int_t)now);
+        events_publish(c->events, EVENT_BACKEND_STATE, backend_id, payload);
+        json_decref(payload);
+        snprintf(drone_key, sizeof(drone_key), "%lld", (long long)drone_id);
+        events_publish(c->events, EVENT_BACKEND_ACTION, drone_key, body);
+        log_info("backend %s: scheduled on %s for key '%s'", backend_id, drone_name, r->key_name);
+        char *token = NULL, *secret = NULL;
+        if (static_token)
+            respond(c, http, backend_id, true, BACKEND_SCHEDULED, static_token, NULL, cluster, r->subdomain,
+                    drone_name);
+        else if (new_token(c, backend_id, r, &token, &secret) < 0)
+            api_error(http, 500, "Other", "Internal error.");
+        else
+            respond(c, http, backend_id, true, BACKEND_SCHEDULED, token, secret, cluster, r->subdomain, drone_name);
+        free(token);
+        free(secret);
+    }
+    json_decref(body);
+    free(body_text);
+    free(action_id);
+    free(static_token);
+    free(backend_id);
+    free(drone_name);
+    return o;
+}
+
+void api_connect(struct controller *c, struct http_request *http)
+{
+    json_t *j = api_json_body(http);
+    struct connect_req r;
+    enum outcome o = DONE;
+
+    if (!j)
+        return;
+    if (parse_request(http, j, &r)) {
+        for (int i = 0; i < ATTEMPTS; i++) {
+            o = attempt(c, http, &r);
+            if (o == DONE)
+                break;
+        }
+        if (o == RETRY_ACQUIRE)
+            api_error(http, 500, "FailedToAcquireKey", "Failed to acquire lock.");
+        else if (o == RETRY_REMOVE)
+            api_error(http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
+    }
+    free(r.generated_key);
+    free(r.auth);
+    json_decref(j);
+}

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * controller.h - `plane controller`: the HTTP/JSON API, the WebSocket
+ * endpoints for drones and proxies, scheduling, keys, sweeping and lost-drone
+ * handling, over the store (spec §5-§12). This header is shared by the
+ * controller's files; the outside world sees controller_main().
+ */
+#ifndef PLANE_CONTROLLER_H
+#define PLANE_CONTROLLER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "../common/buf.h"
+#include "../common/http_server.h"
+#include "../common/list.h"
+#include "events.h"
+#include "store.h"
+
+#define KEY_RENEW_MS 30000 /* §12 */
+#define KEY_SOFT_MS 40000
+#define KEY_HARD_MS 50000
+#define KEY_EXPIRY_MS 60000
+#define DRONE_HEALTHY_MS 45000 /* §10.3 */
+#define TOKEN_LIFETIME_MS 3600000
+#define SWEEP_INTERVAL_MS 5000
+#define RESEND_INTERVAL_MS 5000
+#define RESEND_BATCH 50
+
+struct controller_config {
+    const char *db;
+    const char *host;
+    int port;
+    const char *controller_url; /* NULL: http://host:port */
+    const char *default_cluster;
+    int best_of;
+    int64_t lost_after_ms;      /* a drone silent this long is lost; 0 disables */
+};
+
+struct controller {
+    uv_loop_t *loop;
+    struct store *store;
+    struct events *events;
+    struct http_server *http;
+    char *id;             /* co-... */
+    char *status_base;    /* scheme://authority of --controller-url */
+    char *default_cluster;
+    int best_of;
+    int64_t lost_after_ms;
+    struct list_node sessions; /* drone and proxy sockets */
+    struct list_node streams;  /* open status streams */
+    uv_timer_t lost_timer;
+    uv_timer_t cleanup_timer;
+    int open_timers;
+    bool stopping;
+};
+
+int controller_start(struct controller **out, uv_loop_t *loop, const struct controller_config *cfg, struct buf *err);
+void controller_stop(struct controller *c);
+int controller_port(const struct controller *c);
+int controller_main(int argc, char **argv);
+
+/* api.c */
+void api_handle(void *arg, struct http_request *req);
+void api_error(struct http_request *req, int status, const char *kind, const char *message);
+void api_streams_close(struct controller *c);
+/* The request's JSON body; NULL after answering 415 or 400 (§5). */
+json_t *api_json_body(struct http_request *req);
+/* 422: the body has the wrong shape. */
+void api_unprocessable(struct http_request *req, const char *what);
+
+/* connect.c */
+void api_connect(struct controller *c, struct http_request *req);
+
+/* sockets.c: the drone and proxy WebSocket endpoints */
+void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
+void sockets_close_all(struct controller *c);
+
+/* controller.c: shared operations */
+/* Queues action (a BackendAction, stolen) for the backend's drone: stored, then delivered. 0 or -errno. */
+int controller_queue_action(struct controller *c, const char *backend_id, int64_t drone_id, json_t *action);
+/* The full Action message body for an action. New reference. */
+json_t *controller_action_body(const char *action_id, const char *backend_id, int64_t drone_id, json_t *action);
+/* Applies a state update from a drone (or the controller itself): monotonic; publishes when accepted. */
+int controller_update_state(struct controller *c, const char *backend_id, const struct backend_state *st,
+                            bool *accepted);
+int64_t controller_now(void);
+
+#endif

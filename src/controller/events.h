@@ -1,0 +1,27 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * events.h - the controller's event bus (spec §10.2), in process: state
+ * changes of backends, actions for drones, and node connections are
+ * published with an optional key (a backend id, a drone id) and delivered
+ * synchronously to subscribers of that kind and key (or of the kind alone).
+ * Subscribers may unsubscribe themselves or others from inside a callback.
+ */
+#ifndef PLANE_EVENTS_H
+#define PLANE_EVENTS_H
+
+#include <jansson.h>
+
+enum event_kind { EVENT_BACKEND_STATE, EVENT_BACKEND_ACTION, EVENT_NODE_CONNECTION };
+
+struct events;
+struct event_sub;
+typedef void event_fn(void *arg, enum event_kind kind, const char *key, const json_t *payload);
+
+struct events *events_new(void);
+void events_free(struct events *e);
+/* key NULL: every event of the kind. */
+struct event_sub *events_subscribe(struct events *e, enum event_kind kind, const char *key, event_fn *fn, void *arg);
+void events_unsubscribe(struct event_sub *sub);
+void events_publish(struct events *e, enum event_kind kind, const char *key, const json_t *payload);
+
+#endif

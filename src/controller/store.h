@@ -1,0 +1,128 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store.h - the controller's store: the source of truth for nodes, drones,
+ * backends, keys, tokens, actions and state history (spec §10.1). An
+ * interface (struct store_ops, the runtime's vtable pattern) so that
+ * PostgreSQL can sit beside the embedded SQLite implementation; the
+ * controller calls the store_*() wrappers below, never ->ops directly.
+ *
+ * Times are epoch milliseconds of the controller's clock. Every call
+ * returns 0 or a negative errno; -EIO means the database failed.
+ */
+#ifndef PLANE_STORE_H
+#define PLANE_STORE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "../common/backend_state.h"
+#include "../common/buf.h"
+
+struct store;
+
+enum node_kind { NODE_DRONE, NODE_PROXY, NODE_DNS };
+
+struct backend_row {
+    char *id, *cluster, *static_token, *subdomain, *drone_name; /* owned; static_token/subdomain may be NULL */
+    int64_t drone_id;
+    struct backend_state state;
+    int64_t last_status_time;
+    int64_t expiration_time; /* 0: none */
+    int64_t allowed_idle_ms; /* -1: none */
+    int64_t last_keepalive;
+};
+
+struct key_row {
+    char *backend_id, *tag; /* owned */
+    int64_t expires_at;
+    int64_t fencing_token;
+};
+
+/* Everything connect writes for a new backend, in one transaction (§5.2.1 step 6). */
+struct new_backend {
+    const char *id, *cluster, *static_token, *subdomain; /* static_token, subdomain may be NULL */
+    int64_t drone_id;
+    int64_t lifetime_ms;     /* 0: none */
+    int64_t max_idle_ms;     /* -1: none */
+    const char *key_namespace, *key_name, *key_tag;
+    int64_t key_expires_at;
+    int64_t fencing_token;
+    const char *action_id;
+    const char *action_json; /* the full Action message body */
+    int64_t now;
+};
+
+struct route_row {
+    char *backend_id, *secret_token, *cluster, *user, *user_data, *subdomain; /* owned; user/subdomain may be NULL */
+    struct backend_state state;
+};
+
+typedef void store_history_fn(void *arg, const struct backend_state *st, int64_t time_ms);
+typedef void store_action_fn(void *arg, const char *action_id, const char *backend_id, const char *action_json);
+typedef void store_id_fn(void *arg, const char *backend_id, int64_t drone_id);
+
+struct store_ops {
+    const char *name;
+    int (*open)(struct store **out, const char *url, struct buf *err);
+    void (*close)(struct store *s);
+    int (*ping)(struct store *s);
+
+    int (*node_connect)(struct store *s, enum node_kind kind, const char *name, const char *cluster, const char *ip,
+                        const char *controller, const char *pool, int64_t now, int64_t *node_id);
+    int (*node_disconnect)(struct store *s, int64_t node_id, const char *controller, int64_t connected_at);
+    int (*drone_heartbeat)(struct store *s, int64_t node_id, int64_t local_time, int64_t now);
+    int (*drone_drain)(struct store *s, const char *cluster, const char *name, bool *updated);
+    int (*cluster_state)(struct store *s, const char *cluster, int64_t now, json_t **out);
+    /*
+     * Scheduling (§10.3): of up to best_of random drones that can take a
+     * backend, the one with the fewest non-terminated backends. -ENOENT if none.
+     */
+    int (*drone_pick)(struct store *s, const char *cluster, const char *pool, int64_t healthy_since, int best_of,
+                      int64_t *drone_id, char **drone_name, int64_t *last_local_time);
+
+    int (*key_get)(struct store *s, const char *ns, const char *name, struct key_row *out);
+    int (*key_delete_expired)(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted);
+    int (*backend_create)(struct store *s, const struct new_backend *nb);
+    int (*token_create)(struct store *s, const char *token, const char *backend_id, const char *user,
+                        const char *auth_json, const char *secret, int64_t expires_at);
+    int (*backend_get)(struct store *s, const char *id, struct backend_row *out);
+    int (*backend_history)(struct store *s, const char *id, store_history_fn *fn, void *arg);
+    int (*backend_update_state)(struct store *s, const char *id, const struct backend_state *st, int64_t now,
+                                bool *accepted);
+
+    int (*action_create)(struct store *s, const char *action_id, const char *backend_id, int64_t drone_id,
+                         const char *action_json, int64_t now);
+    int (*actions_pending)(struct store *s, int64_t drone_id, int limit, store_action_fn *fn, void *arg);
+    int (*action_ack)(struct store *s, int64_t drone_id, const char *action_id, int64_t now);
+
+    int (*key_renew)(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed);
+    int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
+    int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
+    int (*revoke)(struct store *s, const char *backend_id, const char *user);
+    int (*route_get)(struct store *s, const char *token, struct route_row *out);
+    /* Non-terminated backends on drones not heard from since before cutoff. */
+    int (*lost_backends)(struct store *s, int64_t cutoff, store_id_fn *fn, void *arg);
+    int (*cleanup_tokens)(struct store *s, int64_t now);
+    /* A test and operator hook: stop renewals of backend_id's key (db-cli prevent-renew). */
+    int (*prevent_renew)(struct store *s, const char *backend_id);
+};
+
+struct store {
+    const struct store_ops *ops;
+};
+
+extern const struct store_ops store_sqlite_ops;
+
+/* Opens the store url names: a path (SQLite) or postgres://... 0 or -errno with a line in err. */
+int store_open(struct store **out, const char *url, struct buf *err);
+void store_close(struct store *s);
+void backend_row_release(struct backend_row *r);
+void key_row_release(struct key_row *r);
+void route_row_release(struct route_row *r);
+const char *node_kind_name(enum node_kind k);
+
+#define STORE_CALL(s, op, ...) ((s)->ops->op((s), ##__VA_ARGS__))
+
+#endif

@@ -1,0 +1,811 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * store_sqlite.c - the controller's store on an embedded SQLite file (see
+ * store.h): zero set-up, WAL mode, schema created at open. Every change of
+ * several rows runs in one transaction. Statements are prepared once and
+ * cached by their SQL text's address.
+ *
+ * One controller process owns the file. Unique indexes carry the
+ * invariants: (namespace, key_name) on backend_key is what makes a key
+ * hold at most one backend (spec §10.1).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#include "../common/log.h"
+#include "../common/xalloc.h"
+#include "store.h"
+
+#define MAX_STMTS 64
+
+struct sqlite_store {
+    struct store base; /* must be first */
+    sqlite3 *db;
+    struct {
+        const char *sql;
+        sqlite3_stmt *stmt;
+    } cache[MAX_STMTS];
+    int ncache;
+    int64_t last_fencing_token;
+};
+
+static const char schema[] =
+    "CREATE TABLE IF NOT EXISTS node (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+    " name TEXT NOT NULL, cluster TEXT, plane_version TEXT, plane_hash TEXT, controller TEXT, ip TEXT,"
+    " last_connection_start_time INTEGER);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS node_cluster_name ON node(cluster, name);"
+    "CREATE TABLE IF NOT EXISTS drone (id INTEGER PRIMARY KEY REFERENCES node(id), ready INTEGER NOT NULL DEFAULT 1,"
+    " draining INTEGER NOT NULL DEFAULT 0, last_heartbeat INTEGER, last_local_time INTEGER,"
+    " pool TEXT NOT NULL DEFAULT '');"
+    "CREATE TABLE IF NOT EXISTS backend (id TEXT PRIMARY KEY, cluster TEXT NOT NULL, last_status TEXT NOT NULL,"
+    " last_status_time INTEGER NOT NULL, last_status_number INTEGER, cluster_address TEXT,"
+    " drone_id INTEGER NOT NULL, expiration_time INTEGER, last_keepalive INTEGER NOT NULL,"
+    " allowed_idle_ms INTEGER, state TEXT NOT NULL, static_token TEXT, subdomain TEXT);"
+    "CREATE INDEX IF NOT EXISTS backend_drone ON backend(drone_id, last_status);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS backend_static_token ON backend(static_token);"
+    "CREATE TABLE IF NOT EXISTS backend_state (id INTEGER PRIMARY KEY AUTOINCREMENT, backend_id TEXT NOT NULL,"
+    " state TEXT NOT NULL, created_at INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS backend_state_backend ON backend_state(backend_id, id);"
+    "CREATE TABLE IF NOT EXISTS backend_action (id TEXT PRIMARY KEY, backend_id TEXT NOT NULL,"
+    " drone_id INTEGER NOT NULL, action TEXT NOT NULL, created_at INTEGER NOT NULL, acked_at INTEGER);"
+    "CREATE INDEX IF NOT EXISTS backend_action_pending ON backend_action(drone_id, acked_at, created_at);"
+    "CREATE TABLE IF NOT EXISTS backend_key (id TEXT PRIMARY KEY, namespace TEXT NOT NULL, key_name TEXT NOT NULL,"
+    " tag TEXT NOT NULL, expires_at INTEGER NOT NULL, fencing_token INTEGER NOT NULL,"
+    " allow_renew INTEGER NOT NULL DEFAULT 1);"
+    "CREATE UNIQUE INDEX IF NOT EXISTS backend_key_name ON backend_key(namespace, key_name);"
+    "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, backend_id TEXT NOT NULL,"
+    " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);";
+
+static struct sqlite_store *to_sqlite(struct store *s)
+{
+    if (s->ops != &store_sqlite_ops)
+        BUG("not a sqlite store");
+    return (struct sqlite_store *)s;
+}
+
+/* The cached statement for sql (a string literal), reset and unbound. */
+static sqlite3_stmt *stmt(struct sqlite_store *q, const char *sql)
+{
+    for (int i = 0; i < q->ncache; i++)
+        if (q->cache[i].sql == sql)
+            return q->cache[i].stmt;
+    if (q->ncache == MAX_STMTS)
+        BUG("statement cache full");
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(q->db, sql, -1, &st, NULL) != SQLITE_OK)
+        BUG("sqlite: cannot prepare %s: %s", sql, sqlite3_errmsg(q->db));
+    q->cache[q->ncache].sql = sql;
+    q->cache[q->ncache].stmt = st;
+    q->ncache++;
+    return st;
+}
+
+static void done(sqlite3_stmt *st)
+{
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+}
+
+static int db_error(struct sqlite_store *q, const char *what)
+{
+    log_error("store: %s: %s", what, sqlite3_errmsg(q->db));
+    return -EIO;
+}
+
+/* Runs st to completion. 0, -EEXIST on a constraint violation, or -EIO. */
+static int exec_stmt(struct sqlite_store *q, sqlite3_stmt *st, const char *what)
+{
+    int rc = sqlite3_step(st);
+
+    done(st);
+    if (rc == SQLITE_DONE)
+        return 0;
+    if (rc == SQLITE_CONSTRAINT)
+        return -EEXIST;
+    return db_error(q, what);
+}
+
+static int begin(struct sqlite_store *q)
+{
+    return sqlite3_exec(q->db, "BEGIN IMMEDIATE", NULL, NULL, NULL) == SQLITE_OK ? 0 : db_error(q, "begin");
+}
+
+static int commit(struct sqlite_store *q, int rc)
+{
+    if (rc == 0 && sqlite3_exec(q->db, "COMMIT", NULL, NULL, NULL) == SQLITE_OK)
+        return 0;
+    sqlite3_exec(q->db, "ROLLBACK", NULL, NULL, NULL);
+    return rc ? rc : db_error(q, "commit");
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static char *col_text(sqlite3_stmt *st, int i)
+{
+    const unsigned char *t = sqlite3_column_text(st, i);
+
+    return t ? xstrdup((const char *)t) : NULL;
+}
+
+static bool parse_state(const unsigned char *text, struct backend_state *out)
+{
+    json_t *j = text ? json_loads((const char *)text, 0, NULL) : NULL;
+    struct buf err = BUF_INIT;
+    bool ok = j && backend_state_from_json(j, out, &err) == 0;
+
+    json_decref(j);
+    buf_release(&err);
+    return ok;
+}
+
+/* ---- open/close ---- */
+
+static int sqlite_open(struct store **out, const char *path, struct buf *err)
+{
+    struct sqlite_store *q = xcalloc(1, sizeof(*q));
+
+    if (strcmp(path, ":memory:") != 0) {
+        int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (fd == -1) {
+            buf_printf(err, "cannot open database '%s': %s", path, strerror(errno));
+            free(q);
+            return -errno;
+        }
+        close(fd);
+    }
+    if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
+            SQLITE_OK ||
+        sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;", NULL,
+                     NULL, NULL) != SQLITE_OK ||
+        sqlite3_exec(q->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
+        buf_printf(err, "cannot open database '%s': %s", path, sqlite3_errmsg(q->db));
+        sqlite3_close(q->db);
+        free(q);
+        return -EIO;
+    }
+    sqlite3_busy_timeout(q->db, 5000);
+    /* Nodes connected to a previous run of this controller are not connected now. */
+    sqlite3_exec(q->db, "UPDATE node SET controller = NULL", NULL, NULL, NULL);
+    *out = &q->base;
+    return 0;
+}
+
+static void sqlite_close(struct store *s)
+{
+    struct sqlite_store *q = to_sqlite(s);
+
+    for (int i = 0; i < q->ncache; i++)
+        sqlite3_finalize(q->cache[i].stmt);
+    sqlite3_close(q->db);
+    free(q);
+}
+
+static int sqlite_ping(struct store *s)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    sqlite3_stmt *st = stmt(q, "SELECT 1");
+    int rc = sqlite3_step(st);
+
+    done(st);
+    return rc == SQLITE_ROW ? 0 : db_error(q, "ping");
+}
+
+/* ---- nodes ---- */
+
+static int sqlite_node_connect(struct store *s, enum node_kind kind, const char *name, const char *cluster,
+                               const char *ip, const char *controller, const char *pool, int64_t now,
+                               int64_t *node_id)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char upsert[] =
+        "INSERT INTO node(kind, name, cluster, plane_version, plane_hash, controller, ip, last_connection_start_time)"
+        " VALUES(?1, ?2, ?3, '0.5.5', '', ?4, ?5, ?6) ON CONFLICT(cluster, name) DO UPDATE SET"
+        " kind = excluded.kind, controller = excluded.controller, ip = excluded.ip,"
+        " last_connection_start_time = excluded.last_connection_start_time RETURNING id";
+    static const char drone_sql[] = "INSERT INTO drone(id, pool) VALUES(?1, ?2) ON CONFLICT(id) DO UPDATE SET"
+                                    " ready = 1"; /* pool only on first insert (§7.3 quirk) */
+    sqlite3_stmt *st;
+    int rc = begin(q);
+
+    if (rc < 0)
+        return rc;
+    st = stmt(q, upsert);
+    sqlite3_bind_text(st, 1, node_kind_name(kind), -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    bind_text(st, 3, cluster);
+    sqlite3_bind_text(st, 4, controller, -1, SQLITE_TRANSIENT);
+    bind_text(st, 5, ip);
+    sqlite3_bind_int64(st, 6, now);
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        *node_id = sqlite3_column_int64(st, 0);
+        done(st);
+    } else {
+        done(st);
+        return commit(q, db_error(q, "node upsert"));
+    }
+    if (kind == NODE_DRONE) {
+        st = stmt(q, drone_sql);
+        sqlite3_bind_int64(st, 1, *node_id);
+        sqlite3_bind_text(st, 2, pool ? pool : "", -1, SQLITE_TRANSIENT);
+        rc = exec_stmt(q, st, "drone upsert");
+    }
+    return commit(q, rc);
+}
+
+static int sqlite_node_disconnect(struct store *s, int64_t node_id, const char *controller, int64_t connected_at)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE node SET controller = NULL WHERE id = ?1 AND controller = ?2"
+                              " AND last_connection_start_time = ?3";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, node_id);
+    sqlite3_bind_text(st, 2, controller, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, connected_at);
+    return exec_stmt(q, st, "node disconnect");
+}
+
+static int sqlite_drone_heartbeat(struct store *s, int64_t node_id, int64_t local_time, int64_t now)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE drone SET last_heartbeat = ?2, last_local_time = ?3 WHERE id = ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, node_id);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, local_time);
+    return exec_stmt(q, st, "heartbeat");
+}
+
+static int sqlite_drone_drain(struct store *s, const char *cluster, const char *name, bool *updated)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char find[] = "SELECT node.id, node.kind, drone.draining FROM node LEFT JOIN drone"
+                               " ON drone.id = node.id WHERE node.cluster = ?1 AND node.name = ?2";
+    static const char set[] = "UPDATE drone SET draining = 1 WHERE id = ?1";
+    sqlite3_stmt *st = stmt(q, find);
+    int64_t id;
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc != SQLITE_ROW) {
+        done(st);
+        return rc == SQLITE_DONE ? -ENOENT : db_error(q, "drain");
+    }
+    id = sqlite3_column_int64(st, 0);
+    bool is_drone = strcmp((const char *)sqlite3_column_text(st, 1), "Drone") == 0;
+    *updated = sqlite3_column_type(st, 2) != SQLITE_NULL && sqlite3_column_int(st, 2) == 0;
+    done(st);
+    if (!is_drone)
+        return -EINVAL;
+    st = stmt(q, set);
+    sqlite3_bind_int64(st, 1, id);
+    return exec_stmt(q, st, "drain");
+}
+
+static int sqlite_cluster_state(struct store *s, const char *cluster, int64_t now, json_t **out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT node.kind, node.name, node.plane_version, node.plane_hash, node.controller,"
+        " drone.ready, drone.draining, drone.last_heartbeat,"
+        " (SELECT count(*) FROM backend WHERE backend.drone_id = node.id AND last_status != 'terminated')"
+        " FROM node LEFT JOIN drone ON drone.id = node.id"
+        " WHERE node.cluster = ?1 AND node.controller IS NOT NULL ORDER BY node.id";
+    sqlite3_stmt *st = stmt(q, sql);
+    json_t *drones = json_array(), *proxies = json_array();
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *kind = (const char *)sqlite3_column_text(st, 0);
+        json_t *node = json_pack("{s:{s:s}, s:s, s:s, s:s, s:i}", "name", kind, sqlite3_column_text(st, 1),
+                                 "plane_version", sqlite3_column_text(st, 2), "plane_hash",
+                                 sqlite3_column_text(st, 3), "controller", sqlite3_column_text(st, 4),
+                                 "controller_heartbeat_age", 0);
+        if (strcmp(kind, "Drone") == 0) {
+            int64_t hb = sqlite3_column_type(st, 7) == SQLITE_NULL ? now : sqlite3_column_int64(st, 7);
+            json_array_append_new(drones, json_pack("{s:b, s:b, s:I, s:I, s:o}", "ready", sqlite3_column_int(st, 5),
+                                                    "draining", sqlite3_column_int(st, 6), "last_heartbeat_age",
+                                                    (json_int_t)((now - hb) / 1000), "backend_count",
+                                                    (json_int_t)sqlite3_column_int64(st, 8), "node", node));
+        } else if (strcmp(kind, "Proxy") == 0) {
+            json_array_append_new(proxies, node);
+        } else {
+            json_decref(node);
+        }
+    }
+    done(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(drones);
+        json_decref(proxies);
+        return db_error(q, "cluster state");
+    }
+    *out = json_pack("{s:o, s:o}", "drones", drones, "proxies", proxies);
+    return 0;
+}
+
+static int sqlite_drone_pick(struct store *s, const char *cluster, const char *pool, int64_t healthy_since,
+                             int best_of, int64_t *drone_id, char **drone_name, int64_t *last_local_time)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT id, name, last_local_time, n FROM (SELECT node.id, node.name, drone.last_local_time,"
+        " (SELECT count(*) FROM backend WHERE backend.drone_id = node.id AND last_status != 'terminated') AS n"
+        " FROM node JOIN drone ON drone.id = node.id WHERE node.cluster = ?1 AND drone.pool = ?2"
+        " AND drone.ready AND NOT drone.draining AND drone.last_local_time IS NOT NULL"
+        " AND drone.last_heartbeat > ?3 AND node.controller IS NOT NULL ORDER BY random() LIMIT ?4)"
+        " ORDER BY n LIMIT 1";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, pool ? pool : "", -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, healthy_since);
+    sqlite3_bind_int(st, 4, best_of > 0 ? best_of : 2);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        *drone_id = sqlite3_column_int64(st, 0);
+        *drone_name = col_text(st, 1);
+        *last_local_time = sqlite3_column_int64(st, 2);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "schedule");
+    }
+    done(st);
+    return rc;
+}
+
+/* ---- keys, backends, tokens ---- */
+
+static int sqlite_key_get(struct store *s, const char *ns, const char *name, struct key_row *out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT id, tag, expires_at, fencing_token FROM backend_key WHERE namespace = ?1 AND key_name = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->backend_id = col_text(st, 0);
+        out->tag = col_text(st, 1);
+        out->expires_at = sqlite3_column_int64(st, 2);
+        out->fencing_token = sqlite3_column_int64(st, 3);
+        rc = 0;
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "key lookup");
+    }
+    done(st);
+    return rc;
+}
+
+static int sqlite_key_delete_expired(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "DELETE FROM backend_key WHERE namespace = ?1 AND key_name = ?2 AND expires_at <= ?3";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, ns, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, now);
+    rc = exec_stmt(q, st, "key delete");
+    *deleted = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int insert_history(struct sqlite_store *q, const char *id, const char *state_json, int64_t now)
+{
+    static const char sql[] = "INSERT INTO backend_state(backend_id, state, created_at) VALUES(?1, ?2, ?3)";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, state_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, now);
+    return exec_stmt(q, st, "history insert");
+}
+
+static int insert_action(struct sqlite_store *q, const char *action_id, const char *backend_id, int64_t drone_id,
+                         const char *action_json, int64_t now)
+{
+    static const char sql[] = "INSERT INTO backend_action(id, backend_id, drone_id, action, created_at)"
+                              " VALUES(?1, ?2, ?3, ?4, ?5)";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, action_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, backend_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, drone_id);
+    sqlite3_bind_text(st, 4, action_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 5, now);
+    return exec_stmt(q, st, "action insert");
+}
+
+static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char backend_sql[] =
+        "INSERT INTO backend(id, cluster, last_status, last_status_time, last_status_number, drone_id,"
+        " expiration_time, last_keepalive, allowed_idle_ms, state, static_token, subdomain)"
+        " VALUES(?1, ?2, 'scheduled', ?3, 10, ?4, ?5, ?3, ?6, '{\"status\":\"scheduled\"}', ?7, ?8)";
+    static const char key_sql[] = "INSERT INTO backend_key(id, namespace, key_name, tag, expires_at, fencing_token)"
+                                  " VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+    sqlite3_stmt *st;
+    int rc = begin(q);
+
+    if (rc < 0)
+        return rc;
+    st = stmt(q, backend_sql);
+    sqlite3_bind_text(st, 1, nb->id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, nb->cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, nb->now);
+    sqlite3_bind_int64(st, 4, nb->drone_id);
+    if (nb->lifetime_ms > 0)
+        sqlite3_bind_int64(st, 5, nb->now + nb->lifetime_ms);
+    else
+        sqlite3_bind_null(st, 5);
+    if (nb->max_idle_ms >= 0)
+        sqlite3_bind_int64(st, 6, nb->max_idle_ms);
+    else
+        sqlite3_bind_null(st, 6);
+    bind_text(st, 7, nb->static_token);
+    bind_text(st, 8, nb->subdomain);
+    rc = exec_stmt(q, st, "backend insert");
+    if (rc == 0) {
+        st = stmt(q, key_sql);
+        sqlite3_bind_text(st, 1, nb->id, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, nb->key_namespace, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 3, nb->key_name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 4, nb->key_tag, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 5, nb->key_expires_at);
+        sqlite3_bind_int64(st, 6, nb->fencing_token);
+        rc = exec_stmt(q, st, "key insert");
+    }
+    if (rc == 0)
+        rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
+    if (rc == 0)
+        rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    return commit(q, rc);
+}
+
+static int sqlite_token_create(struct store *s, const char *token, const char *backend_id, const char *user,
+                               const char *auth_json, const char *secret, int64_t expires_at)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "INSERT INTO token(token, backend_id, expiration_time, username, auth, secret_token)"
+                              " VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, token, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, backend_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 3, expires_at);
+    bind_text(st, 4, user);
+    sqlite3_bind_text(st, 5, auth_json, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 6, secret, -1, SQLITE_TRANSIENT);
+    return exec_stmt(q, st, "token insert");
+}
+
+static int sqlite_backend_get(struct store *s, const char *id, struct backend_row *out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT backend.id, backend.cluster, backend.static_token, backend.subdomain, node.name, backend.drone_id,"
+        " backend.state, backend.last_status_time, backend.expiration_time, backend.allowed_idle_ms,"
+        " backend.last_keepalive FROM backend LEFT JOIN node ON node.id = backend.drone_id WHERE backend.id = ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->id = col_text(st, 0);
+        out->cluster = col_text(st, 1);
+        out->static_token = col_text(st, 2);
+        out->subdomain = col_text(st, 3);
+        out->drone_name = col_text(st, 4);
+        out->drone_id = sqlite3_column_int64(st, 5);
+        rc = parse_state(sqlite3_column_text(st, 6), &out->state) ? 0 : db_error(q, "backend state decode");
+        out->last_status_time = sqlite3_column_int64(st, 7);
+        out->expiration_time = sqlite3_column_int64(st, 8);
+        out->allowed_idle_ms = sqlite3_column_type(st, 9) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 9);
+        out->last_keepalive = sqlite3_column_int64(st, 10);
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "backend get");
+    }
+    done(st);
+    if (rc < 0)
+        backend_row_release(out);
+    return rc;
+}
+
+static int sqlite_backend_history(struct store *s, const char *id, store_history_fn *fn, void *arg)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "SELECT state, created_at FROM backend_state WHERE backend_id = ?1 ORDER BY id";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        struct backend_state bs;
+        if (parse_state(sqlite3_column_text(st, 0), &bs))
+            fn(arg, &bs, sqlite3_column_int64(st, 1));
+    }
+    done(st);
+    return rc == SQLITE_DONE ? 0 : db_error(q, "history");
+}
+
+static int sqlite_backend_update_state(struct store *s, const char *id, const struct backend_state *bs, int64_t now,
+                                       bool *accepted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE backend SET last_status = ?2, last_status_time = ?3, last_status_number = ?4,"
+                              " state = ?5, cluster_address = ?6 WHERE id = ?1"
+                              " AND (last_status_number IS NULL OR last_status_number < ?4)";
+    static const char del_key[] = "DELETE FROM backend_key WHERE id = ?1";
+    json_t *j = backend_state_to_json(bs);
+    char *text = json_dumps(j, JSON_COMPACT);
+    bool has_addr = bs->status == BACKEND_WAITING || bs->status == BACKEND_READY;
+    sqlite3_stmt *st;
+    int rc;
+
+    json_decref(j);
+    *accepted = false;
+    rc = begin(q);
+    if (rc < 0)
+        goto out;
+    st = stmt(q, sql);
+    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, backend_status_name(bs->status), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 3, now);
+    sqlite3_bind_int(st, 4, (int)bs->status);
+    sqlite3_bind_text(st, 5, text, -1, SQLITE_TRANSIENT);
+    bind_text(st, 6, has_addr ? bs->address : NULL);
+    rc = exec_stmt(q, st, "state update");
+    if (rc == 0 && sqlite3_changes(q->db) > 0) {
+        *accepted = true;
+        rc = insert_history(q, id, text, now);
+        if (rc == 0 && bs->status == BACKEND_TERMINATED) {
+            st = stmt(q, del_key);
+            sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
+            rc = exec_stmt(q, st, "key delete");
+        }
+    }
+    rc = commit(q, rc);
+out:
+    free(text);
+    return rc;
+}
+
+/* ---- actions ---- */
+
+static int sqlite_action_create(struct store *s, const char *action_id, const char *backend_id, int64_t drone_id,
+                                const char *action_json, int64_t now)
+{
+    return insert_action(to_sqlite(s), action_id, backend_id, drone_id, action_json, now);
+}
+
+static int sqlite_actions_pending(struct store *s, int64_t drone_id, int limit, store_action_fn *fn, void *arg)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "SELECT id, backend_id, action FROM backend_action WHERE drone_id = ?1"
+                              " AND acked_at IS NULL ORDER BY created_at, rowid LIMIT ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_int64(st, 1, drone_id);
+    sqlite3_bind_int(st, 2, limit);
+    /* Collect first: the callback may write to the store. */
+    json_t *rows = json_array();
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(rows, json_pack("[s,s,s]", sqlite3_column_text(st, 0), sqlite3_column_text(st, 1),
+                                              sqlite3_column_text(st, 2)));
+    done(st);
+    if (rc == SQLITE_DONE) {
+        for (size_t i = 0; i < json_array_size(rows); i++) {
+            json_t *r = json_array_get(rows, i);
+            fn(arg, json_string_value(json_array_get(r, 0)), json_string_value(json_array_get(r, 1)),
+               json_string_value(json_array_get(r, 2)));
+        }
+    }
+    json_decref(rows);
+    return rc == SQLITE_DONE ? 0 : db_error(q, "pending actions");
+}
+
+static int sqlite_action_ack(struct store *s, int64_t drone_id, const char *action_id, int64_t now)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE backend_action SET acked_at = ?3 WHERE id = ?1 AND drone_id = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, action_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, drone_id);
+    sqlite3_bind_int64(st, 3, now);
+    return exec_stmt(q, st, "action ack");
+}
+
+/* ---- keys, sweeping, keepalives, tokens ---- */
+
+static int sqlite_key_renew(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE backend_key SET expires_at = ?2 WHERE id = ?1 AND allow_renew";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, backend_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, expires_at);
+    rc = exec_stmt(q, st, "key renew");
+    *renewed = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int each_id(struct sqlite_store *q, sqlite3_stmt *st, store_id_fn *fn, void *arg, const char *what)
+{
+    json_t *rows = json_array();
+    int rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_array_append_new(rows, json_pack("[s,I]", sqlite3_column_text(st, 0),
+                                              (json_int_t)sqlite3_column_int64(st, 1)));
+    done(st);
+    if (rc == SQLITE_DONE)
+        for (size_t i = 0; i < json_array_size(rows); i++)
+            fn(arg, json_string_value(json_array_get(json_array_get(rows, i), 0)),
+               json_integer_value(json_array_get(json_array_get(rows, i), 1)));
+    json_decref(rows);
+    return rc == SQLITE_DONE ? 0 : db_error(q, what);
+}
+
+static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
+        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms)"
+        " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, drone_id);
+    sqlite3_bind_int64(st, 2, now);
+    return each_id(q, st, fn, arg, "sweep");
+}
+
+static int sqlite_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "UPDATE backend SET last_keepalive = ?2 WHERE id = ?1 AND last_status != 'terminated'";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, backend_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now);
+    rc = exec_stmt(q, st, "keepalive");
+    *alive = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int sqlite_revoke(struct store *s, const char *backend_id, const char *user)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "DELETE FROM token WHERE backend_id = ?1 AND username = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, backend_id, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, user, -1, SQLITE_TRANSIENT);
+    return exec_stmt(q, st, "revoke");
+}
+
+static int sqlite_route_get(struct store *s, const char *token, struct route_row *out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char by_static[] = "SELECT id, '', cluster, NULL, NULL, subdomain, state FROM backend"
+                                    " WHERE static_token = ?1";
+    static const char by_token[] =
+        "SELECT backend.id, token.secret_token, backend.cluster, token.username, token.auth, backend.subdomain,"
+        " backend.state FROM token JOIN backend ON backend.id = token.backend_id WHERE token.token = ?1";
+    sqlite3_stmt *st = stmt(q, strncmp(token, "s.", 2) == 0 ? by_static : by_token);
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    sqlite3_bind_text(st, 1, token, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW) {
+        out->backend_id = col_text(st, 0);
+        out->secret_token = col_text(st, 1);
+        out->cluster = col_text(st, 2);
+        out->user = col_text(st, 3);
+        out->user_data = col_text(st, 4);
+        out->subdomain = col_text(st, 5);
+        rc = parse_state(sqlite3_column_text(st, 6), &out->state) ? 0 : db_error(q, "route state decode");
+    } else {
+        rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "route");
+    }
+    done(st);
+    if (rc < 0)
+        route_row_release(out);
+    return rc;
+}
+
+static int sqlite_lost_backends(struct store *s, int64_t cutoff, store_id_fn *fn, void *arg)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT backend.id, backend.drone_id FROM backend JOIN drone ON drone.id = backend.drone_id"
+        " WHERE backend.last_status != 'terminated' AND coalesce(drone.last_heartbeat, 0) < ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, cutoff);
+    return each_id(q, st, fn, arg, "lost backends");
+}
+
+static int sqlite_cleanup_tokens(struct store *s, int64_t now)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "DELETE FROM token WHERE expiration_time < ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, now);
+    return exec_stmt(q, st, "token cleanup");
+}
+
+static int sqlite_prevent_renew(struct store *s, const char *backend_id)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE backend_key SET allow_renew = 0 WHERE id = ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, backend_id, -1, SQLITE_TRANSIENT);
+    return exec_stmt(q, st, "prevent renew");
+}
+
+const struct store_ops store_sqlite_ops = {
+    .name = "sqlite",
+    .open = sqlite_open,
+    .close = sqlite_close,
+    .ping = sqlite_ping,
+    .node_connect = sqlite_node_connect,
+    .node_disconnect = sqlite_node_disconnect,
+    .drone_heartbeat = sqlite_drone_heartbeat,
+    .drone_drain = sqlite_drone_drain,
+    .cluster_state = sqlite_cluster_state,
+    .drone_pick = sqlite_drone_pick,
+    .key_get = sqlite_key_get,
+    .key_delete_expired = sqlite_key_delete_expired,
+    .backend_create = sqlite_backend_create,
+    .token_create = sqlite_token_create,
+    .backend_get = sqlite_backend_get,
+    .backend_history = sqlite_backend_history,
+    .backend_update_state = sqlite_backend_update_state,
+    .action_create = sqlite_action_create,
+    .actions_pending = sqlite_actions_pending,
+    .action_ack = sqlite_action_ack,
+    .key_renew = sqlite_key_renew,
+    .sweep_candidates = sqlite_sweep_candidates,
+    .keepalive = sqlite_keepalive,
+    .revoke = sqlite_revoke,
+    .route_get = sqlite_route_get,
+    .lost_backends = sqlite_lost_backends,
+    .cleanup_tokens = sqlite_cleanup_tokens,
+    .prevent_renew = sqlite_prevent_renew,
+};

@@ -1,0 +1,512 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * drone.c - the drone: one runtime, one state store, one key manager, the
+ * backends it runs, and a WebSocket to the controller (spec §7.4, §13).
+ *
+ * On start it terminates whatever a previous run of the same store left
+ * running (§13.1), then connects. On every (re)connection: handshake,
+ * heartbeat now and every 7 s, renewals restart, and every state event the
+ * controller has not acknowledged is replayed. Actions are acknowledged
+ * after they are applied; duplicates are harmless. States are persisted
+ * before they are sent, so nothing is lost across reconnects or restarts.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/backend_state.h"
+#include "../common/clock.h"
+#include "../common/json_util.h"
+#include "../common/log.h"
+#include "../common/names.h"
+#include "../common/url.h"
+#include "../common/wire.h"
+#include "../common/ws_client.h"
+#include "../common/xalloc.h"
+#include "backend.h"
+#include "drone.h"
+#include "key_manager.h"
+#include "state_store.h"
+
+#define HEARTBEAT_MS 7000          /* §19 */
+#define BACKOFF_FIRST_MS 1000      /* §6: 1 s x1.1, at most 60 s */
+#define BACKOFF_MAX_MS 60000
+#define STABLE_CONNECTION_MS 60000 /* a connection this old resets the backoff */
+
+struct drone {
+    uv_loop_t *loop;
+    char *name, *cluster, *pool, *ip;
+    char *socket_url;   /* ws://host:port/ctrl/c/<cluster>/drone-socket?pool=... */
+    char *bearer;       /* or NULL */
+    struct runtime *rt;
+    struct state_store *store;
+    struct key_manager *km;
+    struct backend_env env;
+    struct list_node backends;
+    struct ws_client *ws;
+    bool connected;     /* handshake done */
+    uint64_t connected_at;
+    uv_timer_t heartbeat, reconnect;
+    unsigned backoff_ms;
+    bool stopping;
+    unsigned open_handles;
+};
+
+static void connect_now(struct drone *d);
+
+/* ---- sending ---- */
+
+static void send_msg(struct drone *d, json_t *msg)
+{
+    char *text = wire_text(msg);
+
+    if (d->connected && ws_client_send_text(d->ws, text, strlen(text)) < 0)
+        log_warn("drone: cannot send to the controller");
+    free(text);
+    json_decref(msg);
+}
+
+static void send_event(struct drone *d, int64_t event_id, const char *backend_id, const struct backend_state *st,
+                       int64_t ts)
+{
+    json_t *e = json_object();
+
+    json_object_set_new(e, "event_id", json_integer(event_id));
+    json_object_set_new(e, "backend_id", json_string(backend_id));
+    json_object_set_new(e, "state", backend_state_to_json(st));
+    json_object_set_new(e, "timestamp", json_integer(ts));
+    send_msg(d, wire_variant("BackendEvent", e));
+}
+
+static void replay_event(void *arg, int64_t event_id, const char *backend_id, const struct backend_state *st,
+                         int64_t ts)
+{
+    send_event(arg, event_id, backend_id, st, ts);
+}
+
+/* ---- backends ---- */
+
+static struct backend *find_backend(struct drone *d, const char *id)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &d->backends) {
+        struct backend *b = list_entry(pos, struct backend, node);
+        if (strcmp(b->id, id) == 0)
+            return b;
+    }
+    return NULL;
+}
+
+static void on_state(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st, int64_t ts)
+{
+    struct drone *d = arg;
+
+    if (event_id > 0 && d->connected)
+        send_event(d, event_id, b->id, st, ts);
+    if (st->status == BACKEND_TERMINATED) {
+        /* Renewals stop with the backend (§7.4), and so does our bookkeeping. */
+        key_manager_unregister(d->km, b->id);
+        backend_free(b);
+    }
+}
+
+static void on_exit_event(void *arg, const char *backend_id, int exit_code)
+{
+    struct drone *d = arg;
+    struct backend *b = find_backend(d, backend_id);
+
+    if (!b) {
+        log_debug("drone: exit of unknown backend %s ignored", backend_id);
+        return;
+    }
+    backend_exited(b, exit_code != RUNTIME_EXIT_UNKNOWN, exit_code);
+}
+
+static void on_metrics(void *arg, const struct backend_metrics *m)
+{
+    struct drone *d = arg;
+    json_t *o;
+
+    if (!d->connected)
+        return;
+    o = json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "backend_id", m->backend_id, "mem_used",
+                  (json_int_t)m->mem_used, "mem_total", (json_int_t)m->mem_total, "mem_active",
+                  (json_int_t)m->mem_active, "mem_inactive", (json_int_t)m->mem_inactive, "mem_unevictable",
+                  (json_int_t)m->mem_unevictable, "mem_limit",
+                  (json_int_t)(m->mem_limit > INT64_MAX ? INT64_MAX : m->mem_limit), "cpu_used",
+                  (json_int_t)m->cpu_used, "sys_cpu", (json_int_t)m->sys_cpu);
+    if (o)
+        send_msg(d, wire_variant("BackendMetrics", o));
+}
+
+static void key_renew(void *arg, const char *backend_id, int64_t local_time)
+{
+    send_msg(arg, wire_variant("RenewKey", json_pack("{s:s, s:I}", "backend", backend_id, "local_time",
+                                                     (json_int_t)local_time)));
+}
+
+static void key_expire(void *arg, const char *backend_id, enum termination_kind kind)
+{
+    struct drone *d = arg;
+    struct backend *b = find_backend(d, backend_id);
+
+    if (b)
+        backend_terminate(b, kind, REASON_KEYEXPIRED);
+}
+
+/* ---- actions from the controller ---- */
+
+static bool parse_deadlines(const json_t *j, struct key_deadlines *dl)
+{
+    return json_is_object(j) && json_get_int(j, "renew_at", 0, &dl->renew_at) &&
+           json_get_int(j, "soft_terminate_at", 0, &dl->soft_terminate_at) &&
+           json_get_int(j, "hard_terminate_at", 0, &dl->hard_terminate_at);
+}
+
+static void ack_action(struct drone *d, const char *action_id)
+{
+    send_msg(d, wire_variant("AckAction", json_pack("{s:s}", "action_id", action_id)));
+}
+
+static void do_spawn(struct drone *d, const char *action_id, const char *backend_id, const json_t *spawn)
+{
+    const json_t *key = json_object_get(spawn, "key");
+    const json_t *kc = json_object_get(key, "key");
+    const json_t *tok = json_object_get(spawn, "static_token");
+    struct acquired_key ak = {0};
+    struct key_deadlines dl = {0};
+    struct backend *b;
+
+    if (key_manager_has(d->km, backend_id) || (find_backend(d, backend_id))) {
+        log_debug("drone: spawn of %s again ignored", backend_id);
+        return; /* a resend of an action we applied (§7.4: no ack) */
+    }
+    if (!json_is_object(kc) || !json_get_str(kc, "name") || !parse_deadlines(json_object_get(key, "deadlines"), &dl) ||
+        !json_is_integer(json_object_get(key, "token"))) {
+        log_warn("drone: spawn action %s without a valid key, dropped", action_id);
+        return;
+    }
+    ak.name = json_get_str(kc, "name");
+    ak.namespace = json_get_str(kc, "namespace") ? json_get_str(kc, "namespace") : "";
+    ak.tag = json_get_str(kc, "tag") ? json_get_str(kc, "tag") : "";
+    ak.renew_at = dl.renew_at;
+    ak.soft_terminate_at = dl.soft_terminate_at;
+    ak.hard_terminate_at = dl.hard_terminate_at;
+    ak.token = json_integer_value(json_object_get(key, "token"));
+    key_manager_register(d->km, backend_id, &dl);
+    b = backend_new(&d->env, backend_id, json_object_get(spawn, "executable"), &ak,
+                    json_is_string(tok) ? json_string_value(tok) : NULL);
+    list_insert_tail(&d->backends, &b->node);
+    ack_action(d, action_id);
+    backend_start(b);
+}
+
+static void do_terminate(struct drone *d, const char *action_id, const char *backend_id, const json_t *t)
+{
+    const char *kind = json_get_str(t, "kind");
+    const char *reason = json_get_str(t, "reason");
+    enum termination_reason r = REASON_EXTERNAL;
+    struct backend *b = find_backend(d, backend_id);
+
+    if (!kind || (strcmp(kind, "soft") && strcmp(kind, "hard")) || !reason ||
+        termination_reason_parse(reason, &r) < 0) {
+        log_warn("drone: terminate action %s is malformed, dropped", action_id);
+        return;
+    }
+    if (b) {
+        backend_terminate(b, strcmp(kind, "hard") == 0 ? TERMINATION_HARD : TERMINATION_SOFT, r);
+    } else {
+        /* Not ours (any more): make sure nothing runs and say it is lost (§7.4). */
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
+        runtime_terminate(d->rt, backend_id, true, NULL, NULL);
+        struct backend_state cur;
+        if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
+            ack_action(d, action_id); /* already reported as terminated */
+            return;
+        }
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, backend_id, &st, ts);
+        if (id > 0)
+            send_event(d, id, backend_id, &st, ts);
+    }
+    ack_action(d, action_id);
+}
+
+static void handle_message(struct drone *d, const json_t *msg)
+{
+    json_t *p;
+    const char *tag = wire_variant_of(msg, &p);
+
+    if (!tag) {
+        log_warn("drone: dropped a message that is not a known variant");
+    } else if (strcmp(tag, "Action") == 0) {
+        const char *action_id = json_get_str(p, "action_id");
+        const char *backend_id = json_get_str(p, "backend_id");
+        json_t *ap;
+        const char *kind = wire_variant_of(json_object_get(p, "action"), &ap);
+        if (!action_id || !backend_id || !kind || !name_is_valid(backend_id, NULL))
+            log_warn("drone: dropped a malformed action");
+        else if (strcmp(kind, "Spawn") == 0)
+            do_spawn(d, action_id, backend_id, ap);
+        else if (strcmp(kind, "Terminate") == 0)
+            do_terminate(d, action_id, backend_id, ap);
+        else
+            log_warn("drone: dropped an action of unknown kind '%s'", kind);
+    } else if (strcmp(tag, "AckEvent") == 0) {
+        int64_t id;
+        if (json_get_int(p, "event_id", 0, &id) && id > 0)
+            state_store_ack(d->store, id);
+    } else if (strcmp(tag, "RenewKeyResponse") == 0) {
+        const char *backend = json_get_str(p, "backend");
+        struct key_deadlines dl;
+        if (backend && parse_deadlines(json_object_get(p, "deadlines"), &dl))
+            key_manager_update(d->km, backend, &dl);
+        else
+            log_info("drone: key renewal for %s refused", backend ? backend : "?");
+    } else {
+        log_warn("drone: dropped a '%s' message", tag);
+    }
+}
+
+/* ---- the connection ---- */
+
+static void heartbeat_cb(uv_timer_t *t)
+{
+    struct drone *d = t->data;
+
+    send_msg(d, wire_variant("Heartbeat", json_pack("{s:I}", "local_time", (json_int_t)clock_epoch_ms())));
+}
+
+static void ws_open(void *arg)
+{
+    struct drone *d = arg;
+    json_t *hs = wire_handshake(d->name);
+    char *text = wire_text(hs);
+
+    json_decref(hs);
+    ws_client_send_text(d->ws, text, strlen(text));
+    free(text);
+}
+
+static void reconnect_cb(uv_timer_t *t)
+{
+    connect_now(t->data);
+}
+
+/* The connection is gone (or unusable): forget it and try again after the backoff. */
+static void lost(struct drone *d, const char *reason)
+{
+    if (d->connected)
+        log_warn("drone %s: lost the controller: %s", d->name, reason);
+    else
+        log_info("drone %s: cannot reach the controller: %s", d->name, reason);
+    if (d->connected && uv_now(d->loop) - d->connected_at >= STABLE_CONNECTION_MS)
+        d->backoff_ms = BACKOFF_FIRST_MS;
+    d->connected = false;
+    key_manager_set_connected(d->km, false);
+    uv_timer_stop(&d->heartbeat);
+    ws_client_free(d->ws);
+    d->ws = NULL;
+    if (d->stopping)
+        return;
+    uv_timer_start(&d->reconnect, reconnect_cb, d->backoff_ms, 0);
+    d->backoff_ms = d->backoff_ms * 11 / 10 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d->backoff_ms * 11 / 10;
+}
+
+static void ws_text(void *arg, const char *msg, size_t len)
+{
+    struct drone *d = arg;
+    json_error_t jerr;
+    json_t *j = json_loadb(msg, len, 0, &jerr);
+
+    if (!j) {
+        log_warn("drone: dropped a message that is not JSON: %s", jerr.text);
+        return;
+    }
+    if (!d->connected) {
+        const char *name = wire_handshake_name(j);
+        if (!name) {
+            json_decref(j);
+            lost(d, "bad handshake");
+            return;
+        }
+        log_info("drone %s: connected to controller %s", d->name, name);
+        d->connected = true;
+        d->connected_at = uv_now(d->loop);
+        uv_timer_start(&d->heartbeat, heartbeat_cb, 0, HEARTBEAT_MS);
+        key_manager_set_connected(d->km, true);
+        state_store_each_event(d->store, replay_event, d);
+        json_decref(j);
+        return;
+    }
+    handle_message(d, j);
+    json_decref(j);
+}
+
+static void ws_closed(void *arg, const char *reason)
+{
+    lost(arg, reason);
+}
+
+static const struct ws_client_handler ws_handler = {.on_open = ws_open, .on_text = ws_text, .on_close = ws_closed};
+
+static void connect_now(struct drone *d)
+{
+    struct buf err = BUF_INIT;
+
+    if (d->ws || d->stopping)
+        return;
+    d->ws = ws_client_connect(d->loop, d->socket_url, d->bearer, &ws_handler, d, &err);
+    if (!d->ws) {
+        log_error("drone: %s", buf_cstr(&err));
+        uv_timer_start(&d->reconnect, reconnect_cb, BACKOFF_MAX_MS, 0);
+    }
+    buf_release(&err);
+}
+
+/* ---- start and stop ---- */
+
+/* §13.1: a backend the store says was running when the drone last stopped. */
+static void terminate_leftover(void *arg, const char *backend_id, const struct backend_state *st)
+{
+    struct drone *d = arg;
+    struct backend_state hard = backend_state_hard_terminating(st, REASON_KEYEXPIRED);
+    /* quirk kept from Plane: terminated is derived from the stored state, not from hard-terminating */
+    struct backend_state done = backend_state_terminated(st, false, 0);
+
+    log_info("backend %s: left %s by a previous run, terminating", backend_id, backend_status_name(st->status));
+    state_store_record(d->store, backend_id, &hard, clock_epoch_ms());
+    runtime_terminate(d->rt, backend_id, true, NULL, NULL);
+    state_store_record(d->store, backend_id, &done, clock_epoch_ms());
+}
+
+static int build_socket_url(struct drone *d, const char *controller_url, struct buf *err)
+{
+    struct url u;
+    char *authority, *cluster, *pool;
+    if (url_parse(controller_url, &u) < 0) {
+        buf_printf(err, "invalid --controller-url '%s'", controller_url);
+        return -EINVAL;
+    }
+    if (strcmp(u.scheme, "https") == 0 || strcmp(u.scheme, "wss") == 0) {
+        buf_printf(err, "TLS to the controller is not supported yet ('%s')", controller_url);
+        url_release(&u);
+        return -EPROTONOSUPPORT;
+    }
+    authority = url_authority(&u);
+    cluster = xstrdup(d->cluster); /* a cluster name is a host[:port]: safe in a path as it is */
+    pool = url_encode(d->pool);
+    d->socket_url = xasprintf("ws://%s/ctrl/c/%s/drone-socket%s%s", authority, cluster, *d->pool ? "?pool=" : "",
+                              *d->pool ? pool : "");
+    d->bearer = u.user ? xstrdup(u.user) : NULL;
+    free(authority);
+    free(cluster);
+    free(pool);
+    url_release(&u);
+    return 0;
+}
+
+int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *cfg, struct buf *err)
+{
+    struct drone *d = xcalloc(1, sizeof(*d));
+    struct runtime_config rc = cfg->runtime_config;
+    struct key_manager_hooks hooks = {.renew = key_renew, .expire = key_expire, .arg = d};
+    int rc_;
+
+    *out = NULL;
+    d->loop = loop;
+    d->name = cfg->name ? xstrdup(cfg->name) : name_random("dr");
+    d->cluster = xstrdup(cfg->cluster);
+    d->pool = xstrdup(cfg->pool ? cfg->pool : "");
+    d->ip = xstrdup(cfg->ip ? cfg->ip : "127.0.0.1");
+    d->backoff_ms = BACKOFF_FIRST_MS;
+    list_init(&d->backends);
+    if ((rc_ = build_socket_url(d, cfg->controller_url, err)) < 0)
+        goto fail;
+    if ((rc_ = state_store_open(&d->store, cfg->db_path, err)) < 0)
+        goto fail;
+    rc.loop = loop;
+    rc.on_exit = on_exit_event;
+    rc.on_metrics = on_metrics;
+    rc.cb_arg = d;
+    if ((rc_ = runtime_open(&d->rt, cfg->runtime, &rc, err)) < 0)
+        goto fail;
+    d->km = key_manager_new(loop, &hooks);
+    d->env.loop = loop;
+    d->env.rt = d->rt;
+    d->env.store = d->store;
+    d->env.ip = d->ip;
+    d->env.on_state = on_state;
+    d->env.arg = d;
+    if (state_store_each_active(d->store, terminate_leftover, d) < 0) {
+        buf_printf(err, "cannot read the state store");
+        rc_ = -EIO;
+        goto fail;
+    }
+    uv_timer_init(loop, &d->heartbeat);
+    uv_timer_init(loop, &d->reconnect);
+    d->heartbeat.data = d->reconnect.data = d;
+    d->open_handles = 2;
+    log_info("drone %s: cluster %s, runtime %s, backends at %s", d->name, d->cluster, runtime_name(d->rt), d->ip);
+    /* Plane waits 1 s before the first attempt; there is no reason to. */
+    connect_now(d);
+    *out = d;
+    return 0;
+fail:
+    if (d->rt)
+        runtime_close(d->rt, NULL, NULL);
+    state_store_close(d->store);
+    free(d->socket_url);
+    free(d->bearer);
+    free(d->name);
+    free(d->cluster);
+    free(d->pool);
+    free(d->ip);
+    free(d);
+    return rc_;
+}
+
+const char *drone_name(const struct drone *d)
+{
+    return d->name;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct drone *d = h->data;
+
+    if (--d->open_handles > 0)
+        return;
+    state_store_close(d->store);
+    free(d->socket_url);
+    free(d->bearer);
+    free(d->name);
+    free(d->cluster);
+    free(d->pool);
+    free(d->ip);
+    free(d);
+}
+
+void drone_stop(struct drone *d)
+{
+    struct list_node *pos, *tmp;
+
+    if (!d || d->stopping)
+        return;
+    d->stopping = true;
+    if (d->ws)
+        ws_client_free(d->ws);
+    d->ws = NULL;
+    d->connected = false;
+    list_for_each_safe(pos, tmp, &d->backends)
+        backend_free(list_entry(pos, struct backend, node));
+    key_manager_free(d->km);
+    d->km = NULL;
+    runtime_close(d->rt, NULL, NULL);
+    uv_close((uv_handle_t *)&d->heartbeat, handle_closed);
+    uv_close((uv_handle_t *)&d->reconnect, handle_closed);
+}

@@ -1,0 +1,183 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * key_manager.c - key lease loops, one timer per backend (see key_manager.h).
+ * Each wake-up does the first of these that is due (spec §12): hard
+ * terminate and stop; soft terminate and sleep until the hard deadline;
+ * send a renewal and sleep until the soft deadline; or sleep until renew_at.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "../common/clock.h"
+#include "../common/list.h"
+#include "../common/log.h"
+#include "../common/xalloc.h"
+#include "key_manager.h"
+
+struct lease {
+    struct list_node node;
+    struct key_manager *km;
+    char *id;
+    struct key_deadlines d;
+    uv_timer_t timer;
+    bool soft_done, hard_done;
+};
+
+struct key_manager {
+    uv_loop_t *loop;
+    struct key_manager_hooks hooks;
+    struct list_node leases;
+    bool connected;
+};
+
+static struct lease *find(const struct key_manager *km, const char *id)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, (struct list_node *)&km->leases) {
+        struct lease *l = list_entry(pos, struct lease, node);
+        if (strcmp(l->id, id) == 0)
+            return l;
+    }
+    return NULL;
+}
+
+static void tick(uv_timer_t *t);
+
+static void sleep_until(struct lease *l, int64_t when)
+{
+    int64_t now = clock_epoch_ms();
+
+    uv_timer_start(&l->timer, tick, when > now ? (uint64_t)(when - now) : 0, 0);
+}
+
+static void tick(uv_timer_t *t)
+{
+    struct lease *l = t->data;
+    struct key_manager *km = l->km;
+    int64_t now = clock_epoch_ms();
+    char *id = l->id;
+
+    if (now >= l->d.hard_terminate_at) {
+        if (!l->hard_done) {
+            l->hard_done = true;
+            log_warn("backend %s: key lease lost, hard-terminating", id);
+            km->hooks.expire(km->hooks.arg, id, TERMINATION_HARD);
+        }
+        return;
+    }
+    if (now >= l->d.soft_terminate_at) {
+        if (!l->soft_done) {
+            l->soft_done = true;
+            log_warn("backend %s: key lease not renewed, soft-terminating", id);
+            km->hooks.expire(km->hooks.arg, id, TERMINATION_SOFT);
+            if (find(km, id) != l)
+                return; /* the hook let go of the lease */
+        }
+        sleep_until(l, l->d.hard_terminate_at);
+        return;
+    }
+    if (now >= l->d.renew_at) {
+        if (km->connected)
+            km->hooks.renew(km->hooks.arg, id, now);
+        if (find(km, id) != l)
+            return;
+        sleep_until(l, l->d.soft_terminate_at);
+        return;
+    }
+    sleep_until(l, l->d.renew_at);
+}
+
+struct key_manager *key_manager_new(uv_loop_t *loop, const struct key_manager_hooks *hooks)
+{
+    struct key_manager *km = xcalloc(1, sizeof(*km));
+
+    km->loop = loop;
+    km->hooks = *hooks;
+    list_init(&km->leases);
+    return km;
+}
+
+static void lease_closed(uv_handle_t *h)
+{
+    struct lease *l = h->data;
+
+    free(l->id);
+    free(l);
+}
+
+static void lease_free(struct lease *l)
+{
+    list_remove(&l->node);
+    uv_timer_stop(&l->timer);
+    uv_close((uv_handle_t *)&l->timer, lease_closed);
+}
+
+void key_manager_free(struct key_manager *km)
+{
+    struct list_node *pos, *tmp;
+
+    if (!km)
+        return;
+    list_for_each_safe(pos, tmp, &km->leases)
+        lease_free(list_entry(pos, struct lease, node));
+    free(km);
+}
+
+bool key_manager_register(struct key_manager *km, const char *backend_id, const struct key_deadlines *d)
+{
+    struct lease *l;
+
+    if (find(km, backend_id))
+        return false;
+    l = xcalloc(1, sizeof(*l));
+    l->km = km;
+    l->id = xstrdup(backend_id);
+    l->d = *d;
+    uv_timer_init(km->loop, &l->timer);
+    l->timer.data = l;
+    list_insert_tail(&km->leases, &l->node);
+    if (d->soft_terminate_at <= clock_epoch_ms())
+        log_warn("backend %s: its key's soft deadline has already passed", backend_id);
+    sleep_until(l, d->renew_at);
+    return true;
+}
+
+void key_manager_update(struct key_manager *km, const char *backend_id, const struct key_deadlines *d)
+{
+    struct lease *l = find(km, backend_id);
+
+    if (!l)
+        return;
+    l->d = *d;
+    l->soft_done = l->hard_done = false;
+    sleep_until(l, d->renew_at);
+}
+
+void key_manager_unregister(struct key_manager *km, const char *backend_id)
+{
+    struct lease *l = find(km, backend_id);
+
+    if (l)
+        lease_free(l);
+}
+
+bool key_manager_has(const struct key_manager *km, const char *backend_id)
+{
+    return find(km, backend_id) != NULL;
+}
+
+void key_manager_set_connected(struct key_manager *km, bool connected)
+{
+    struct list_node *pos, *tmp;
+
+    km->connected = connected;
+    if (!connected)
+        return;
+    /* A new connection: every loop starts over, renewing at once where due. */
+    list_for_each_safe(pos, tmp, &km->leases) {
+        struct lease *l = list_entry(pos, struct lease, node);
+        if (!l->hard_done)
+            sleep_until(l, 0);
+    }
+}

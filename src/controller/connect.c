@@ -270,9 +270,9 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     json_object_set_new(spawn, "key",
                         json_pack("{s:{s:s, s:s, s:s}, s:{s:I, s:I, s:I}, s:I}", "key", "name", r->key_name,
                                   "namespace", r->key_ns, "tag", r->key_tag, "deadlines", "renew_at",
-                                  (json_int_t)(local_time + KEY_RENEW_MS), "soft_terminate_at",
-                                  (json_int_t)(local_time + KEY_SOFT_MS), "hard_terminate_at",
-                                  (json_int_t)(local_time + KEY_SOFT_MS), "token", (json_int_t)fencing));
+                                  (json_int_t)(local_time + KEY_RENEW_MS(c)), "soft_terminate_at",
+                                  (json_int_t)(local_time + KEY_SOFT_MS(c)), "hard_terminate_at",
+                                  (json_int_t)(local_time + KEY_SOFT_MS(c)), "token", (json_int_t)fencing));
     json_object_set_new(spawn, "static_token", static_token ? json_string(static_token) : json_null());
     json_t *body = controller_action_body(action_id, backend_id, drone_id, wire_variant("Spawn", spawn));
     char *body_text = wire_text(body);
@@ -287,7 +287,7 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         .key_namespace = r->key_ns,
         .key_name = r->key_name,
         .key_tag = r->key_tag,
-        .key_expires_at = now + KEY_EXPIRY_MS,
+        .key_expires_at = now + KEY_EXPIRY_MS(c),
         .fencing_token = fencing,
         .action_id = action_id,
         .action_json = body_text,

@@ -125,6 +125,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     c->default_cluster = cfg->default_cluster ? xstrdup(cfg->default_cluster) : NULL;
     c->best_of = cfg->best_of > 0 ? cfg->best_of : 2;
     c->lost_after_ms = cfg->lost_after_ms;
+    c->key_lease_ms = cfg->key_lease_ms > 0 ? cfg->key_lease_ms : 60000;
     list_init(&c->sessions);
     list_init(&c->streams);
     if (cfg->controller_url) {
@@ -232,7 +233,8 @@ static void usage(FILE *f)
                "  --controller-url URL     base URL clients reach this controller at\n"
                "  --default-cluster NAME   cluster for spawn configs that name none\n"
                "  --best-of N              scheduler sample size (default 2)\n"
-               "  --lost-drone-seconds N   mark backends of drones silent this long lost (default 120, 0: never)\n");
+               "  --lost-drone-seconds N   mark backends of drones silent this long lost (default 120, 0: never)\n"
+               "  --key-lease-seconds N    key lease: renew at N/2, soft/hard terminate at 2N/3 and 5N/6 (default 60)\n");
 }
 
 int controller_main(int argc, char **argv)
@@ -247,6 +249,7 @@ int controller_main(int argc, char **argv)
         {"lost-drone-seconds", required_argument, NULL, 'l'},
         {"cleanup-min-age-days", required_argument, NULL, 'C'},
         {"forward-auth", required_argument, NULL, 'f'},
+        {"key-lease-seconds", required_argument, NULL, 'k'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -270,8 +273,9 @@ int controller_main(int argc, char **argv)
         case 'p':
         case 'b':
         case 'l':
+        case 'k':
             v = strtol(optarg, &end, 10);
-            if (*end || v < 0 || v > (opt == 'p' ? 65535 : 1000000) || (opt == 'b' && v < 1)) {
+            if (*end || v < 0 || v > (opt == 'p' ? 65535 : 1000000) || ((opt == 'b' || opt == 'k') && v < 1)) {
                 fprintf(stderr, "plane controller: invalid number '%s'\n", optarg);
                 return 2;
             }
@@ -279,6 +283,8 @@ int controller_main(int argc, char **argv)
                 cfg.port = (int)v;
             else if (opt == 'b')
                 cfg.best_of = (int)v;
+            else if (opt == 'k')
+                cfg.key_lease_ms = v * 1000;
             else
                 cfg.lost_after_ms = v * 1000;
             break;

@@ -20,10 +20,11 @@
 #include "events.h"
 #include "store.h"
 
-#define KEY_RENEW_MS 30000 /* §12 */
-#define KEY_SOFT_MS 40000
-#define KEY_HARD_MS 50000
-#define KEY_EXPIRY_MS 60000
+/* Key lease offsets (§12) as fractions of the lease: 30 / 40 / 50 of 60 s by default. */
+#define KEY_RENEW_MS(c) ((c)->key_lease_ms / 2)
+#define KEY_SOFT_MS(c) ((c)->key_lease_ms * 2 / 3)
+#define KEY_HARD_MS(c) ((c)->key_lease_ms * 5 / 6)
+#define KEY_EXPIRY_MS(c) ((c)->key_lease_ms)
 #define DRONE_HEALTHY_MS 45000 /* §10.3 */
 #define TOKEN_LIFETIME_MS 3600000
 #define SWEEP_INTERVAL_MS 5000
@@ -38,6 +39,7 @@ struct controller_config {
     const char *default_cluster;
     int best_of;
     int64_t lost_after_ms;      /* a drone silent this long is lost; 0 disables */
+    int64_t key_lease_ms;       /* 0: the spec's 60 s */
 };
 
 struct controller {
@@ -50,6 +52,7 @@ struct controller {
     char *default_cluster;
     int best_of;
     int64_t lost_after_ms;
+    int64_t key_lease_ms;
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
     uv_timer_t lost_timer;

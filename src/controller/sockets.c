@@ -145,12 +145,12 @@ static void drone_message(struct session *s, const char *tag, json_t *p)
         int64_t local;
         bool renewed = false;
         if (backend && json_get_int(p, "local_time", 0, &local) &&
-            STORE_CALL(c->store, key_renew, backend, controller_now() + KEY_EXPIRY_MS, &renewed) == 0 && renewed)
+            STORE_CALL(c->store, key_renew, backend, controller_now() + KEY_EXPIRY_MS(s->c), &renewed) == 0 && renewed)
             send_msg(s, wire_variant("RenewKeyResponse",
                                      json_pack("{s:s, s:{s:I, s:I, s:I}}", "backend", backend, "deadlines",
-                                               "renew_at", (json_int_t)(local + KEY_RENEW_MS), "soft_terminate_at",
-                                               (json_int_t)(local + KEY_SOFT_MS), "hard_terminate_at",
-                                               (json_int_t)(local + KEY_HARD_MS))));
+                                               "renew_at", (json_int_t)(local + KEY_RENEW_MS(s->c)), "soft_terminate_at",
+                                               (json_int_t)(local + KEY_SOFT_MS(s->c)), "hard_terminate_at",
+                                               (json_int_t)(local + KEY_HARD_MS(s->c)))));
         /* Refused: no reply at all (§7.3). */
     } else if (strcmp(tag, "BackendMetrics") == 0) {
         /* Published but not consumed, as in Plane (§20.13). */

@@ -120,7 +120,7 @@ static void ws_frame_start_cb(wslay_event_context_ptr ctx, const struct wslay_ev
      * With buffering off, wslay compares each frame with the cap but not the
      * sum of a fragmented message's frames, so the sum is checked here.
      */
-    if (arg->payload_length > w->max_message - w->msg_len) {
+    if (w->msg_len > w->max_message || arg->payload_length > w->max_message - w->msg_len) {
         ws_fail_local(w, WS_CLOSE_TOO_BIG);
         return;
     }

@@ -6,15 +6,6 @@
  * handed to a write function, at most one call per ws_feed() or ws_send_*().
  * Built on wslay's event API; text messages are reassembled here, so they
  * grow with the data that really arrived, under a per-message cap.
- *
- * Handlers run only inside ws_feed() and ws_feed_eof(). From inside a
- * handler (on_text or on_close) of a ws, the owner may call ws_send_text(),
- * ws_send_ping(), ws_send_close(), ws_abort(), ws_is_open(), ws_is_closed()
- * and ws_set_max_message() on it (sends are queued and written before
- * ws_feed() returns), and record that it wants the connection gone. It must
- * not call ws_free() (the owner frees after ws_feed() returns; doing it from
- * a handler is caught by BUG()), nor ws_feed()/ws_feed_eof() on the same ws.
- * The write function must not call back into the same ws either.
  */
 #ifndef PLANE_WS_H
 #define PLANE_WS_H
@@ -40,6 +31,16 @@ struct ws;
 /* Writes bytes to the transport; returns 0 or -errno. The transport copies or keeps the bytes until written. */
 typedef int ws_write_fn(void *transport, const char *data, size_t len);
 
+/*
+ * Handlers run only inside ws_feed() and ws_feed_eof(). From inside a
+ * handler (on_text or on_close) of a ws, the owner may call ws_send_text(),
+ * ws_send_ping(), ws_send_close(), ws_abort(), ws_is_open(), ws_is_closed()
+ * and ws_set_max_message() on it (sends are queued and written before
+ * ws_feed() returns), and record that it wants the connection gone. It must
+ * not call ws_free() (the owner frees after ws_feed() returns; doing it from
+ * a handler is caught by BUG()), nor ws_feed()/ws_feed_eof() on the same ws.
+ * The write function must not call back into the same ws either.
+ */
 struct ws_handler {
     /* One complete text message, as a NUL-terminated copy valid only during the call. */
     void (*on_text)(void *arg, const char *msg, size_t len);

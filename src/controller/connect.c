@@ -249,7 +249,9 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
 
     int64_t drone_id, local_time;
     char *drone_name = NULL;
-    rc = STORE_CALL(c->store, drone_pick, cluster, r->pool ? r->pool : "", now - DRONE_HEALTHY_MS, c->best_of,
+    /* A drone we would call lost is no candidate either. */
+    int64_t healthy = c->lost_after_ms > 0 && c->lost_after_ms < DRONE_HEALTHY_MS ? c->lost_after_ms : DRONE_HEALTHY_MS;
+    rc = STORE_CALL(c->store, drone_pick, cluster, r->pool ? r->pool : "", now - healthy, c->best_of,
                     &drone_id, &drone_name, &local_time);
     if (rc == -ENOENT) {
         api_error(http, 500, "NoDroneAvailable", "No active drone available.");

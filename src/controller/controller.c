@@ -285,6 +285,11 @@ int controller_main(int argc, char **argv)
                 cfg.best_of = (int)v;
             else if (opt == 'k')
                 cfg.key_lease_ms = v * 1000;
+            if (opt == 'l' && v > 0 && v < 10) {
+                fprintf(stderr, "plane controller: --lost-drone-seconds must be 0 or at least 10 "
+                                "(drones send a heartbeat every 7 s)\n");
+                return 2;
+            }
             else
                 cfg.lost_after_ms = v * 1000;
             break;

@@ -213,14 +213,14 @@ def test_drone_killed_and_restarted(procs, tmp_path, ctrl):
 
 
 def test_silent_drone_is_lost_and_told_when_it_returns(procs, tmp_path):
-    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "3").start()
+    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "10").start()
     d1 = Drone(procs, tmp_path, ctrl, "dr-quiet").start()
     b = ctrl.connect("k1").json()["backend_id"]
     ctrl.wait_status(b, "ready")
     d2 = Drone(procs, tmp_path, ctrl, "dr-spare").start()
     os.kill(d1.proc.pid, signal.SIGSTOP)
     try:
-        s = ctrl.wait_status(b, "terminated", timeout=20)
+        s = ctrl.wait_status(b, "terminated", timeout=30)
         assert s["termination_reason"] == "lost"
         new = ctrl.connect("k1").json()
         assert new["spawned"] is True and new["drone"] == "dr-spare"

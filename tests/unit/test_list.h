@@ -39,4 +39,30 @@
     X(executor_client_full_cycle) \
     X(executor_client_queues_until_the_server_appears) \
     X(executor_client_survives_a_server_restart) \
-    X(executor_client_rejects_wrong_answers)
+    X(executor_client_rejects_wrong_answers) \
+    X(ws_accept_key_rfc_example) \
+    X(ws_text_messages_both_ways) \
+    X(ws_fragmented_delivery_byte_by_byte) \
+    X(ws_many_messages_in_one_feed_and_echo) \
+    X(ws_fragmented_frames_with_ping_between) \
+    X(ws_ping_gets_pong) \
+    X(ws_close_handshake) \
+    X(ws_handler_sends_then_closes_in_order) \
+    X(ws_oversized_message_closes_1009) \
+    X(ws_garbage_is_a_protocol_error) \
+    X(ws_abort_from_handler_stops_delivery) \
+    X(ws_write_failure_and_eof) \
+    X(ws_client_echo_and_close) \
+    X(ws_client_peer_close_and_greeting) \
+    X(ws_client_by_name_and_ipv6) \
+    X(ws_client_connect_refused) \
+    X(ws_client_handshake_failures) \
+    X(ws_client_free_inside_on_text) \
+    X(ws_client_free_right_away_and_bad_urls) \
+    X(state_conversion_rules) \
+    X(state_json_shapes) \
+    X(state_store_records_acks_and_replays) \
+    X(machine_runs_to_ready_and_terminates) \
+    X(machine_failures_of_each_step) \
+    X(machine_terminate_during_loading_starting_waiting) \
+    X(machine_exits_on_its_own_and_during_terminating)

@@ -23,18 +23,6 @@
 
 enum outcome { DONE, RETRY_ACQUIRE, RETRY_REMOVE };
 
-struct connect_req {
-    const char *key_name, *key_ns, *key_tag;
-    char *generated_key;  /* owned: lk-... when the request has no key */
-    const json_t *spawn;  /* spawn_config or NULL */
-    const char *id, *cluster, *pool, *subdomain;
-    const json_t *executable;
-    int64_t lifetime_s, idle_s; /* -1: none */
-    bool static_token;
-    const char *user;     /* or NULL */
-    char *auth;           /* owned: the auth object, sorted keys */
-};
-
 static bool opt_str(const json_t *o, const char *k, const char **out)
 {
     const json_t *v = json_object_get(o, k);
@@ -61,8 +49,9 @@ static bool opt_i32(const json_t *o, const char *k, int64_t *out)
     return true;
 }
 
-/* The §4.7 shape; false (and 422 sent) when it does not hold. */
-static bool parse_request(struct http_request *http, const json_t *j, struct connect_req *r)
+#define BAD(msg) (buf_append_str(why, msg), false)
+
+bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *why)
 {
     const json_t *key = json_object_get(j, "key");
     const json_t *auth = json_object_get(j, "auth");
@@ -71,18 +60,17 @@ static bool parse_request(struct http_request *http, const json_t *j, struct con
     memset(r, 0, sizeof(*r));
     r->lifetime_s = r->idle_s = -1;
     if (!json_is_object(j))
-        return api_unprocessable(http, "expected a ConnectRequest object"), false;
+        return BAD("expected a ConnectRequest object");
     if (key && !json_is_null(key)) {
         if (!json_is_object(key) || !json_is_string(json_object_get(key, "name")) ||
             !opt_str(key, "namespace", &r->key_ns) || !opt_str(key, "tag", &r->key_tag))
-            return api_unprocessable(http, "key: expected {\"name\":string,\"namespace\"?:string,\"tag\"?:string}"),
-                   false;
+            return BAD("key: expected {\"name\":string,\"namespace\"?:string,\"tag\"?:string}");
         r->key_name = json_string_value(json_object_get(key, "name"));
     }
     if (!opt_str(j, "user", &r->user))
-        return api_unprocessable(http, "user: expected a string or null"), false;
+        return BAD("user: expected a string or null");
     if (auth && !json_is_object(auth))
-        return api_unprocessable(http, "auth: expected an object"), false;
+        return BAD("auth: expected an object");
     json_t *sorted = auth ? json_sorted_copy(auth) : json_object();
     r->auth = json_dumps(sorted, JSON_COMPACT);
     json_decref(sorted);
@@ -94,17 +82,17 @@ static bool parse_request(struct http_request *http, const json_t *j, struct con
         if (!json_is_object(s) || !opt_str(s, "id", &r->id) || !opt_str(s, "cluster", &r->cluster) ||
             !opt_str(s, "pool", &r->pool) || !opt_str(s, "subdomain", &r->subdomain) ||
             !opt_i32(s, "lifetime_limit_seconds", &r->lifetime_s) || !opt_i32(s, "max_idle_seconds", &r->idle_s))
-            return api_unprocessable(http, "spawn_config: a field has the wrong type"), false;
+            return BAD("spawn_config: a field has the wrong type");
         r->executable = json_object_get(s, "executable");
         if (!r->executable)
-            return api_unprocessable(http, "spawn_config: missing field `executable`"), false;
+            return BAD("spawn_config: missing field `executable`");
         b = json_object_get(s, "use_static_token");
         if (b && !json_is_null(b) && !json_is_boolean(b))
-            return api_unprocessable(http, "spawn_config.use_static_token: expected a boolean"), false;
+            return BAD("spawn_config.use_static_token: expected a boolean");
         r->static_token = json_is_true(b);
         /* Plane accepts any id here and fails later on reads (§0 quirk 20); refuse it up front. */
         if (r->id && !name_is_valid(r->id, NULL))
-            return api_unprocessable(http, "spawn_config.id: only [a-z0-9-], at most 45 chars"), false;
+            return BAD("spawn_config.id: only [a-z0-9-], at most 45 chars");
     }
     if (!r->key_name) {
         r->generated_key = name_random("lk");
@@ -337,7 +325,10 @@ void api_connect(struct controller *c, struct http_request *http)
 
     if (!j)
         return;
-    if (parse_request(http, j, &r)) {
+    struct buf why = BUF_INIT;
+    if (!connect_request_parse(j, &r, &why)) {
+        api_unprocessable(http, buf_cstr(&why));
+    } else {
         for (int i = 0; i < ATTEMPTS; i++) {
             o = attempt(c, http, &r);
             if (o == DONE)
@@ -348,7 +339,14 @@ void api_connect(struct controller *c, struct http_request *http)
         else if (o == RETRY_REMOVE)
             api_error(http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
     }
-    free(r.generated_key);
-    free(r.auth);
+    connect_request_release(&r);
+    buf_release(&why);
     json_decref(j);
+}
+
+void connect_request_release(struct connect_req *r)
+{
+    free(r->generated_key);
+    free(r->auth);
+    r->generated_key = r->auth = NULL;
 }

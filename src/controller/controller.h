@@ -78,6 +78,22 @@ void api_unprocessable(struct http_request *req, const char *what);
 /* connect.c */
 void api_connect(struct controller *c, struct http_request *req);
 
+/* A ConnectRequest (§4.7), checked; strings borrow from the JSON it came from. */
+struct connect_req {
+    const char *key_name, *key_ns, *key_tag;
+    char *generated_key;  /* owned: lk-... when the request names no key */
+    const json_t *spawn;  /* spawn_config, or NULL */
+    const char *id, *cluster, *pool, *subdomain;
+    const json_t *executable;
+    int64_t lifetime_s, idle_s; /* -1: none */
+    bool static_token;
+    const char *user;     /* or NULL */
+    char *auth;           /* owned: the auth object as JSON with sorted keys */
+};
+/* false, with the reason in why (a 422), if j is not a valid ConnectRequest. Release r either way. */
+bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *why);
+void connect_request_release(struct connect_req *r);
+
 /* sockets.c: the drone and proxy WebSocket endpoints */
 void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
 void sockets_close_all(struct controller *c);

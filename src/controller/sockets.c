@@ -23,6 +23,7 @@
 #include "../common/ws.h"
 #include "../common/xalloc.h"
 #include "controller.h"
+#include "messages.h"
 
 #define ROUTE_WAIT_MS (30 * 60 * 1000) /* §19: route wait for a pending backend */
 
@@ -112,50 +113,39 @@ static void sweep_cb(uv_timer_t *t)
     STORE_CALL(s->c->store, sweep_candidates, s->node_id, controller_now(), sweep_one, s);
 }
 
-static void drone_message(struct session *s, const char *tag, json_t *p)
+static void drone_message(struct session *s, const struct node_msg *m)
 {
     struct controller *c = s->c;
+    bool ok = false;
 
-    if (strcmp(tag, "Heartbeat") == 0) {
-        int64_t local;
-        if (json_get_int(p, "local_time", 0, &local))
-            STORE_CALL(c->store, drone_heartbeat, s->node_id, local, controller_now());
-    } else if (strcmp(tag, "BackendEvent") == 0) {
-        const char *backend_id = json_get_str(p, "backend_id");
-        int64_t event_id;
-        struct backend_state st;
-        struct buf err = BUF_INIT;
-        bool accepted = false;
-        if (!backend_id || !json_get_int(p, "event_id", 0, &event_id) ||
-            backend_state_from_json(json_object_get(p, "state"), &st, &err) < 0) {
-            log_warn("drone %s: dropped a malformed backend event: %s", s->name, buf_cstr(&err));
-        } else if (controller_update_state(c, backend_id, &st, &accepted) == 0) {
-            if (!accepted)
-                log_debug("backend %s: %s is not newer, ignored", backend_id, backend_status_name(st.status));
+    switch (m->kind) {
+    case MSG_HEARTBEAT:
+        STORE_CALL(c->store, drone_heartbeat, s->node_id, m->local_time, controller_now());
+        break;
+    case MSG_BACKEND_EVENT:
+        if (controller_update_state(c, m->backend_id, &m->state, &ok) == 0) {
+            if (!ok)
+                log_debug("backend %s: %s is not newer, ignored", m->backend_id, backend_status_name(m->state.status));
             /* Acked even when ignored; not when the store failed, so the drone retries. */
-            send_msg(s, wire_variant("AckEvent", json_pack("{s:I}", "event_id", (json_int_t)event_id)));
+            send_msg(s, wire_variant("AckEvent", json_pack("{s:I}", "event_id", (json_int_t)m->event_id)));
         }
-        buf_release(&err);
-    } else if (strcmp(tag, "AckAction") == 0) {
-        const char *id = json_get_str(p, "action_id");
-        if (id)
-            STORE_CALL(c->store, action_ack, s->node_id, id, controller_now());
-    } else if (strcmp(tag, "RenewKey") == 0) {
-        const char *backend = json_get_str(p, "backend");
-        int64_t local;
-        bool renewed = false;
-        if (backend && json_get_int(p, "local_time", 0, &local) &&
-            STORE_CALL(c->store, key_renew, backend, controller_now() + KEY_EXPIRY_MS(s->c), &renewed) == 0 && renewed)
+        break;
+    case MSG_ACK_ACTION:
+        STORE_CALL(c->store, action_ack, s->node_id, m->action_id, controller_now());
+        break;
+    case MSG_RENEW_KEY:
+        if (STORE_CALL(c->store, key_renew, m->backend_id, controller_now() + KEY_EXPIRY_MS(c), &ok) == 0 && ok)
             send_msg(s, wire_variant("RenewKeyResponse",
-                                     json_pack("{s:s, s:{s:I, s:I, s:I}}", "backend", backend, "deadlines",
-                                               "renew_at", (json_int_t)(local + KEY_RENEW_MS(s->c)), "soft_terminate_at",
-                                               (json_int_t)(local + KEY_SOFT_MS(s->c)), "hard_terminate_at",
-                                               (json_int_t)(local + KEY_HARD_MS(s->c)))));
+                                     json_pack("{s:s, s:{s:I, s:I, s:I}}", "backend", m->backend_id, "deadlines",
+                                               "renew_at", (json_int_t)(m->local_time + KEY_RENEW_MS(c)),
+                                               "soft_terminate_at", (json_int_t)(m->local_time + KEY_SOFT_MS(c)),
+                                               "hard_terminate_at", (json_int_t)(m->local_time + KEY_HARD_MS(c)))));
         /* Refused: no reply at all (§7.3). */
-    } else if (strcmp(tag, "BackendMetrics") == 0) {
-        /* Published but not consumed, as in Plane (§20.13). */
-    } else {
-        log_warn("drone %s: dropped a '%s' message", s->name, tag);
+        break;
+    case MSG_BACKEND_METRICS:
+        break; /* published but not consumed, as in Plane (§20.13) */
+    default:
+        break;
     }
 }
 
@@ -272,30 +262,29 @@ static void removal_event(void *arg, enum event_kind kind, const char *key, cons
         send_msg(s, wire_variant("BackendRemoved", json_pack("{s:s}", "backend", key)));
 }
 
-static void proxy_message(struct session *s, const char *tag, json_t *p)
+static void proxy_message(struct session *s, const struct node_msg *m)
 {
-    if (strcmp(tag, "RouteInfoRequest") == 0) {
-        const char *token = json_get_str(p, "token");
-        if (token)
-            route_request(s, token);
-    } else if (strcmp(tag, "KeepAlive") == 0) {
-        bool alive = false;
-        if (json_is_string(p) &&
-            STORE_CALL(s->c->store, keepalive, json_string_value(p), controller_now(), &alive) == 0 && !alive)
-            send_msg(s, wire_variant("BackendRemoved", json_pack("{s:s}", "backend", json_string_value(p))));
-    } else if (strcmp(tag, "CertManagerRequest") == 0) {
-        /* ACME leases come with DNS support; refuse for now. */
-        const char *inner = json_is_string(p) ? json_string_value(p) : NULL;
-        json_t *ip;
-        const char *v = inner ? inner : wire_variant_of(p, &ip);
-        if (v && strcmp(v, "CertLeaseRequest") == 0)
-            send_msg(s, wire_variant("CertManagerResponse",
-                                     wire_variant("CertLeaseResponse", json_pack("{s:b}", "accepted", 0))));
-        else if (v && strcmp(v, "SetTxtRecord") == 0)
-            send_msg(s, wire_variant("CertManagerResponse",
-                                     wire_variant("SetTxtRecordResponse", json_pack("{s:b}", "accepted", 0))));
-    } else {
-        log_warn("proxy %s: dropped a '%s' message", s->name, tag);
+    bool alive = false;
+
+    switch (m->kind) {
+    case MSG_ROUTE_INFO_REQUEST:
+        route_request(s, m->token);
+        break;
+    case MSG_KEEPALIVE:
+        if (STORE_CALL(s->c->store, keepalive, m->backend_id, controller_now(), &alive) == 0 && !alive)
+            send_msg(s, wire_variant("BackendRemoved", json_pack("{s:s}", "backend", m->backend_id)));
+        break;
+    case MSG_CERT_LEASE_REQUEST:
+        /* ACME leases come with DNS support; refused until then. */
+        send_msg(s, wire_variant("CertManagerResponse",
+                                 wire_variant("CertLeaseResponse", json_pack("{s:b}", "accepted", 0))));
+        break;
+    case MSG_SET_TXT_RECORD:
+        send_msg(s, wire_variant("CertManagerResponse",
+                                 wire_variant("SetTxtRecordResponse", json_pack("{s:b}", "accepted", 0))));
+        break;
+    default:
+        break; /* ReleaseCertLease: no reply */
     }
 }
 
@@ -381,35 +370,30 @@ static void handshake(struct session *s, const json_t *j)
 static void on_text(void *arg, const char *msg, size_t len)
 {
     struct session *s = arg;
-    json_error_t jerr;
-    json_t *j = json_loadb(msg, len, 0, &jerr);
-    json_t *p;
-    const char *tag;
+    struct node_msg m;
+    struct buf err = BUF_INIT;
 
     if (s->closing)
-        goto out;
+        return;
     if (!s->name) {
+        json_t *j = json_loadb(msg, len, 0, NULL);
         if (!j) {
             http_ws_close(s->ws, 1002);
             session_end(s);
         } else {
             handshake(s, j);
         }
-        goto out;
+        json_decref(j);
+        return;
     }
-    if (!j) {
-        log_warn("%s %s: dropped a message that is not JSON: %s", s->drone ? "drone" : "proxy", s->name, jerr.text);
-        goto out;
-    }
-    tag = wire_variant_of(j, &p);
-    if (!tag)
-        log_warn("%s %s: dropped a message that is not a variant", s->drone ? "drone" : "proxy", s->name);
+    if (node_msg_decode(msg, len, s->drone, &m, &err) < 0)
+        log_warn("%s %s: dropped a message: %s", s->drone ? "drone" : "proxy", s->name, buf_cstr(&err));
     else if (s->drone)
-        drone_message(s, tag, p);
+        drone_message(s, &m);
     else
-        proxy_message(s, tag, p);
-out:
-    json_decref(j);
+        proxy_message(s, &m);
+    node_msg_release(&m);
+    buf_release(&err);
 }
 
 static void on_close(void *arg, int code)

@@ -5,6 +5,11 @@
  * several rows runs in one transaction. Statements are prepared once and
  * cached by their SQL text's address.
  *
+ * Checkpoints (copying the WAL back into the database, with an fsync) run
+ * on a thread of their own with its own connection, every second; left to
+ * SQLite they run inside a commit on the event loop and stall every request
+ * behind it for tens of milliseconds.
+ *
  * One controller process owns the file. Unique indexes carry the
  * invariants: (namespace, key_name) on backend_key is what makes a key
  * hold at most one backend (spec §10.1).
@@ -15,6 +20,9 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <pthread.h>
+#include <time.h>
 
 #include <sqlite3.h>
 
@@ -27,6 +35,12 @@
 struct sqlite_store {
     struct store base; /* must be first */
     sqlite3 *db;
+    char *path;                 /* owned */
+    pthread_t checkpointer;
+    bool checkpointing;         /* the thread runs */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    bool stop;
     struct {
         const char *sql;
         sqlite3_stmt *stmt;
@@ -153,6 +167,35 @@ static bool parse_state(const unsigned char *text, struct backend_state *out)
 
 /* ---- open/close ---- */
 
+static void *checkpoint_thread(void *arg)
+{
+    struct sqlite_store *q = arg;
+    sqlite3 *db = NULL;
+
+    if (sqlite3_open_v2(q->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+        log_error("store: checkpoint connection: %s", sqlite3_errmsg(db));
+        sqlite3_close(db);
+        return NULL;
+    }
+    sqlite3_busy_timeout(db, 1000);
+    pthread_mutex_lock(&q->lock);
+    while (!q->stop) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&q->wake, &q->lock, &until);
+        if (q->stop)
+            break;
+        pthread_mutex_unlock(&q->lock);
+        /* PASSIVE: copies what it can without waiting for, or blocking, the writer. */
+        sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        pthread_mutex_lock(&q->lock);
+    }
+    pthread_mutex_unlock(&q->lock);
+    sqlite3_close(db);
+    return NULL;
+}
+
 static int sqlite_open(struct store **out, const char *path, struct buf *err)
 {
     struct sqlite_store *q = xcalloc(1, sizeof(*q));
@@ -168,7 +211,8 @@ static int sqlite_open(struct store **out, const char *path, struct buf *err)
     }
     if (sqlite3_open_v2(path, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL) !=
             SQLITE_OK ||
-        sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;", NULL,
+        sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
+                     " PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;", NULL,
                      NULL, NULL) != SQLITE_OK ||
         sqlite3_exec(q->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
         buf_printf(err, "cannot open database '%s': %s", path, sqlite3_errmsg(q->db));
@@ -177,6 +221,11 @@ static int sqlite_open(struct store **out, const char *path, struct buf *err)
         return -EIO;
     }
     sqlite3_busy_timeout(q->db, 5000);
+    q->path = xstrdup(path);
+    pthread_mutex_init(&q->lock, NULL);
+    pthread_cond_init(&q->wake, NULL);
+    if (strcmp(path, ":memory:") != 0)
+        q->checkpointing = pthread_create(&q->checkpointer, NULL, checkpoint_thread, q) == 0;
     /* Nodes connected to a previous run of this controller are not connected now. */
     sqlite3_exec(q->db, "UPDATE node SET controller = NULL", NULL, NULL, NULL);
     *out = &q->base;
@@ -186,6 +235,17 @@ static int sqlite_open(struct store **out, const char *path, struct buf *err)
 static void sqlite_close(struct store *s)
 {
     struct sqlite_store *q = to_sqlite(s);
+
+    if (q->checkpointing) {
+        pthread_mutex_lock(&q->lock);
+        q->stop = true;
+        pthread_cond_signal(&q->wake);
+        pthread_mutex_unlock(&q->lock);
+        pthread_join(q->checkpointer, NULL);
+    }
+    pthread_mutex_destroy(&q->lock);
+    pthread_cond_destroy(&q->wake);
+    free(q->path);
 
     for (int i = 0; i < q->ncache; i++)
         sqlite3_finalize(q->cache[i].stmt);

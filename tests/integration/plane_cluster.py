@@ -44,8 +44,12 @@ class Controller:
         wait_for(up, what="controller")
         return self
 
-    def connect(self, key=None, tag=None, spawn=True, executable=None, **spawn_config):
+    def connect(self, key=None, tag=None, spawn=True, executable=None, user=None, auth=None, **spawn_config):
         body = {}
+        if user is not None:
+            body["user"] = user
+        if auth is not None:
+            body["auth"] = auth
         if key is not None:
             body["key"] = {"name": key}
             if tag is not None:

@@ -18,6 +18,7 @@
 #include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/names.h"
+#include "../common/run_loop.h"
 #include "../common/url.h"
 #include "../common/wire.h"
 #include "../common/xalloc.h"
@@ -206,21 +207,9 @@ void controller_stop(struct controller *c)
 
 /* ---- the command line ---- */
 
-struct controller_cmd {
-    uv_loop_t loop;
-    struct controller *c;
-    uv_signal_t sigint, sigterm;
-};
-
-static void on_signal(uv_signal_t *h, int signum)
+static void stop_cb(void *arg)
 {
-    struct controller_cmd *x = h->data;
-
-    (void)signum;
-    log_info("controller: stopping");
-    controller_stop(x->c);
-    uv_close((uv_handle_t *)&x->sigint, NULL);
-    uv_close((uv_handle_t *)&x->sigterm, NULL);
+    controller_stop(arg);
 }
 
 static void usage(FILE *f)
@@ -254,7 +243,8 @@ int controller_main(int argc, char **argv)
         {0},
     };
     struct controller_config cfg = {.host = "127.0.0.1", .port = 8080, .best_of = 2, .lost_after_ms = 120000};
-    struct controller_cmd x = {0};
+    uv_loop_t loop;
+    struct controller *c = NULL;
     struct buf err = BUF_INIT;
     char *end;
     long v;
@@ -305,19 +295,15 @@ int controller_main(int argc, char **argv)
         fprintf(stderr, "plane controller: %s\n", optind < argc ? "unexpected argument" : "--db is required");
         return 2;
     }
-    uv_loop_init(&x.loop);
-    rc = controller_start(&x.c, &x.loop, &cfg, &err);
+    uv_loop_init(&loop);
+    rc = controller_start(&c, &loop, &cfg, &err);
     if (rc < 0) {
         fprintf(stderr, "plane controller: %s\n", buf_cstr(&err));
+        uv_run(&loop, UV_RUN_DEFAULT); /* let what was opened close */
+        uv_loop_close(&loop);
     } else {
-        uv_signal_init(&x.loop, &x.sigint);
-        uv_signal_init(&x.loop, &x.sigterm);
-        x.sigint.data = x.sigterm.data = &x;
-        uv_signal_start(&x.sigint, on_signal, SIGINT);
-        uv_signal_start(&x.sigterm, on_signal, SIGTERM);
+        run_until_signal(&loop, stop_cb, c);
     }
-    uv_run(&x.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&x.loop);
     buf_release(&err);
     return rc < 0 ? 1 : 0;
 }

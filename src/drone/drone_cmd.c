@@ -11,14 +11,9 @@
 
 #include "../common/log.h"
 #include "../common/names.h"
+#include "../common/run_loop.h"
 #include "drone.h"
 #include "runtime.h"
-
-struct drone_cmd {
-    uv_loop_t loop;
-    struct drone *drone;
-    uv_signal_t sigint, sigterm;
-};
 
 static void usage(FILE *f)
 {
@@ -50,15 +45,9 @@ static long secs_to_ms(const char *s)
     return lround(v * 1000);
 }
 
-static void on_signal(uv_signal_t *h, int signum)
+static void stop_cb(void *arg)
 {
-    struct drone_cmd *x = h->data;
-
-    (void)signum;
-    log_info("drone: stopping");
-    drone_stop(x->drone);
-    uv_close((uv_handle_t *)&x->sigint, NULL);
-    uv_close((uv_handle_t *)&x->sigterm, NULL);
+    drone_stop(arg);
 }
 
 int drone_main(int argc, char **argv)
@@ -80,7 +69,8 @@ int drone_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct drone_cmd x = {0};
+    uv_loop_t loop;
+    struct drone *drone = NULL;
     struct drone_config cfg = {.pool = "", .ip = "127.0.0.1"};
     const char *runtime = NULL;
     struct buf err = BUF_INIT;
@@ -148,19 +138,15 @@ int drone_main(int argc, char **argv)
     }
     cfg.runtime_config.bind_ip = cfg.ip;
 
-    uv_loop_init(&x.loop);
-    rc = drone_start(&x.drone, &x.loop, &cfg, &err);
+    uv_loop_init(&loop);
+    rc = drone_start(&drone, &loop, &cfg, &err);
     if (rc < 0) {
         fprintf(stderr, "plane drone: %s\n", buf_cstr(&err));
+        uv_run(&loop, UV_RUN_DEFAULT); /* let what was opened close */
+        uv_loop_close(&loop);
     } else {
-        uv_signal_init(&x.loop, &x.sigint);
-        uv_signal_init(&x.loop, &x.sigterm);
-        x.sigint.data = x.sigterm.data = &x;
-        uv_signal_start(&x.sigint, on_signal, SIGINT);
-        uv_signal_start(&x.sigterm, on_signal, SIGTERM);
+        run_until_signal(&loop, stop_cb, drone);
     }
-    uv_run(&x.loop, UV_RUN_DEFAULT);
-    uv_loop_close(&x.loop);
     buf_release(&err);
     return rc < 0 ? 1 : 0;
 }

@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "common/xalloc.h"
+#include "cli/dev.h"
 #include "controller/controller.h"
 #include "drone/drone.h"
 #include "drone/executor_server.h"
@@ -39,7 +40,7 @@ static const struct subcommand {
     {"drone", drone_main, "run backends on this host"},
     {"proxy", not_yet, "route HTTP and WebSocket traffic to backends (not yet)"},
     {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
-    {"dev", not_yet, "controller + drone + proxy in one process (not yet)"},
+    {"dev", dev_main, "controller + drone in one process on localhost (the quickstart)"},
     {"admin", not_yet, "client of the controller API (not yet)"},
     {"executor", executor_main, "serve a runtime over the Unix-socket executor protocol"},
     {"version", version_main, "print the version"},

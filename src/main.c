@@ -11,6 +11,7 @@
 #include "common/log.h"
 #include "common/version.h"
 #include "common/xalloc.h"
+#include "cli/admin.h"
 #include "cli/dev.h"
 #include "controller/controller.h"
 #include "drone/drone.h"
@@ -41,7 +42,7 @@ static const struct subcommand {
     {"proxy", not_yet, "route HTTP and WebSocket traffic to backends (not yet)"},
     {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
     {"dev", dev_main, "controller + drone in one process on localhost (the quickstart)"},
-    {"admin", not_yet, "client of the controller API (not yet)"},
+    {"admin", admin_main, "client of the controller API: connect, terminate, status, drain, ..."},
     {"executor", executor_main, "serve a runtime over the Unix-socket executor protocol"},
     {"version", version_main, "print the version"},
 };

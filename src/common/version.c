@@ -4,6 +4,9 @@
  */
 #include "version.h"
 
+#ifdef PLANE_HAVE_GIT_HASH
+#include "git_hash.h" /* written by the Makefile */
+#endif
 #ifndef PLANE_GIT_HASH
 #define PLANE_GIT_HASH ""
 #endif

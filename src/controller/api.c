@@ -328,6 +328,39 @@ void api_streams_close(struct controller *c)
         stream_end(list_entry(pos, struct stream, node));
 }
 
+static void metrics_route(struct controller *c, struct http_request *req)
+{
+    static const char *const statuses[] = {"scheduled", "loading", "starting", "waiting", "ready",
+                                           "terminating", "hard-terminating", "terminated"};
+    struct buf out = BUF_INIT;
+    struct list_node *pos, *tmp;
+    json_t *counts = NULL;
+    int drones = 0, proxies = 0;
+
+    if (STORE_CALL(c->store, backend_counts, &counts) < 0) {
+        api_error(req, 500, "Other", "Database error");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "status=\"%s\"", statuses[i]);
+        metrics_gauge(&out, "plane_backends", labels, (double)json_integer_value(json_object_get(counts, statuses[i])),
+                      i == 0 ? "Backends by status (all time, from the store)." : NULL);
+    }
+    json_decref(counts);
+    list_for_each_safe(pos, tmp, &c->sessions) {
+        if (sockets_is_drone(pos))
+            drones++;
+        else
+            proxies++;
+    }
+    metrics_gauge(&out, "plane_connected_drones", NULL, drones, "Drones connected to this controller.");
+    metrics_gauge(&out, "plane_connected_proxies", NULL, proxies, "Proxies connected to this controller.");
+    metrics_render(c->metrics, &out);
+    http_respond(req, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len, NULL);
+    buf_release(&out);
+}
+
 /* ---- dispatch ---- */
 
 void api_handle(void *arg, struct http_request *req)
@@ -351,6 +384,8 @@ void api_handle(void *arg, struct http_request *req)
     } else if (n == 4 && strcmp(seg[0], "pub") == 0 && strcmp(seg[1], "b") == 0 &&
                strcmp(seg[3], "status-stream") == 0 && get) {
         status_stream_route(c, req, seg[2]);
+    } else if (n == 1 && strcmp(seg[0], "metrics") == 0 && get) {
+        metrics_route(c, req);
     } else if (n == 2 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "status") == 0 && get) {
         status_route(c, req, false);
     } else if (n == 2 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "connect") == 0 && post) {

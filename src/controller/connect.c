@@ -135,6 +135,14 @@ static bool cluster_valid(const char *cluster)
     return true;
 }
 
+/* An error answer to a connect, counted. */
+static void conn_error(struct controller *c, struct http_request *http, int status, const char *kind,
+                       const char *message)
+{
+    metric_counter_add(c->connects_failed, 1);
+    api_error(http, status, kind, message);
+}
+
 static void respond(struct controller *c, struct http_request *http, const char *backend_id, bool spawned,
                     enum backend_status status, const char *token, const char *secret, const char *cluster,
                     const char *subdomain, const char *drone)
@@ -154,6 +162,7 @@ static void respond(struct controller *c, struct http_request *http, const char 
     json_object_set_new(o, "secret_token", secret ? json_string(secret) : json_null());
     json_object_set_new(o, "status_url", json_string(status_url));
     json_object_set_new(o, "drone", drone ? json_string(drone) : json_null());
+    metric_counter_add(spawned ? c->connects_spawned : c->connects_existing, 1);
     http_respond_json(http, 200, o, NULL);
     free(url);
     free(status_url);
@@ -176,17 +185,17 @@ static enum outcome existing(struct controller *c, struct http_request *http, co
     char *token = NULL, *secret = NULL;
 
     if (strcmp(key->tag, r->key_tag) != 0) {
-        api_error(http, 409, "KeyHeld", "Lock is held but tag does not match.");
+        conn_error(c, http, 409, "KeyHeld", "Lock is held but tag does not match.");
         return DONE;
     }
     if (STORE_CALL(c->store, backend_get, key->backend_id, &row) < 0) {
-        api_error(http, 500, "Other", "Internal error.");
+        conn_error(c, http, 500, "Other", "Internal error.");
         return DONE;
     }
     if (row.static_token) {
         respond(c, http, row.id, false, row.state.status, row.static_token, NULL, row.cluster, row.subdomain, NULL);
     } else if (new_token(c, row.id, r, &token, &secret) < 0) {
-        api_error(http, 500, "Other", "Internal error.");
+        conn_error(c, http, 500, "Other", "Internal error.");
     } else {
         respond(c, http, row.id, false, row.state.status, token, secret, row.cluster, row.subdomain, NULL);
     }
@@ -211,27 +220,27 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         key_row_release(&key);
         bool deleted = false;
         if (STORE_CALL(c->store, key_delete_expired, r->key_ns, r->key_name, now, &deleted) < 0) {
-            api_error(http, 500, "Other", "Internal error.");
+            conn_error(c, http, 500, "Other", "Internal error.");
             return DONE;
         }
         if (!deleted)
             return RETRY_REMOVE;
     } else if (rc != -ENOENT) {
-        api_error(http, 500, "Other", "Internal error.");
+        conn_error(c, http, 500, "Other", "Internal error.");
         return DONE;
     }
 
     if (!r->spawn) {
-        api_error(http, 409, "KeyUnheldNoSpawnConfig", "Lock is unheld but no spawn config was provided.");
+        conn_error(c, http, 409, "KeyUnheldNoSpawnConfig", "Lock is unheld but no spawn config was provided.");
         return DONE;
     }
     const char *cluster = r->cluster ? r->cluster : c->default_cluster;
     if (!cluster) {
-        api_error(http, 400, "NoClusterProvided", "No cluster provided, and no default cluster for this controller.");
+        conn_error(c, http, 400, "NoClusterProvided", "No cluster provided, and no default cluster for this controller.");
         return DONE;
     }
     if (!cluster_valid(cluster)) {
-        api_error(http, 400, "InvalidClusterName", "Invalid cluster name");
+        conn_error(c, http, 400, "InvalidClusterName", "Invalid cluster name");
         return DONE;
     }
 
@@ -242,11 +251,11 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     rc = STORE_CALL(c->store, drone_pick, cluster, r->pool ? r->pool : "", now - healthy, c->best_of,
                     &drone_id, &drone_name, &local_time);
     if (rc == -ENOENT) {
-        api_error(http, 500, "NoDroneAvailable", "No active drone available.");
+        conn_error(c, http, 500, "NoDroneAvailable", "No active drone available.");
         return DONE;
     }
     if (rc < 0) {
-        api_error(http, 500, "Other", "Internal error.");
+        conn_error(c, http, 500, "Other", "Internal error.");
         return DONE;
     }
 
@@ -288,7 +297,7 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     if (rc == -EEXIST) {
         o = RETRY_ACQUIRE;
     } else if (rc < 0) {
-        api_error(http, 500, "Other", "Internal error.");
+        conn_error(c, http, 500, "Other", "Internal error.");
     } else {
         char drone_key[32];
         json_t *payload = json_pack("{s:{s:s}, s:I}", "state", "status", "scheduled", "time", (json_int_t)now);
@@ -297,12 +306,13 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         snprintf(drone_key, sizeof(drone_key), "%lld", (long long)drone_id);
         events_publish(c->events, EVENT_BACKEND_ACTION, drone_key, body);
         log_info("backend %s: scheduled on %s for key '%s'", backend_id, drone_name, r->key_name);
+        json_object_set_new(c->scheduled_at, backend_id, json_integer(now));
         char *token = NULL, *secret = NULL;
         if (static_token)
             respond(c, http, backend_id, true, BACKEND_SCHEDULED, static_token, NULL, cluster, r->subdomain,
                     drone_name);
         else if (new_token(c, backend_id, r, &token, &secret) < 0)
-            api_error(http, 500, "Other", "Internal error.");
+            conn_error(c, http, 500, "Other", "Internal error.");
         else
             respond(c, http, backend_id, true, BACKEND_SCHEDULED, token, secret, cluster, r->subdomain, drone_name);
         free(token);
@@ -327,6 +337,7 @@ void api_connect(struct controller *c, struct http_request *http)
         return;
     struct buf why = BUF_INIT;
     if (!connect_request_parse(j, &r, &why)) {
+        metric_counter_add(c->connects_failed, 1);
         api_unprocessable(http, buf_cstr(&why));
     } else {
         for (int i = 0; i < ATTEMPTS; i++) {
@@ -335,9 +346,9 @@ void api_connect(struct controller *c, struct http_request *http)
                 break;
         }
         if (o == RETRY_ACQUIRE)
-            api_error(http, 500, "FailedToAcquireKey", "Failed to acquire lock.");
+            conn_error(c, http, 500, "FailedToAcquireKey", "Failed to acquire lock.");
         else if (o == RETRY_REMOVE)
-            api_error(http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
+            conn_error(c, http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
     }
     connect_request_release(&r);
     buf_release(&why);

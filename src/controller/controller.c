@@ -68,6 +68,11 @@ int controller_update_state(struct controller *c, const char *backend_id, const 
     int rc = STORE_CALL(c->store, backend_update_state, backend_id, st, now, accepted);
 
     if (rc == 0 && *accepted) {
+        json_t *at = json_object_get(c->scheduled_at, backend_id);
+        if (at && st->status == BACKEND_READY)
+            metric_histogram_observe(c->spawn_ready, (double)(now - json_integer_value(at)) / 1000.0);
+        if (at && st->status >= BACKEND_READY)
+            json_object_del(c->scheduled_at, backend_id);
         json_t *payload = json_pack("{s:o, s:I}", "state", backend_state_to_json(st), "time", (json_int_t)now);
         events_publish(c->events, EVENT_BACKEND_STATE, backend_id, payload);
         json_decref(payload);
@@ -146,6 +151,14 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     if ((rc = store_open(&c->store, cfg->db, err)) < 0)
         goto fail;
     c->events = events_new();
+    c->metrics = metrics_new();
+    c->connects_spawned = metrics_counter(c->metrics, "plane_connects_total", "result=\"spawned\"",
+                                          "Connect requests by outcome.");
+    c->connects_existing = metrics_counter(c->metrics, "plane_connects_total", "result=\"existing\"", "");
+    c->connects_failed = metrics_counter(c->metrics, "plane_connects_total", "result=\"error\"", "");
+    c->spawn_ready = metrics_histogram(c->metrics, "plane_backend_start_seconds",
+                                       "Time from scheduling a backend to its ready state.");
+    c->scheduled_at = json_object();
     c->http = http_server_new(loop, api_handle, c);
     if ((rc = http_server_listen(c->http, cfg->host, cfg->port, err)) < 0)
         goto fail;
@@ -166,6 +179,8 @@ fail:
     if (c->http)
         http_server_close(c->http);
     events_free(c->events);
+    metrics_free(c->metrics);
+    json_decref(c->scheduled_at);
     store_close(c->store);
     free(c->status_base);
     free(c->default_cluster);
@@ -186,6 +201,8 @@ static void timer_closed(uv_handle_t *h)
     if (--c->open_timers > 0)
         return;
     events_free(c->events);
+    metrics_free(c->metrics);
+    json_decref(c->scheduled_at);
     store_close(c->store);
     free(c->status_base);
     free(c->default_cluster);

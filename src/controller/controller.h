@@ -17,6 +17,7 @@
 #include "../common/buf.h"
 #include "../common/http_server.h"
 #include "../common/list.h"
+#include "../common/metrics.h"
 #include "events.h"
 #include "store.h"
 
@@ -55,6 +56,10 @@ struct controller {
     int64_t key_lease_ms;
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
+    struct metrics *metrics;
+    struct metric_counter *connects_spawned, *connects_existing, *connects_failed;
+    struct metric_histogram *spawn_ready;  /* scheduled -> ready */
+    json_t *scheduled_at;                  /* backend id -> ms, until it is ready or gone */
     uv_timer_t lost_timer;
     uv_timer_t cleanup_timer;
     int open_timers;
@@ -97,6 +102,8 @@ void connect_request_release(struct connect_req *r);
 /* sockets.c: the drone and proxy WebSocket endpoints */
 void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
 void sockets_close_all(struct controller *c);
+/* Whether a node of controller->sessions is a registered drone (else a proxy or not yet registered). */
+bool sockets_is_drone(const struct list_node *session_node);
 
 /* controller.c: shared operations */
 /* Queues action (a BackendAction, stolen) for the backend's drone: stored, then delivered. 0 or -errno. */

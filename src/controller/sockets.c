@@ -441,3 +441,10 @@ void sockets_close_all(struct controller *c)
         session_end(s);
     }
 }
+
+bool sockets_is_drone(const struct list_node *session_node)
+{
+    const struct session *s = list_entry(session_node, struct session, node);
+
+    return s->drone && s->registered;
+}

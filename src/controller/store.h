@@ -105,6 +105,8 @@ struct store_ops {
     /* Non-terminated backends on drones not heard from since before cutoff. */
     int (*lost_backends)(struct store *s, int64_t cutoff, store_id_fn *fn, void *arg);
     int (*cleanup_tokens)(struct store *s, int64_t now);
+    /* Backends by status: {"ready": N, ...}. New reference in *out. */
+    int (*backend_counts)(struct store *s, json_t **out);
     /* A test and operator hook: stop renewals of backend_id's key (db-cli prevent-renew). */
     int (*prevent_renew)(struct store *s, const char *backend_id);
 };

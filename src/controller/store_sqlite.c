@@ -829,6 +829,25 @@ static int sqlite_cleanup_tokens(struct store *s, int64_t now)
     return exec_stmt(q, st, "token cleanup");
 }
 
+static int sqlite_backend_counts(struct store *s, json_t **out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "SELECT last_status, count(*) FROM backend GROUP BY last_status";
+    sqlite3_stmt *st = stmt(q, sql);
+    json_t *o = json_object();
+    int rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        json_object_set_new(o, (const char *)sqlite3_column_text(st, 0), json_integer(sqlite3_column_int64(st, 1)));
+    done(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(o);
+        return db_error(q, "backend counts");
+    }
+    *out = o;
+    return 0;
+}
+
 static int sqlite_prevent_renew(struct store *s, const char *backend_id)
 {
     struct sqlite_store *q = to_sqlite(s);
@@ -867,5 +886,6 @@ const struct store_ops store_sqlite_ops = {
     .route_get = sqlite_route_get,
     .lost_backends = sqlite_lost_backends,
     .cleanup_tokens = sqlite_cleanup_tokens,
+    .backend_counts = sqlite_backend_counts,
     .prevent_renew = sqlite_prevent_renew,
 };

@@ -246,3 +246,38 @@ def test_refused_key_renewal_terminates_before_the_lease_ends(procs, tmp_path):
     # The one whose renewals succeed outlives its first lease.
     time.sleep(max(0, 17 - (time.time() - t0)))
     assert ctrl.status(keep)["status"] == "ready"
+
+
+def _scrape(ctrl):
+    """Parses the Prometheus text format strictly enough to catch malformed lines."""
+    import re
+    text = requests.get(ctrl.url + "/metrics", timeout=5).text
+    samples, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "histogram")
+            types[name] = kind
+            continue
+        if line.startswith("#") or not line:
+            continue
+        m = re.fullmatch(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? (\S+)', line)
+        assert m, line
+        samples[m.group(1) + (m.group(2) or "")] = float(m.group(4))
+    return samples, types
+
+
+def test_metrics_move(ctrl, drone):
+    before, types = _scrape(ctrl)
+    assert types["plane_connects_total"] == "counter" and types["plane_backend_start_seconds"] == "histogram"
+    b = ctrl.connect("m1").json()["backend_id"]
+    ctrl.wait_status(b, "ready")
+    ctrl.connect("m1")
+    ctrl.connect("m2", spawn=False)
+    after, _ = _scrape(ctrl)
+    assert after['plane_connects_total{result="spawned"}'] == before['plane_connects_total{result="spawned"}'] + 1
+    assert after['plane_connects_total{result="existing"}'] == before['plane_connects_total{result="existing"}'] + 1
+    assert after['plane_connects_total{result="error"}'] == before['plane_connects_total{result="error"}'] + 1
+    assert after["plane_backend_start_seconds_count"] == before["plane_backend_start_seconds_count"] + 1
+    assert after['plane_backends{status="ready"}'] == 1
+    assert after["plane_connected_drones"] == 1

@@ -12,6 +12,7 @@
 
 #include "../common/clock.h"
 #include "../common/log.h"
+#include "../common/metrics.h"
 #include "../common/net.h"
 #include "../common/xalloc.h"
 #include "backend.h"
@@ -62,10 +63,21 @@ static void cancel_op(struct backend *b)
 
 /* ---- results of each state's operation ---- */
 
+static void observe(struct backend *b, enum runtime_op_kind kind, int status)
+{
+    struct backend_metrics_sink *m = b->env->metrics;
+
+    if (!m)
+        return;
+    metric_histogram_observe(m->seconds[kind], (double)(uv_hrtime() - b->op_started) / 1e9);
+    metric_counter_add(status < 0 ? m->failed[kind] : m->ok[kind], 1);
+}
+
 static void prepared(void *arg, const struct runtime_result *res)
 {
     struct backend *b = arg;
 
+    observe(b, RUNTIME_OP_PREPARE, res->status);
     b->op = NULL;
     if (res->status < 0) {
         log_warn("backend %s: prepare failed: %s", b->id, res->error);
@@ -80,6 +92,7 @@ static void spawned(void *arg, const struct runtime_result *res)
     struct backend *b = arg;
     char addr[NET_ADDR_LEN];
 
+    observe(b, RUNTIME_OP_SPAWN, res->status);
     b->op = NULL;
     if (res->status < 0) {
         log_warn("backend %s: spawn failed: %s", b->id, res->error);
@@ -94,6 +107,7 @@ static void became_ready(void *arg, const struct runtime_result *res)
 {
     struct backend *b = arg;
 
+    observe(b, RUNTIME_OP_WAIT_READY, res->status);
     b->op = NULL;
     if (res->status == -ETIMEDOUT) {
         log_warn("backend %s: did not become ready in time", b->id);
@@ -117,6 +131,7 @@ static void stopped(void *arg, const struct runtime_result *res)
 {
     struct backend *b = arg;
 
+    observe(b, RUNTIME_OP_TERMINATE, res->status);
     b->op = NULL;
     if (res->status < 0) {
         log_warn("backend %s: terminate failed: %s (retrying in %u ms)", b->id, res->error, b->retry_ms);
@@ -137,6 +152,7 @@ static void send_stop(struct backend *b)
     if (b->state.status != BACKEND_TERMINATING && !hard)
         return;
     runtime_op_cancel(b->op);
+    b->op_started = uv_hrtime();
     b->op = runtime_terminate(b->env->rt, b->id, hard, stopped, b);
 }
 
@@ -172,6 +188,7 @@ static void enter(struct backend *b, struct backend_state st)
         enter(b, backend_state_simple(BACKEND_LOADING));
         break;
     case BACKEND_LOADING:
+        b->op_started = uv_hrtime();
         b->op = runtime_prepare(b->env->rt, b->executable, prepared, b);
         break;
     case BACKEND_STARTING:
@@ -179,9 +196,11 @@ static void enter(struct backend *b, struct backend_state st)
         spec.executable = b->executable;
         spec.key = b->has_key ? &b->key : NULL;
         spec.static_token = b->static_token;
+        b->op_started = uv_hrtime();
         b->op = runtime_spawn(b->env->rt, &spec, spawned, b);
         break;
     case BACKEND_WAITING:
+        b->op_started = uv_hrtime();
         b->op = runtime_wait_ready(b->env->rt, b->id, b->state.address, became_ready, b);
         break;
     case BACKEND_TERMINATING:

@@ -22,6 +22,14 @@
 
 struct backend;
 struct state_store;
+struct metric_counter;
+struct metric_histogram;
+
+/* Runtime operation metrics, optional: indexed by enum runtime_op_kind. */
+struct backend_metrics_sink {
+    struct metric_histogram *seconds[4];
+    struct metric_counter *ok[4], *failed[4];
+};
 
 struct backend_env {
     uv_loop_t *loop;          /* borrowed */
@@ -32,6 +40,7 @@ struct backend_env {
     void (*on_state)(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st,
                      int64_t timestamp_ms);
     void *arg;
+    struct backend_metrics_sink *metrics; /* may be NULL */
 };
 
 struct backend {
@@ -45,6 +54,7 @@ struct backend {
     char *static_token;    /* owned, or NULL */
     struct backend_state state;
     struct runtime_op *op; /* the current state's operation, or NULL */
+    uint64_t op_started;   /* uv_hrtime() when op began */
     uv_timer_t retry;      /* terminate retries */
     unsigned retry_ms;
     bool closing;

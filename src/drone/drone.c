@@ -20,7 +20,9 @@
 #include "../common/backend_state.h"
 #include "../common/clock.h"
 #include "../common/json_util.h"
+#include "../common/http_server.h"
 #include "../common/log.h"
+#include "../common/metrics.h"
 #include "../common/names.h"
 #include "../common/url.h"
 #include "../common/wire.h"
@@ -53,6 +55,10 @@ struct drone {
     unsigned backoff_ms;
     bool stopping;
     unsigned open_handles;
+    struct metrics *metrics;
+    struct backend_metrics_sink sink;
+    struct metric_counter *events_sent;
+    struct http_server *http; /* /metrics, or NULL */
 };
 
 static void connect_now(struct drone *d);
@@ -78,7 +84,59 @@ static void send_event(struct drone *d, int64_t event_id, const char *backend_id
     json_object_set_new(e, "backend_id", json_string(backend_id));
     json_object_set_new(e, "state", backend_state_to_json(st));
     json_object_set_new(e, "timestamp", json_integer(ts));
+    if (d->events_sent)
+        metric_counter_add(d->events_sent, 1);
     send_msg(d, wire_variant("BackendEvent", e));
+}
+
+static void metrics_handler(void *arg, struct http_request *req)
+{
+    static const enum backend_status statuses[] = {BACKEND_SCHEDULED, BACKEND_LOADING, BACKEND_STARTING,
+                                                   BACKEND_WAITING, BACKEND_READY, BACKEND_TERMINATING,
+                                                   BACKEND_HARD_TERMINATING};
+    struct drone *d = arg;
+    struct buf out = BUF_INIT;
+    struct list_node *pos, *tmp;
+
+    if (strcmp(req->path, "/metrics") != 0 || strcmp(req->method, "GET") != 0) {
+        http_respond(req, 404, NULL, "", 0, NULL);
+        return;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(statuses); i++) {
+        int n = 0;
+        char labels[64];
+        list_for_each_safe(pos, tmp, &d->backends)
+            n += list_entry(pos, struct backend, node)->state.status == statuses[i];
+        snprintf(labels, sizeof(labels), "status=\"%s\"", backend_status_name(statuses[i]));
+        metrics_gauge(&out, "plane_drone_backends", labels, n, i == 0 ? "Backends on this drone by status." : NULL);
+    }
+    metrics_gauge(&out, "plane_drone_connected", NULL, d->connected, "1 while connected to a controller.");
+    metrics_render(d->metrics, &out);
+    http_respond(req, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len, NULL);
+    buf_release(&out);
+}
+
+static void setup_metrics(struct drone *d)
+{
+    static const char *const ops[] = {"prepare", "spawn", "wait_ready", "terminate"};
+    char labels[64];
+
+    d->metrics = metrics_new();
+    for (int i = 0; i < 4; i++) {
+        snprintf(labels, sizeof(labels), "op=\"%s\",result=\"ok\"", ops[i]);
+        d->sink.ok[i] = metrics_counter(d->metrics, "plane_drone_runtime_operations_total", labels,
+                                        "Runtime operations by kind and result.");
+        snprintf(labels, sizeof(labels), "op=\"%s\",result=\"error\"", ops[i]);
+        d->sink.failed[i] = metrics_counter(d->metrics, "plane_drone_runtime_operations_total", labels, "");
+    }
+    for (int i = 0; i < 4; i++) {
+        char name[96];
+        snprintf(name, sizeof(name), "plane_drone_runtime_%s_seconds", ops[i]);
+        d->sink.seconds[i] = metrics_histogram(d->metrics, name, "How long the runtime operation took.");
+    }
+    d->events_sent = metrics_counter(d->metrics, "plane_drone_state_events_sent_total", NULL,
+                                     "Backend state events sent to the controller (replays included).");
+    d->env.metrics = &d->sink;
 }
 
 static void replay_event(void *arg, int64_t event_id, const char *backend_id, const struct backend_state *st,
@@ -442,6 +500,12 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     d->env.ip = d->ip;
     d->env.on_state = on_state;
     d->env.arg = d;
+    setup_metrics(d);
+    if (cfg->metrics_port) {
+        d->http = http_server_new(loop, metrics_handler, d);
+        if ((rc_ = http_server_listen(d->http, "127.0.0.1", cfg->metrics_port, err)) < 0)
+            goto fail;
+    }
     if (state_store_each_active(d->store, terminate_leftover, d) < 0) {
         buf_printf(err, "cannot read the state store");
         rc_ = -EIO;
@@ -457,6 +521,11 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     *out = d;
     return 0;
 fail:
+    if (d->http)
+        http_server_close(d->http);
+    if (d->km)
+        key_manager_free(d->km);
+    metrics_free(d->metrics);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
     state_store_close(d->store);
@@ -481,6 +550,7 @@ static void handle_closed(uv_handle_t *h)
 
     if (--d->open_handles > 0)
         return;
+    metrics_free(d->metrics);
     state_store_close(d->store);
     free(d->socket_url);
     free(d->bearer);
@@ -498,6 +568,9 @@ void drone_stop(struct drone *d)
     if (!d || d->stopping)
         return;
     d->stopping = true;
+    if (d->http)
+        http_server_close(d->http);
+    d->http = NULL;
     if (d->ws)
         ws_client_free(d->ws);
     d->ws = NULL;

@@ -21,6 +21,7 @@ struct drone_config {
     const char *ip;              /* address proxies reach backends at */
     const char *db_path;         /* state store; NULL = in memory */
     const struct runtime_ops *runtime;
+    int metrics_port;            /* serve /metrics on 127.0.0.1:port; 0: none */
     struct runtime_config runtime_config; /* loop and callbacks are filled in by the drone */
 };
 

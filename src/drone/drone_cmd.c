@@ -31,7 +31,8 @@ static void usage(FILE *f)
                "  --grace-period SECS     soft terminate: SIGKILL after this (default 30)\n"
                "  --ready-timeout SECS    readiness gives up after this (default 300)\n"
                "  --metrics-interval SECS metrics period (default 10)\n"
-               "  --mock-port N           mock runtime: the shared port\n",
+               "  --mock-port N           mock runtime: the shared port\n"
+               "  --metrics-port N        serve Prometheus metrics at http://127.0.0.1:N/metrics\n",
             runtime_names());
 }
 
@@ -66,6 +67,7 @@ int drone_main(int argc, char **argv)
         {"ready-timeout", required_argument, NULL, 't'},
         {"metrics-interval", required_argument, NULL, 'm'},
         {"mock-port", required_argument, NULL, 'P'},
+        {"metrics-port", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -103,6 +105,16 @@ int drone_main(int argc, char **argv)
             else
                 cfg.runtime_config.metrics_interval_ms = (unsigned)ms;
             break;
+        case 'M': {
+            char *end;
+            long p = strtol(optarg, &end, 10);
+            if (*end || p < 1 || p > 65535) {
+                fprintf(stderr, "plane drone: invalid port '%s'\n", optarg);
+                return 2;
+            }
+            cfg.metrics_port = (int)p;
+            break;
+        }
         case 'P': {
             char *end;
             long p = strtol(optarg, &end, 10);

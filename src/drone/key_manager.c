@@ -20,7 +20,7 @@ struct lease {
     char *id;
     struct key_deadlines d;
     uv_timer_t timer;
-    bool soft_done, hard_done;
+    bool renew_sent, soft_done, hard_done; /* for the current deadlines */
 };
 
 struct key_manager {
@@ -78,8 +78,11 @@ static void tick(uv_timer_t *t)
         return;
     }
     if (now >= l->d.renew_at) {
-        if (km->connected)
+        /* Once per set of deadlines (timers may wake a little early, before the next deadline). */
+        if (km->connected && !l->renew_sent) {
+            l->renew_sent = true;
             km->hooks.renew(km->hooks.arg, id, now);
+        }
         if (find(km, id) != l)
             return;
         sleep_until(l, l->d.soft_terminate_at);
@@ -150,7 +153,7 @@ void key_manager_update(struct key_manager *km, const char *backend_id, const st
     if (!l)
         return;
     l->d = *d;
-    l->soft_done = l->hard_done = false;
+    l->renew_sent = l->soft_done = l->hard_done = false;
     sleep_until(l, d->renew_at);
 }
 
@@ -174,9 +177,11 @@ void key_manager_set_connected(struct key_manager *km, bool connected)
     km->connected = connected;
     if (!connected)
         return;
-    /* A new connection: every loop starts over, renewing at once where due. */
+    /* A new connection: every loop starts over, renewing at once where due (a renewal sent on
+     * the old connection may never be answered). */
     list_for_each_safe(pos, tmp, &km->leases) {
         struct lease *l = list_entry(pos, struct lease, node);
+        l->renew_sent = false;
         if (!l->hard_done)
             sleep_until(l, 0);
     }

@@ -39,7 +39,15 @@ all: $(PLANE) $(ECHO)
 
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DPLANE_GIT_HASH='"$(GIT_HASH)"' -c -o $@ $<
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+# The build's git hash, rewritten only when it changes (so nothing relinks for nothing).
+$(BUILD)/git_hash.h: FORCE
+	@mkdir -p $(dir $@)
+	@h='#define PLANE_GIT_HASH "$(GIT_HASH)"'; [ "$$(cat $@ 2>/dev/null)" = "$$h" ] || echo "$$h" > $@
+$(BUILD)/src/common/version.o: $(BUILD)/git_hash.h
+$(BUILD)/src/common/version.o: CFLAGS += -I$(BUILD) -DPLANE_HAVE_GIT_HASH
+FORCE:
 
 $(PLANE): $(OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -66,6 +74,7 @@ integration: $(PLANE) $(ECHO)
 # short run of every fuzz target.
 test: deps
 	$(MAKE) all build/unit_tests
+	scripts/docker-up.sh
 	$(MAKE) SAN=1 build/san/plane build/san/unit_tests
 	$(MAKE) unit
 	$(MAKE) SAN=1 unit
@@ -84,7 +93,7 @@ fuzz-smoke: fuzz
 
 dev: deps
 	$(MAKE) all
-	-$(PLANE) dev
+	$(PLANE) dev
 
 FUZZ_SRC := $(sort $(wildcard tests/fuzz/fuzz_*.c))
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)

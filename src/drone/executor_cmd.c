@@ -18,6 +18,17 @@
 
 #define CLEANUP_INTERVAL_MS 60000 /* spec §14.9 */
 
+/* Long options without a short letter. */
+enum {
+    OPT_DOCKER_SOCKET = 256,
+    OPT_DOCKER_NETWORK,
+    OPT_DOCKER_RUNTIME,
+    OPT_LOG_CONFIG,
+    OPT_MOUNT_BASE,
+    OPT_PRUNE_IMAGES,
+    OPT_CLEANUP_INTERVAL,
+};
+
 struct executor_cmd {
     uv_loop_t loop;
     struct runtime *rt;
@@ -25,6 +36,7 @@ struct executor_cmd {
     uv_signal_t sigint, sigterm;
     uv_timer_t cleanup;
     int64_t cleanup_min_age_ms;
+    long cleanup_interval_ms;
     bool stopping;
 };
 
@@ -35,7 +47,7 @@ static void usage(FILE *f)
             "\n"
             "Serves a runtime over the Unix-socket executor protocol.\n"
             "\n"
-            "  --runtime NAME          process, mock, or executor (a client of another executor)\n"
+            "  --runtime NAME          process, mock, docker, or executor (a client of another executor)\n"
             "  --socket PATH           where to listen\n"
             "  --data-dir DIR          process: logs, pid records, working dirs (default ./plane-data)\n"
             "  --bind-ip IP            address backends listen on (default 127.0.0.1)\n"
@@ -43,8 +55,16 @@ static void usage(FILE *f)
             "  --ready-timeout SECS    give up waiting for readiness after this (default 300)\n"
             "  --metrics-interval SECS metrics sampling period (default 10)\n"
             "  --cleanup-min-age SECS  prune leftovers of backends gone this long (default 3600)\n"
+            "  --cleanup-interval SECS how often to prune (default 60)\n"
             "  --mock-port N           mock: the shared port (default: any free port)\n"
-            "  --executor-socket PATH  executor: the upstream executor's socket\n",
+            "  --executor-socket PATH  executor: the upstream executor's socket\n"
+            "  --docker-socket PATH    docker: the Engine API socket (default /var/run/docker.sock)\n"
+            "  --docker-network NAME   docker: \"host\" for host networking, or a network name\n"
+            "                          (default: the bridge, 8080/tcp published on a random port)\n"
+            "  --docker-runtime NAME   docker: HostConfig.Runtime for containers (e.g. runsc)\n"
+            "  --log-config JSON       docker: HostConfig.LogConfig, e.g. {\"Type\":\"json-file\",\"Config\":{}}\n"
+            "  --mount-base PATH       docker: base directory of backend volume mounts\n"
+            "  --auto-prune-images     docker: cleanup also prunes unused images\n",
             runtime_names());
 }
 
@@ -105,10 +125,17 @@ int executor_main(int argc, char **argv)
         {"cleanup-min-age", required_argument, NULL, 'c'},
         {"mock-port", required_argument, NULL, 'p'},
         {"executor-socket", required_argument, NULL, 'e'},
+        {"docker-socket", required_argument, NULL, OPT_DOCKER_SOCKET},
+        {"docker-network", required_argument, NULL, OPT_DOCKER_NETWORK},
+        {"docker-runtime", required_argument, NULL, OPT_DOCKER_RUNTIME},
+        {"log-config", required_argument, NULL, OPT_LOG_CONFIG},
+        {"mount-base", required_argument, NULL, OPT_MOUNT_BASE},
+        {"auto-prune-images", no_argument, NULL, OPT_PRUNE_IMAGES},
+        {"cleanup-interval", required_argument, NULL, OPT_CLEANUP_INTERVAL},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct executor_cmd x = {.cleanup_min_age_ms = 3600 * 1000};
+    struct executor_cmd x = {.cleanup_min_age_ms = 3600 * 1000, .cleanup_interval_ms = CLEANUP_INTERVAL_MS};
     struct runtime_config cfg = {.data_dir = "plane-data"};
     const struct runtime_ops *ops = NULL;
     const char *socket_path = NULL;
@@ -165,6 +192,32 @@ int executor_main(int argc, char **argv)
         case 'e':
             cfg.executor_socket = optarg;
             break;
+        case OPT_DOCKER_SOCKET:
+            cfg.docker_socket = optarg;
+            break;
+        case OPT_DOCKER_NETWORK:
+            cfg.docker_network = optarg;
+            break;
+        case OPT_DOCKER_RUNTIME:
+            cfg.docker_runtime = optarg;
+            break;
+        case OPT_LOG_CONFIG:
+            cfg.docker_log_config = optarg;
+            break;
+        case OPT_MOUNT_BASE:
+            cfg.mount_base = optarg;
+            break;
+        case OPT_PRUNE_IMAGES:
+            cfg.prune_images = true;
+            break;
+        case OPT_CLEANUP_INTERVAL:
+            ms = parse_secs(optarg);
+            if (ms <= 0) {
+                fprintf(stderr, "plane executor: invalid duration '%s' (seconds)\n", optarg);
+                return 2;
+            }
+            x.cleanup_interval_ms = ms;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -206,7 +259,7 @@ int executor_main(int argc, char **argv)
     uv_signal_start(&x.sigterm, on_signal, SIGTERM);
     uv_timer_init(&x.loop, &x.cleanup);
     x.cleanup.data = &x;
-    uv_timer_start(&x.cleanup, cleanup_cb, CLEANUP_INTERVAL_MS, CLEANUP_INTERVAL_MS);
+    uv_timer_start(&x.cleanup, cleanup_cb, (uint64_t)x.cleanup_interval_ms, (uint64_t)x.cleanup_interval_ms);
 out:
     uv_run(&x.loop, UV_RUN_DEFAULT);
     uv_loop_close(&x.loop);

@@ -23,6 +23,7 @@ static const struct runtime_ops *const runtimes[] = {
     &runtime_process_ops,
     &runtime_mock_ops,
     &runtime_executor_ops,
+    &runtime_docker_ops,
 };
 
 #define DEFAULT_GRACE_MS 30000u          /* spec §14.5, §19 */
@@ -39,7 +40,7 @@ const struct runtime_ops *runtime_find(const char *name)
 
 const char *runtime_names(void)
 {
-    return "process|mock|executor";
+    return "process|mock|executor|docker";
 }
 
 static void deliver_cb(uv_check_t *check);

@@ -90,6 +90,12 @@ struct runtime_config {
     unsigned metrics_interval_ms;    /* 0: the default 10 s */
     const char *executor_socket;     /* executor: the server's socket path */
     unsigned mock_port;              /* mock: the shared port, 0 for any free one */
+    const char *docker_socket;       /* docker: the Engine API socket (default /var/run/docker.sock) */
+    const char *docker_network;      /* docker: NULL the default bridge, "host", or a network name */
+    const char *docker_runtime;      /* docker: HostConfig.Runtime (e.g. runsc), or NULL */
+    const char *docker_log_config;   /* docker: HostConfig.LogConfig as JSON, or NULL */
+    const char *mount_base;          /* docker: base directory of backend mounts (spec §14.4), or NULL */
+    bool prune_images;               /* docker: cleanup also prunes unused images */
     runtime_exit_fn *on_exit;        /* required */
     runtime_metrics_fn *on_metrics;  /* may be NULL */
     void *cb_arg;                    /* passed to on_exit and on_metrics */
@@ -156,11 +162,11 @@ struct runtime {
     void *close_arg;
 };
 
-extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops;
+extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops, runtime_docker_ops;
 
 /* The runtime named name (see runtime_names()), or NULL. */
 const struct runtime_ops *runtime_find(const char *name);
-/* "process|mock|executor": the names runtime_find() knows. */
+/* "process|mock|executor|docker": the names runtime_find() knows. */
 const char *runtime_names(void);
 
 /*

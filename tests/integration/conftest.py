@@ -205,3 +205,11 @@ def echo_exe(**env):
 
 def mock_exe(**hooks):
     return {"image": "mock", "mock": hooks}
+
+
+DOCKER_TEST_IMAGE = "plane-test-echo:1"  # built by scripts/docker-up.sh
+
+
+def docker_exe(image=DOCKER_TEST_IMAGE, pull_policy="Never", **env):
+    """A DockerExecutorConfig (spec 4.6) running the echo backend image."""
+    return {"image": image, "pull_policy": pull_policy, "env": {k: str(v) for k, v in env.items()}}

@@ -59,10 +59,23 @@
     X(ws_client_handshake_failures) \
     X(ws_client_free_inside_on_text) \
     X(ws_client_free_right_away_and_bad_urls) \
+    X(docker_client_without_an_engine) \
+    X(docker_client_plain_stream_cancel_close) \
+    X(docker_runtime_without_an_engine) \
+    X(docker_spawn_env_labels_ready_http_soft_terminate) \
+    X(docker_hard_terminate_grace_and_own_exit) \
+    X(docker_prepare_policies_and_bad_executables) \
+    X(docker_limits_and_metrics) \
+    X(docker_wait_ready_ends_when_the_container_dies) \
+    X(docker_terminate_during_spawn_and_same_id_again) \
+    X(docker_close_leaves_containers_and_a_new_runtime_adopts_them) \
+    X(docker_cleanup_prunes_only_our_stopped_containers) \
     X(state_conversion_rules) \
     X(state_json_shapes) \
     X(state_store_records_acks_and_replays) \
     X(machine_runs_to_ready_and_terminates) \
     X(machine_failures_of_each_step) \
     X(machine_terminate_during_loading_starting_waiting) \
-    X(machine_exits_on_its_own_and_during_terminating)
+    X(machine_exits_on_its_own_and_during_terminating) \
+    X(key_lease_expires_without_renewals) \
+    X(key_lease_renewed_in_time_and_offline)

@@ -37,6 +37,7 @@
 #define BACKOFF_FIRST_MS 1000      /* §6: 1 s x1.1, at most 60 s */
 #define BACKOFF_MAX_MS 60000
 #define STABLE_CONNECTION_MS 60000 /* a connection this old resets the backoff */
+#define CLEANUP_MS 60000           /* §14.9 prune interval */
 
 struct drone {
     uv_loop_t *loop;
@@ -51,7 +52,8 @@ struct drone {
     struct ws_client *ws;
     bool connected;     /* handshake done */
     uint64_t connected_at;
-    uv_timer_t heartbeat, reconnect;
+    uv_timer_t heartbeat, reconnect, cleanup;
+    int64_t cleanup_min_age_ms;
     unsigned backoff_ms;
     bool stopping;
     unsigned open_handles;
@@ -355,6 +357,13 @@ static void reconnect_cb(uv_timer_t *t)
     connect_now(t->data);
 }
 
+static void cleanup_cb(uv_timer_t *t)
+{
+    struct drone *d = t->data;
+
+    runtime_cleanup(d->rt, d->cleanup_min_age_ms);
+}
+
 /* The connection is gone (or unusable): forget it and try again after the backoff. */
 static void lost(struct drone *d, const char *reason)
 {
@@ -513,8 +522,11 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     }
     uv_timer_init(loop, &d->heartbeat);
     uv_timer_init(loop, &d->reconnect);
-    d->heartbeat.data = d->reconnect.data = d;
-    d->open_handles = 2;
+    uv_timer_init(loop, &d->cleanup);
+    d->heartbeat.data = d->reconnect.data = d->cleanup.data = d;
+    d->open_handles = 3;
+    d->cleanup_min_age_ms = cfg->cleanup_min_age_ms;
+    uv_timer_start(&d->cleanup, cleanup_cb, CLEANUP_MS, CLEANUP_MS);
     log_info("drone %s: cluster %s, runtime %s, backends at %s", d->name, d->cluster, runtime_name(d->rt), d->ip);
     /* Plane waits 1 s before the first attempt; there is no reason to. */
     connect_now(d);
@@ -582,4 +594,5 @@ void drone_stop(struct drone *d)
     runtime_close(d->rt, NULL, NULL);
     uv_close((uv_handle_t *)&d->heartbeat, handle_closed);
     uv_close((uv_handle_t *)&d->reconnect, handle_closed);
+    uv_close((uv_handle_t *)&d->cleanup, handle_closed);
 }

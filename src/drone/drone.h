@@ -22,6 +22,7 @@ struct drone_config {
     const char *db_path;         /* state store; NULL = in memory */
     const struct runtime_ops *runtime;
     int metrics_port;            /* serve /metrics on 127.0.0.1:port; 0: none */
+    int64_t cleanup_min_age_ms;  /* runtime cleanup every 60 s prunes what is older than this */
     struct runtime_config runtime_config; /* loop and callbacks are filled in by the drone */
 };
 

@@ -406,3 +406,27 @@ def test_docker_pull_from_a_local_registry_with_credentials(docker_executor, ids
     finally:
         api("DELETE", f"/containers/plane-{ids('pulled')}?force=1")
         api("DELETE", f"/images/{ref}?force=1")
+
+
+def test_drone_with_the_docker_runtime(procs, tmp_path):
+    """The whole path: controller -> drone (docker runtime, host network) -> container -> exit reported."""
+    from plane_cluster import Controller, Drone
+    ctrl = Controller(procs, tmp_path).start()
+    Drone(procs, tmp_path, ctrl, "dr-docker", "--docker-network", "host", "--grace-period", "2",
+          runtime="docker").start()
+    b = None
+    try:
+        r = ctrl.connect("dk1", executable=docker_exe(GREETING="hello")).json()
+        b = r["backend_id"]
+        ctrl.wait_status(b, "ready", timeout=60)
+        address = ctrl.sql("SELECT cluster_address FROM backend WHERE id = ?", b)[0][0]
+        env = requests.get(f"http://{address}/", timeout=5).json()["env"]
+        assert env["SESSION_BACKEND_ID"] == b and env["SESSION_BACKEND_KEY"] == "dk1"
+        assert env["GREETING"] == "hello"
+        assert inspect(b)["Config"]["Labels"]["dev.plane.backend"] == "true"
+        ctrl.terminate(b)
+        s = ctrl.wait_status(b, "terminated", timeout=30)
+        assert s["termination_reason"] == "external" and s["exit_error"] is False
+    finally:
+        if b:
+            remove_containers(f"/plane-{b}")

@@ -74,12 +74,14 @@ static long request(const struct admin *a, const char *method, const char *path,
     }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
     CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK)
-        die("cannot reach the controller at %s: %s", a->base, errbuf[0] ? errbuf : curl_easy_strerror(rc));
     curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(curl);
     free(url);
+    if (rc != CURLE_OK) {
+        buf_release(body);
+        die("cannot reach the controller at %s: %s", a->base, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+    }
     return status;
 }
 
@@ -90,15 +92,19 @@ static json_t *call(const struct admin *a, const char *method, const char *path,
     long status = request(a, method, path, json_body, &body);
     json_t *j = json_loadb(buf_cstr(&body), body.len, JSON_DECODE_ANY, NULL);
 
-    if (status < 200 || status >= 300) {
+    if (status < 200 || status >= 300 || !j) {
         const char *msg = json_get_str(j, "message");
         const char *kind = json_get_str(j, "kind");
-        if (msg)
-            die("%s (%s, HTTP %ld)", msg, kind ? kind : "error", status);
-        die("HTTP %ld from %s%s%s%s", status, path, body.len ? ": " : "", body.len ? buf_cstr(&body) : "", "");
+        char *line = msg ? xasprintf("%s (%s, HTTP %ld)", msg, kind ? kind : "error", status)
+                     : status < 200 || status >= 300
+                         ? xasprintf("HTTP %ld from %s%s%.200s", status, path, body.len ? ": " : "", buf_cstr(&body))
+                         : xasprintf("the controller answered %s with something that is not JSON", path);
+        json_decref(j);
+        buf_release(&body);
+        fprintf(stderr, "plane admin: %s\n", line);
+        free(line);
+        exit(1);
     }
-    if (!j)
-        die("the controller answered %s with something that is not JSON", path);
     buf_release(&body);
     return j;
 }
@@ -177,11 +183,11 @@ static void follow_status(const struct admin *a, const char *backend, enum backe
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &f);
     curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 10L);
     CURLcode rc = curl_easy_perform(curl);
-    if (rc != CURLE_OK && !f.done)
-        die("status stream of %s ended: %s", backend, curl_easy_strerror(rc));
     curl_easy_cleanup(curl);
     buf_release(&f.line);
     free(url);
+    if (rc != CURLE_OK && !f.done)
+        die("status stream of %s ended: %s", backend, curl_easy_strerror(rc));
 }
 
 /* ---- commands ---- */

@@ -10,7 +10,7 @@ pkgs=(
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
 )
-[ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine)
+[ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -16,6 +16,7 @@
 #include "controller/controller.h"
 #include "drone/drone.h"
 #include "drone/executor_server.h"
+#include "proxy/proxy.h"
 
 static int not_yet(int argc, char **argv)
 {
@@ -39,7 +40,7 @@ static const struct subcommand {
 } subcommands[] = {
     {"controller", controller_main, "HTTP API, scheduling, keys"},
     {"drone", drone_main, "run backends on this host"},
-    {"proxy", not_yet, "route HTTP and WebSocket traffic to backends (not yet)"},
+    {"proxy", proxy_main, "route HTTP and WebSocket traffic to backends"},
     {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
     {"dev", dev_main, "controller + drone in one process on localhost (the quickstart)"},
     {"admin", admin_main, "client of the controller API: connect, terminate, status, drain, ..."},

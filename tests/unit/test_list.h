@@ -78,4 +78,10 @@
     X(machine_terminate_during_loading_starting_waiting) \
     X(machine_exits_on_its_own_and_during_terminating) \
     X(key_lease_expires_without_renewals) \
-    X(key_lease_renewed_in_time_and_offline)
+    X(key_lease_renewed_in_time_and_offline) \
+    X(route_cache_hits_misses_and_lru_eviction) \
+    X(route_cache_waiters_across_workers_share_one_lookup) \
+    X(route_cache_link_down_answers_lookups_in_flight) \
+    X(route_cache_backend_removed_turns_routes_to_none) \
+    X(route_from_json_renders_the_verified_headers) \
+    X(monitor_keepalives_follow_activity)

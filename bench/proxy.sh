@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: MIT
+#
+# bench/proxy.sh [SECONDS] [ROUNDS] - the proxy against its baselines, on
+# loopback, in one run:
+#   HTTP   wrk -t2 -c50 (saturation) and wrk -t1 -c4 (moderate load) against
+#          the echo backend directly, through `plane proxy`, and through nginx
+#          (keep-alive upstream, 2 workers, access_log off: RECIPES.md),
+#          alternating round by round; medians and ratios.
+#   WS     1,000 concurrent echo connections, directly and through the proxy
+#          (bench/proxy_wsbench.c); then N idle WebSockets held through the
+#          proxy (10,000, or as many as the descriptor limit allows) and the
+#          proxy's RSS while it holds them.
+# Needs wrk and nginx (scripts/install-deps.sh --bench; apt-get install nginx).
+# PLANE_BIN and ECHO_BACKEND override build/plane and build/echo_backend.
+set -euo pipefail
+
+SECS=${1:-5}
+ROUNDS=${2:-3}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PLANE=${PLANE_BIN:-$ROOT/build/plane}
+ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
+PY=/usr/bin/python3
+
+for tool in wrk nginx cc curl; do
+    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is missing (scripts/install-deps.sh --bench; apt-get install nginx)" >&2; exit 1; }
+done
+[ -x "$PLANE" ] && [ -x "$ECHO" ] || { echo "bench/proxy.sh: build first (make)" >&2; exit 1; }
+
+# Every connection through the proxy is two descriptors.
+ulimit -n "$(ulimit -Hn)"
+
+TMP=$(mktemp -d /tmp/proxy-bench.XXXXXX)
+PIDS=()
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    sleep 0.5
+    for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$@" && return 0; sleep 0.05; done; echo "timeout: $*" >&2; exit 1; }
+
+CPORT=$(free_port); PPORT=$(free_port); NPORT=$(free_port)
+CLUSTER=localhost:9090
+"$PLANE" controller --db "$TMP/c.db" --port "$CPORT" --default-cluster "$CLUSTER" >"$TMP/controller.log" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$CPORT/pub/health"
+"$PLANE" drone --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --runtime process \
+    --db "$TMP/d.db" --data-dir "$TMP/dd" >"$TMP/drone.log" 2>&1 &
+PIDS+=($!)
+"$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$PPORT" \
+    --host 127.0.0.1 --workers 2 >"$TMP/proxy.log" 2>&1 &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/ready")" = 200 ] && break; sleep 0.05; done
+sleep 1 # the drone registers
+TOKEN=$(curl -s -XPOST -H 'content-type: application/json' \
+    -d "{\"key\":{\"name\":\"bench\"},\"spawn_config\":{\"executable\":{\"command\":[\"$ECHO\"]}}}" \
+    "http://127.0.0.1:$CPORT/ctrl/connect" | $PY -c 'import json,sys; print(json.load(sys.stdin)["token"])')
+BPORT=$(curl -s -H "Host: $CLUSTER" "http://127.0.0.1:$PPORT/$TOKEN/" | $PY -c 'import json,sys; print(json.load(sys.stdin)["env"]["PORT"])')
+
+cat >"$TMP/nginx.conf" <<EOF
+worker_processes 2;
+daemon off;
+pid $TMP/nginx.pid;
+error_log $TMP/nginx-error.log;
+events { worker_connections 16384; }
+http {
+    access_log off;
+    upstream b { server 127.0.0.1:$BPORT; keepalive 64; }
+    server {
+        listen 127.0.0.1:$NPORT;
+        location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+}
+EOF
+nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
+PIDS+=($!)
+wait_http "http://127.0.0.1:$NPORT/"
+
+cc -O2 -o "$TMP/wsbench" "$ROOT/bench/proxy_wsbench.c"
+
+PATH_Q=/bytes/100
+url_of() {
+    case $1 in
+    direct) echo "http://127.0.0.1:$BPORT$PATH_Q" ;;
+    proxy) echo "http://127.0.0.1:$PPORT/$TOKEN$PATH_Q" ;;
+    nginx) echo "http://127.0.0.1:$NPORT$PATH_Q" ;;
+    esac
+}
+
+RAW=$TMP/raw.txt
+: >"$RAW"
+run_wrk() { # kind label threads conns
+    local out
+    out=$(wrk -t"$3" -c"$4" -d"${SECS}s" --latency -H "Host: $CLUSTER" "$(url_of "$1")")
+    echo "$out" | awk -v k="$2" -v t="$1" '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec/ { rps = $2 }
+        $1 == "50%" { p50 = ms($2) }
+        $1 == "99%" { p99 = ms($2) }
+        /Non-2xx/ { bad = $NF }
+        END { printf "%s %s rps=%s p50=%.3f p99=%.3f bad=%s\n", k, t, rps, p50, p99, bad + 0 }' >>"$RAW"
+}
+
+echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT, nginx :$NPORT" >&2
+for r in $(seq "$ROUNDS"); do
+    for kind in direct proxy nginx; do run_wrk "$kind" http 2 50; done
+    for kind in direct proxy nginx; do run_wrk "$kind" moderate 1 4; done
+    for kind in direct proxy; do
+        if [ "$kind" = direct ]; then
+            res=$("$TMP/wsbench" echo 127.0.0.1 "$BPORT" /ws "$CLUSTER" 1000 "$SECS")
+        else
+            res=$("$TMP/wsbench" echo 127.0.0.1 "$PPORT" "/$TOKEN/ws" "$CLUSTER" 1000 "$SECS")
+        fi
+        echo "ws $kind $res" >>"$RAW"
+    done
+    echo "round $r done" >&2
+done
+
+# Idle WebSockets: as many as 10,000, if the proxy's descriptor limit allows
+# two per connection (plus a few of its own).
+LIMIT=$(ulimit -Hn)
+IDLE=10000
+[ $((LIMIT / 2 - 64)) -lt $IDLE ] && IDLE=$((LIMIT / 2 - 64))
+rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
+RSS0=$(rss "$PROXY_PID")
+mkfifo "$TMP/hold"
+"$TMP/wsbench" idle 127.0.0.1 "$PPORT" "/$TOKEN/ws" "$CLUSTER" "$IDLE" <"$TMP/hold" >"$TMP/idle.out" 2>&1 &
+IDLE_PID=$!
+PIDS+=($IDLE_PID)
+exec 9>"$TMP/hold"
+for _ in $(seq 1200); do grep -q '^ready=' "$TMP/idle.out" && break; kill -0 "$IDLE_PID" 2>/dev/null || break; sleep 0.1; done
+sleep 1
+RSS1=$(rss "$PROXY_PID")
+HELD=$(sed -n 's/^ready=//p' "$TMP/idle.out")
+[ -n "$HELD" ] || { echo "idle connections failed:" >&2; cat "$TMP/idle.out" >&2; HELD=0; }
+echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1" >>"$RAW"
+exec 9>&-
+wait "$IDLE_PID" 2>/dev/null || true
+
+$PY "$ROOT/bench/proxy_summary.py" "$RAW"

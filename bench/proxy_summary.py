@@ -1,0 +1,81 @@
+# SPDX-License-Identifier: MIT
+"""Summarises bench/proxy.sh's raw lines: medians over rounds, ratios, targets."""
+import statistics
+import sys
+
+
+def fields(line):
+    return dict(kv.split("=", 1) for kv in line.split() if "=" in kv)
+
+
+def main(path):
+    runs = {}
+    idle = None
+    for line in open(path):
+        parts = line.split()
+        if not parts:
+            continue
+        if parts[0] == "idle":
+            idle = fields(line)
+            continue
+        key = (parts[0], parts[1])
+        runs.setdefault(key, []).append({k: float(v) for k, v in fields(line).items()})
+
+    def med(kind, label, field):
+        vals = [r[field] for r in runs.get((label, kind), []) if field in r]
+        return statistics.median(vals) if vals else float("nan")
+
+    def col(label, field):
+        return [round(r[field], 3) for r in runs.get(label, [])]
+
+    print()
+    print("HTTP, wrk -t2 -c50, GET /bytes/100 (medians of %d rounds)" % len(runs.get(("http", "direct"), [])))
+    print("| path | req/s | p50 ms | p99 ms | rounds req/s |")
+    print("|---|---|---|---|---|")
+    for kind in ("direct", "proxy", "nginx"):
+        print("| %s | %.0f | %.3f | %.3f | %s |" % (kind, med(kind, "http", "rps"), med(kind, "http", "p50"),
+                                                   med(kind, "http", "p99"), col(("http", kind), "rps")))
+    # Ratios per round (the runs of a round are back to back), then the median.
+    def ratio(a, b, label="http"):
+        ra, rb = runs.get((label, a), []), runs.get((label, b), [])
+        return statistics.median([x["rps"] / y["rps"] for x, y in zip(ra, rb)]) if ra and rb else float("nan")
+    r_nginx, r_direct = ratio("proxy", "nginx"), ratio("proxy", "direct")
+    print()
+    print("proxy / nginx = %.2f (target >= 1.2)   proxy / direct = %.2f (target >= 0.7)" % (r_nginx, r_direct))
+    print()
+    print("HTTP, moderate load, wrk -t1 -c4")
+    print("| path | req/s | p50 ms | p99 ms |")
+    print("|---|---|---|---|")
+    for kind in ("direct", "proxy", "nginx"):
+        print("| %s | %.0f | %.3f | %.3f |" % (kind, med(kind, "moderate", "rps"), med(kind, "moderate", "p50"),
+                                             med(kind, "moderate", "p99")))
+    added = med("proxy", "moderate", "p99") - med("direct", "moderate", "p99")
+    added_ng = med("nginx", "moderate", "p99") - med("direct", "moderate", "p99")
+    print()
+    print("added p99: proxy %.3f ms (target <= 0.2), nginx %.3f ms" % (added, added_ng))
+    print()
+    print("WebSocket echo, 1,000 connections, 64-byte messages")
+    print("| path | msgs/s | p50 ms | p99 ms | rounds |")
+    print("|---|---|---|---|---|")
+    for kind in ("direct", "proxy"):
+        print("| %s | %.0f | %.3f | %.3f | %s |" % (
+            kind, med(kind, "ws", "msgs_per_sec"), med(kind, "ws", "p50_us") / 1000,
+            med(kind, "ws", "p99_us") / 1000, col(("ws", kind), "msgs_per_sec")))
+    wd, wp = runs.get(("ws", "direct"), []), runs.get(("ws", "proxy"), [])
+    if wd and wp:
+        wr = statistics.median([p["msgs_per_sec"] / d["msgs_per_sec"] for p, d in zip(wp, wd)])
+        print()
+        print("proxy / direct = %.2f (target >= 0.8)" % wr)
+    if idle:
+        held = int(idle["held"])
+        rss = int(idle["rss_kb"]) / 1024
+        before = int(idle["rss_before_kb"]) / 1024
+        print()
+        print("idle WebSockets held through the proxy: %d (wanted %s; descriptor limit %s)" %
+              (held, idle["wanted"], idle["limit"]))
+        print("proxy RSS: %.1f MB before, %.1f MB holding them (%.2f KB per connection; target <= 100 MB)" %
+              (before, rss, (rss - before) * 1024 / held if held else float("nan")))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

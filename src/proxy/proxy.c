@@ -1,0 +1,466 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy.c - `plane proxy`: flags and the port table (spec §2.3), the
+ * certificate (§16.5), and the process layout: the main thread runs the
+ * control loop (controller link, keepalive schedule, signals), and one
+ * worker loop per core serves traffic on its own SO_REUSEPORT sockets.
+ *
+ * Why one controller link and a shared cache rather than a link per
+ * worker: the controller sees one proxy node, as in Plane; a route looked
+ * up by one worker serves every worker; and two lookups for the same token
+ * from different workers share one RouteInfoRequest. The price is a mutex
+ * on the cache, held for a hash lookup; keep-alive connections mostly skip
+ * even that, because each connection remembers its last route.
+ *
+ * Graceful shutdown (§16.7): on SIGINT/SIGTERM the workers stop accepting
+ * and close idle connections; exchanges in progress finish (their
+ * responses say "connection: close"); after 10 s whatever is left is
+ * closed. Then the controller link goes, and the process exits.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "../common/buf.h"
+#include "../common/log.h"
+#include "../common/names.h"
+#include "../common/run_loop.h"
+#include "../common/version.h"
+#include "../common/xalloc.h"
+#include "ctrl_link.h"
+#include "monitor.h"
+#include "proxy.h"
+#include "route_cache.h"
+#include "rules.h"
+#include "tls.h"
+#include "worker.h"
+
+#define SHUTDOWN_GRACE_MS 10000 /* §19 */
+#define MAX_WORKERS ROUTE_CACHE_MAX_WORKERS
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: plane proxy --controller-url URL --cluster NAME [options]\n"
+               "\n"
+               "  --controller-url URL     the controller (http://[TOKEN@]host:port/)\n"
+               "  --cluster NAME           the cluster this proxy serves (host[:port])\n"
+               "  --name NAME              px-...; random by default\n"
+               "  --http-port N            HTTP port (default 9090; 80 with HTTPS)\n"
+               "  --https                  serve HTTPS (default port 443; HTTP then only redirects)\n"
+               "  --https-port N           HTTPS port (implies --https)\n"
+               "  --cert-path FILE         certificate file: {\"cert\": PEM chain, \"key\": PEM key}\n"
+               "  --root-redirect-url URL  where a request for / is sent (301)\n"
+               "  --acme-endpoint URL, --acme-email EMAIL, --acme-eab-kid ID, --acme-eab-hmac-key KEY\n"
+               "                           ACME settings (accepted; issuance is not implemented yet)\n"
+               "  --host IP                listen address (default 0.0.0.0)\n"
+               "  --workers N              event loops, one per core by default\n"
+               "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n");
+}
+
+void proxy_wake_worker(struct proxy *px, unsigned idx)
+{
+    struct worker *w;
+
+    if (idx >= px->nworkers)
+        return;
+    w = px->workers[idx];
+    uv_mutex_lock(&px->wake_lock);
+    if (w && w->alive)
+        uv_async_send(&w->async);
+    uv_mutex_unlock(&px->wake_lock);
+}
+
+static void cache_wake(void *arg, unsigned worker)
+{
+    proxy_wake_worker(arg, worker);
+}
+
+static void send_keepalive(void *arg, const char *backend_id)
+{
+    struct proxy *px = arg;
+
+    if (px->link)
+        ctrl_link_keepalive(px->link, backend_id);
+}
+
+static int parse_port(const char *s, int *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+
+    /* Not 0: every worker binds the port itself, so it must be known. */
+    if (end == s || *end || v < 1 || v > 65535)
+        return -EINVAL;
+    *out = (int)v;
+    return 0;
+}
+
+/* A bound TCP socket for host:port; with reuseport, one of several sharing it. -errno on failure. */
+static int bind_socket(const char *host, int port, bool reuseport)
+{
+    struct sockaddr_storage ss;
+    socklen_t len;
+    char addr[NET_ADDR_LEN];
+    int fd, one = 1, rc;
+
+    net_addr_format(addr, host, 1);
+    if (net_addr_parse(addr, &ss) < 0)
+        return -EINVAL;
+    if (ss.ss_family == AF_INET) {
+        ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in);
+    } else {
+        ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)port);
+        len = sizeof(struct sockaddr_in6);
+    }
+    fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd == -1)
+        return -errno;
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) == -1 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) == -1) ||
+        bind(fd, (struct sockaddr *)&ss, len) == -1) {
+        rc = -errno;
+        close(fd);
+        return rc;
+    }
+    return fd;
+}
+
+/*
+ * SO_REUSEPORT would let us share a port with another process of the same
+ * user; a plain bind first makes "port in use" an error, as it should be.
+ */
+static int check_port_free(const char *host, int port)
+{
+    int fd = bind_socket(host, port, false);
+
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    /* Every proxied connection is two descriptors: take what the hard limit allows. */
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ---- shutdown ---- */
+
+static void handle_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void finish(struct proxy *px)
+{
+    uv_timer_stop(&px->force);
+    uv_close((uv_handle_t *)&px->force, handle_closed);
+    uv_close((uv_handle_t *)&px->worker_done, handle_closed);
+    ctrl_link_free(px->link);
+    px->link = NULL;
+    route_cache_free(px->cache);
+    px->cache = NULL;
+    monitor_free(px->mon);
+    px->mon = NULL;
+}
+
+static void worker_done_cb(uv_async_t *a)
+{
+    struct proxy *px = a->data;
+    unsigned done = 0;
+
+    for (unsigned i = 0; i < px->nworkers; i++)
+        if (atomic_load(&px->workers[i]->finished))
+            done++;
+    if (done < px->nworkers)
+        return;
+    if (!px->stopping)
+        log_error("the workers stopped on their own");
+    px->stopping = true;
+    finish(px);
+}
+
+static void force_cb(uv_timer_t *t)
+{
+    struct proxy *px = t->data;
+
+    log_info("grace period over, closing the remaining connections");
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        atomic_store(&px->workers[i]->want_force, true);
+        proxy_wake_worker(px, i);
+    }
+}
+
+static void stop_cb(void *arg)
+{
+    struct proxy *px = arg;
+
+    if (px->stopping)
+        return;
+    px->stopping = true;
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        atomic_store(&px->workers[i]->want_drain, true);
+        proxy_wake_worker(px, i);
+    }
+    uv_timer_start(&px->force, force_cb, SHUTDOWN_GRACE_MS, 0);
+}
+
+/* ---- main ---- */
+
+struct options {
+    const char *name, *controller_url, *cluster, *cert_path, *root_redirect, *host;
+    const char *acme_endpoint, *acme_email, *eab_kid, *eab_key;
+    int http_port, https_port;
+    bool https;
+    long workers;
+    unsigned keepalive_ms;
+};
+
+static int check_options(struct options *o, struct buf *err)
+{
+    if (!o->controller_url || !o->cluster) {
+        buf_printf(err, "--controller-url and --cluster are required");
+        return -EINVAL;
+    }
+    if (o->name && !name_is_valid(o->name, "px")) {
+        buf_printf(err, "invalid --name '%s' (px..., [a-z0-9-], at most 45 chars)", o->name);
+        return -EINVAL;
+    }
+    if (!*o->cluster || strpbrk(o->cluster, "/?# \t")) {
+        buf_printf(err, "invalid --cluster '%s'", o->cluster);
+        return -EINVAL;
+    }
+    if (!o->acme_endpoint != !o->acme_email) {
+        buf_printf(err, "--acme-endpoint and --acme-email go together");
+        return -EINVAL;
+    }
+    if (!o->eab_kid != !o->eab_key) {
+        buf_printf(err, "--acme-eab-kid and --acme-eab-hmac-key go together");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+int proxy_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"name", required_argument, NULL, 'n'},
+        {"controller-url", required_argument, NULL, 'u'},
+        {"cluster", required_argument, NULL, 'c'},
+        {"https", no_argument, NULL, 's'},
+        {"http-port", required_argument, NULL, 'p'},
+        {"https-port", required_argument, NULL, 'P'},
+        {"cert-path", required_argument, NULL, 'C'},
+        {"acme-endpoint", required_argument, NULL, 'a'},
+        {"acme-email", required_argument, NULL, 'e'},
+        {"acme-eab-kid", required_argument, NULL, 'k'},
+        {"acme-eab-hmac-key", required_argument, NULL, 'K'},
+        {"root-redirect-url", required_argument, NULL, 'r'},
+        {"host", required_argument, NULL, 'H'},
+        {"workers", required_argument, NULL, 'w'},
+        {"keepalive-interval", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    struct options o = {.http_port = -1, .https_port = -1, .host = "0.0.0.0"};
+    struct proxy *px = NULL;
+    struct buf err = BUF_INIT;
+    uv_loop_t loop;
+    int opt, rc = 1;
+    int ports[2];
+    bool tls_port[2], redirect_port[2];
+    unsigned nports = 0;
+    char *end;
+
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'n': o.name = optarg; break;
+        case 'u': o.controller_url = optarg; break;
+        case 'c': o.cluster = optarg; break;
+        case 's': o.https = true; break;
+        case 'C': o.cert_path = optarg; break;
+        case 'a': o.acme_endpoint = optarg; break;
+        case 'e': o.acme_email = optarg; break;
+        case 'k': o.eab_kid = optarg; break;
+        case 'K': o.eab_key = optarg; break;
+        case 'r': o.root_redirect = optarg; break;
+        case 'H': o.host = optarg; break;
+        case 'p':
+        case 'P':
+            if (parse_port(optarg, opt == 'p' ? &o.http_port : &o.https_port) < 0) {
+                fprintf(stderr, "plane proxy: invalid port '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 'w':
+            o.workers = strtol(optarg, &end, 10);
+            if (*end || o.workers < 1 || o.workers > MAX_WORKERS) {
+                fprintf(stderr, "plane proxy: invalid --workers '%s' (1-%d)\n", optarg, MAX_WORKERS);
+                return 2;
+            }
+            break;
+        case 'i': {
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end || !(v >= 0.1 && v <= 3600)) {
+                fprintf(stderr, "plane proxy: invalid --keepalive-interval '%s' (seconds)\n", optarg);
+                return 2;
+            }
+            o.keepalive_ms = (unsigned)(v * 1000);
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "plane proxy: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (check_options(&o, &err) < 0) {
+        fprintf(stderr, "plane proxy: %s\n", buf_cstr(&err));
+        buf_release(&err);
+        return 2;
+    }
+
+    px = xcalloc(1, sizeof(*px));
+    px->name = o.name ? xstrdup(o.name) : name_random("px");
+    px->cluster = xstrdup(o.cluster);
+    px->server_header = xasprintf("Plane/%s-%s", PLANE_VERSION, plane_git_hash());
+    px->bind_host = xstrdup(o.host);
+    if (o.root_redirect && !(px->root_redirect = rules_normalize_url(o.root_redirect))) {
+        fprintf(stderr, "plane proxy: invalid --root-redirect-url '%s'\n", o.root_redirect);
+        rc = 2;
+        goto out;
+    }
+    /* §2.3's port table. */
+    if (!o.https && o.https_port < 0) {
+        px->http_port = o.http_port >= 0 ? o.http_port : 9090;
+        px->https_port = -1;
+    } else {
+        px->https_port = o.https_port >= 0 ? o.https_port : 443;
+        px->http_port = o.http_port >= 0 ? o.http_port : 80;
+    }
+    if (px->https_port >= 0) {
+        /* §16.5: no listener opens before there is a certificate. */
+        if (o.acme_endpoint)
+            log_warn("ACME is not implemented yet; using --cert-path only");
+        if (!o.cert_path) {
+            fprintf(stderr, "plane proxy: HTTPS needs --cert-path (ACME issuance is not implemented)\n");
+            goto out;
+        }
+        px->tls = tls_ctx_load(o.cert_path, &err);
+        if (!px->tls) {
+            fprintf(stderr, "plane proxy: %s\n", buf_cstr(&err));
+            goto out;
+        }
+    }
+    if (px->http_port >= 0) {
+        ports[nports] = px->http_port;
+        tls_port[nports] = false;
+        redirect_port[nports] = px->https_port >= 0;
+        nports++;
+    }
+    if (px->https_port >= 0) {
+        ports[nports] = px->https_port;
+        tls_port[nports] = true;
+        redirect_port[nports] = false;
+        nports++;
+    }
+    for (unsigned i = 0; i < nports; i++) {
+        int r = check_port_free(px->bind_host, ports[i]);
+        if (r < 0) {
+            fprintf(stderr, "plane proxy: cannot listen on %s port %d: %s\n", px->bind_host, ports[i], strerror(-r));
+            goto out;
+        }
+    }
+    raise_nofile();
+
+    px->nworkers = o.workers ? (unsigned)o.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (px->nworkers < 1)
+        px->nworkers = 1;
+    if (px->nworkers > MAX_WORKERS)
+        px->nworkers = MAX_WORKERS;
+    px->workers = xcalloc(px->nworkers, sizeof(*px->workers));
+    uv_mutex_init(&px->wake_lock);
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        int fds[2] = {-1, -1};
+        for (unsigned j = 0; j < nports; j++) {
+            fds[j] = bind_socket(px->bind_host, ports[j], true);
+            if (fds[j] < 0) {
+                fprintf(stderr, "plane proxy: cannot listen on %s port %d: %s\n", px->bind_host, ports[j],
+                        strerror(-fds[j]));
+                for (unsigned k = 0; k < j; k++)
+                    close(fds[k]);
+                goto out_workers;
+            }
+        }
+        px->workers[i] = worker_new(px, i, fds, tls_port, redirect_port, nports);
+    }
+
+    uv_loop_init(&loop);
+    px->control = &loop;
+    px->cache = route_cache_new(ROUTE_CACHE_SIZE, px->nworkers, cache_wake, px);
+    px->mon = monitor_new(&loop, o.keepalive_ms, send_keepalive, px);
+    px->link = ctrl_link_new(&loop, o.controller_url, px->cluster, px->name, px->cache, px->mon, &err);
+    if (!px->link) {
+        fprintf(stderr, "plane proxy: %s\n", buf_cstr(&err));
+        route_cache_free(px->cache);
+        monitor_free(px->mon);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        uv_loop_close(&loop);
+        goto out_workers;
+    }
+    uv_async_init(&loop, &px->worker_done, worker_done_cb);
+    px->worker_done.data = px;
+    uv_timer_init(&loop, &px->force);
+    px->force.data = px;
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        if (worker_start(px->workers[i]) < 0)
+            fatalx("cannot start worker thread %u", i);
+    }
+    if (px->https_port >= 0)
+        log_info("%s: cluster %s, HTTPS port %d, HTTP redirect port %d, %u workers", px->name,
+                 px->cluster, px->https_port, px->http_port, px->nworkers);
+    else
+        log_info("%s: cluster %s, HTTP port %d, %u workers", px->name, px->cluster, px->http_port,
+                 px->nworkers);
+    run_until_signal(&loop, stop_cb, px);
+    rc = 0;
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        worker_join_free(px->workers[i]);
+        px->workers[i] = NULL;
+    }
+out_workers:
+    for (unsigned i = 0; px->workers && i < px->nworkers; i++)
+        worker_free(px->workers[i]); /* made but never started */
+    if (px->workers)
+        uv_mutex_destroy(&px->wake_lock);
+    free(px->workers);
+out:
+    tls_ctx_free(px->tls);
+    free(px->name);
+    free(px->cluster);
+    free(px->server_header);
+    free(px->root_redirect);
+    free(px->bind_host);
+    free(px);
+    buf_release(&err);
+    return rc;
+}

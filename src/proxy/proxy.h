@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * proxy.h - `plane proxy` (spec §2.3, §16): the entry point, and the state
+ * every worker loop shares with the control loop: configuration, the
+ * route cache, the connection monitor, the controller link and the TLS
+ * context.
+ */
+#ifndef PLANE_PROXY_PROXY_H
+#define PLANE_PROXY_PROXY_H
+
+#include <stdbool.h>
+
+#include <uv.h>
+
+struct ctrl_link;
+struct monitor;
+struct route_cache;
+struct tls_ctx;
+struct worker;
+
+/* `plane proxy [options]`; returns the process exit status. */
+int proxy_main(int argc, char **argv);
+
+struct proxy {
+    /* Configuration: set before the workers start, read-only afterwards. */
+    char *name;             /* owned; px-... */
+    char *cluster;          /* owned */
+    char *server_header;    /* owned; "Plane/<version>-<hash>" */
+    char *root_redirect;    /* owned; normalised --root-redirect-url, or NULL */
+    char *bind_host;        /* owned; listen address */
+    int http_port;          /* -1: none */
+    int https_port;         /* -1: none; with it, http_port only redirects */
+    unsigned nworkers;
+
+    /* Shared services; each documents its own thread rules. */
+    struct route_cache *cache;
+    struct monitor *mon;
+    struct ctrl_link *link;
+    struct tls_ctx *tls;    /* owned; NULL without HTTPS */
+
+    uv_loop_t *control;     /* borrowed: the main thread's loop */
+    struct worker **workers;
+    uv_mutex_t wake_lock;   /* serialises wakes of workers with their shutdown */
+    uv_async_t worker_done; /* a worker thread has finished */
+    uv_timer_t force;       /* graceful shutdown deadline */
+    unsigned workers_left;
+    bool stopping;
+};
+
+/* Wakes a worker's loop (route answers, drain, force); any thread. */
+void proxy_wake_worker(struct proxy *px, unsigned idx);
+
+#endif

@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * worker.h - one event loop of the proxy, on its own thread (one per
+ * core). A worker owns its listening sockets (SO_REUSEPORT: the kernel
+ * spreads new connections over the workers), its client and upstream
+ * connections, its upstream connection pool, and the buffers every read on
+ * the loop goes through. It talks to other threads only through the route
+ * cache, the monitor's atomics, the controller link's outbox and its async
+ * handle.
+ */
+#ifndef PLANE_PROXY_WORKER_H
+#define PLANE_PROXY_WORKER_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <uv.h>
+
+#include "../common/buf.h"
+#include "../common/list.h"
+#include "forward.h"
+
+struct proxy;
+
+#define WORKER_BUF_SIZE (64 * 1024) /* shared read buffer and TLS buffers */
+#define WORKER_TICK_MS 1000         /* timeouts are checked this often */
+#define WORKER_MAX_LISTENERS 2
+
+struct listener {
+    uv_tcp_t tcp;
+    struct worker *w;
+    bool https;    /* TLS on this port */
+    bool redirect; /* answers every request with the HTTPS redirect (§16.6) */
+};
+
+struct worker {
+    unsigned idx;
+    struct proxy *px;                 /* borrowed; outlives the worker */
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t async;                 /* route answers, drain and force requests */
+    uv_timer_t tick;                  /* timeouts */
+    struct listener listeners[WORKER_MAX_LISTENERS];
+    int listen_fds[WORKER_MAX_LISTENERS]; /* bound by the main thread, -1 when unused */
+    unsigned nlisteners;
+
+    char *rbuf;                       /* owned: every plain read lands here first */
+    char *ptbuf;                      /* owned: TLS plaintext */
+    char *tlsbuf;                     /* owned: TLS ciphertext on its way out */
+    struct buf scratch;               /* response heads being built */
+
+    struct list_node conns;           /* client connections */
+    struct list_node upconns;         /* upstream connections */
+    unsigned nconns;
+    struct pool pool;                 /* idle upstream connections by address */
+
+    atomic_bool want_drain;           /* set by the control thread */
+    atomic_bool want_force;
+    atomic_bool finished;             /* the loop has ended (read by the control thread) */
+    bool draining;                    /* no more listening; closing as exchanges end */
+    bool stopped;                     /* handles closed; the loop is ending */
+    bool alive;                       /* may be woken (under px->wake_lock) */
+};
+
+/* Makes worker idx with listening fds (owned by the worker from now on). */
+struct worker *worker_new(struct proxy *px, unsigned idx, const int *fds, const bool *https,
+                          const bool *redirect, unsigned nfds);
+/* Runs the worker's loop on a new thread. 0 or -errno. */
+int worker_start(struct worker *w);
+/* Waits for the thread and frees the worker. NULL is fine. */
+void worker_join_free(struct worker *w);
+/* Frees a worker whose thread never started. NULL is fine. */
+void worker_free(struct worker *w);
+/* The loop's time in milliseconds. */
+static inline uint64_t worker_now(struct worker *w) { return uv_now(&w->loop); }
+/* A client connection went away: the drain may be over. */
+void worker_conn_gone(struct worker *w);
+
+#endif

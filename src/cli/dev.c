@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dev.c - `plane dev` (see dev.h). Everything runs on one loop; the drone
- * reaches the controller over loopback like any other drone would. Ctrl-C
- * stops the drone first (its runtime kills every backend), then the
- * controller. State lives in DATA/controller.db and DATA/drone.db, so a
+ * dev.c - `plane dev` (see dev.h). The controller, the drone and the
+ * proxy's control side run on one loop (the proxy's workers have threads of
+ * their own); the drone and the proxy reach the controller over loopback
+ * like any others would. Ctrl-C stops the proxy, the drone (its runtime
+ * kills every backend) and the controller. State lives in DATA/controller.db and DATA/drone.db, so a
  * restart picks up where the last run stopped.
  */
 #include <errno.h>
@@ -18,17 +19,20 @@
 #include "../common/xalloc.h"
 #include "../controller/controller.h"
 #include "../drone/drone.h"
+#include "../proxy/proxy.h"
 #include "dev.h"
 
 struct dev {
     struct controller *controller;
     struct drone *drone;
+    struct proxy *proxy;
 };
 
 static void stop_cb(void *arg)
 {
     struct dev *d = arg;
 
+    proxy_stop(d->proxy);
     drone_stop(d->drone);
     controller_stop(d->controller);
 }
@@ -113,26 +117,34 @@ int dev_main(int argc, char **argv)
     };
     dc.runtime_config.data_dir = backends;
     dc.runtime_config.bind_ip = "127.0.0.1";
+    struct proxy_options po = {
+        .name = "px-dev", .controller_url = controller_url, .cluster = cluster, .host = "127.0.0.1",
+        .http_port = proxy_port, .https_port = -1,
+    };
 
     uv_loop_init(&loop);
     rc = controller_start(&d.controller, &loop, &cc, &err);
     if (rc == 0)
         rc = drone_start(&d.drone, &loop, &dc, &err);
+    if (rc == 0)
+        rc = proxy_start(&d.proxy, &loop, &po, &err);
     if (rc < 0) {
         fprintf(stderr, "plane dev: %s\n", buf_cstr(&err));
+        drone_stop(d.drone);
         controller_stop(d.controller);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
     } else {
-        printf("plane dev: controller at http://127.0.0.1:%d, cluster %s, %s runtime, data in %s/\n"
-               "  proxy: not yet built; backends are reached at the address in their status\n"
+        printf("plane dev: controller http://127.0.0.1:%d, proxy http://127.0.0.1:%d (cluster %s),\n"
+               "  %s runtime, data in %s/\n"
                "  try:  curl -s -X POST -H 'content-type: application/json' http://127.0.0.1:%d/ctrl/connect \\\n"
                "          -d '{\"key\":{\"name\":\"hello\"},\"spawn_config\":{\"executable\":"
                "{\"command\":[\"sh\",\"-c\",\"exec python3 -m http.server --bind 127.0.0.1 $PORT\"]}}}'\n"
-               "  Ctrl-C stops everything, backends included.\n",
-               controller_port, cluster, runtime, data_dir, controller_port);
+               "  then open the \"url\" it returns. Ctrl-C stops everything, backends included.\n",
+               controller_port, proxy_port, cluster, runtime, data_dir, controller_port);
         fflush(stdout);
         run_until_signal(&loop, stop_cb, &d);
+        proxy_free(d.proxy);
     }
     free(cluster);
     free(db);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * dev.h - `plane dev`: a controller and a drone (and, once it exists, a
- * proxy) in one process on 127.0.0.1, with SQLite files under one data
+ * dev.h - `plane dev`: a controller, a drone and a proxy in one process on
+ * 127.0.0.1, with SQLite files under one data
  * directory and the process runtime: Plane without Docker or a database
  * server, for trying it and for development.
  */

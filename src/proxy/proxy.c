@@ -220,16 +220,7 @@ static void stop_cb(void *arg)
 
 /* ---- main ---- */
 
-struct options {
-    const char *name, *controller_url, *cluster, *cert_path, *root_redirect, *host;
-    const char *acme_endpoint, *acme_email, *eab_kid, *eab_key;
-    int http_port, https_port;
-    bool https;
-    long workers;
-    unsigned keepalive_ms;
-};
-
-static int check_options(struct options *o, struct buf *err)
+static int check_options(struct proxy_options *o, struct buf *err)
 {
     if (!o->controller_url || !o->cluster) {
         buf_printf(err, "--controller-url and --cluster are required");
@@ -254,6 +245,149 @@ static int check_options(struct options *o, struct buf *err)
     return 0;
 }
 
+int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options *o, struct buf *err)
+{
+    struct proxy *px;
+    int ports[2];
+    bool tls_port[2], redirect_port[2];
+    unsigned nports = 0;
+    int rc = -EINVAL;
+
+    *out = NULL;
+    px = xcalloc(1, sizeof(*px));
+    px->name = o->name ? xstrdup(o->name) : name_random("px");
+    px->cluster = xstrdup(o->cluster);
+    px->server_header = xasprintf("Plane/%s-%s", PLANE_VERSION, plane_git_hash());
+    px->bind_host = xstrdup(o->host);
+    if (o->root_redirect && !(px->root_redirect = rules_normalize_url(o->root_redirect))) {
+        buf_printf(err, "invalid --root-redirect-url '%s'", o->root_redirect);
+        goto out;
+    }
+    /* §2.3's port table. */
+    if (!o->https && o->https_port < 0) {
+        px->http_port = o->http_port >= 0 ? o->http_port : 9090;
+        px->https_port = -1;
+    } else {
+        px->https_port = o->https_port >= 0 ? o->https_port : 443;
+        px->http_port = o->http_port >= 0 ? o->http_port : 80;
+    }
+    if (px->https_port >= 0) {
+        /* §16.5: no listener opens before there is a certificate. */
+        if (o->acme_endpoint)
+            log_warn("ACME is not implemented yet; using --cert-path only");
+        if (!o->cert_path) {
+            buf_printf(err, "HTTPS needs --cert-path (ACME issuance is not implemented)");
+            goto out;
+        }
+        px->tls = tls_ctx_load(o->cert_path, err);
+        if (!px->tls)
+            goto out;
+    }
+    if (px->http_port >= 0) {
+        ports[nports] = px->http_port;
+        tls_port[nports] = false;
+        redirect_port[nports] = px->https_port >= 0;
+        nports++;
+    }
+    if (px->https_port >= 0) {
+        ports[nports] = px->https_port;
+        tls_port[nports] = true;
+        redirect_port[nports] = false;
+        nports++;
+    }
+    for (unsigned i = 0; i < nports; i++) {
+        int r = check_port_free(px->bind_host, ports[i]);
+        if (r < 0) {
+            buf_printf(err, "cannot listen on %s port %d: %s", px->bind_host, ports[i], strerror(-r));
+            rc = r;
+            goto out;
+        }
+    }
+    raise_nofile();
+
+    px->nworkers = o->workers ? (unsigned)o->workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
+    if (px->nworkers < 1)
+        px->nworkers = 1;
+    if (px->nworkers > MAX_WORKERS)
+        px->nworkers = MAX_WORKERS;
+    px->workers = xcalloc(px->nworkers, sizeof(*px->workers));
+    uv_mutex_init(&px->wake_lock);
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        int fds[2] = {-1, -1};
+        for (unsigned j = 0; j < nports; j++) {
+            fds[j] = bind_socket(px->bind_host, ports[j], true);
+            if (fds[j] < 0) {
+                buf_printf(err, "cannot listen on %s port %d: %s", px->bind_host, ports[j], strerror(-fds[j]));
+                for (unsigned k = 0; k < j; k++)
+                    close(fds[k]);
+                goto out_workers;
+            }
+        }
+        px->workers[i] = worker_new(px, i, fds, tls_port, redirect_port, nports);
+    }
+
+    px->control = loop;
+    px->cache = route_cache_new(ROUTE_CACHE_SIZE, px->nworkers, cache_wake, px);
+    px->mon = monitor_new(loop, o->keepalive_ms, send_keepalive, px);
+    px->link = ctrl_link_new(loop, o->controller_url, px->cluster, px->name, px->cache, px->mon, err);
+    if (!px->link) {
+        route_cache_free(px->cache);
+        monitor_free(px->mon);
+        goto out_workers;
+    }
+    uv_async_init(loop, &px->worker_done, worker_done_cb);
+    px->worker_done.data = px;
+    uv_timer_init(loop, &px->force);
+    px->force.data = px;
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        if (worker_start(px->workers[i]) < 0)
+            fatalx("cannot start worker thread %u", i);
+    }
+    if (px->https_port >= 0)
+        log_info("%s: cluster %s, HTTPS port %d, HTTP redirect port %d, %u workers", px->name,
+                 px->cluster, px->https_port, px->http_port, px->nworkers);
+    else
+        log_info("%s: cluster %s, HTTP port %d, %u workers", px->name, px->cluster, px->http_port,
+                 px->nworkers);
+    *out = px;
+    return 0;
+out_workers:
+    for (unsigned i = 0; px->workers && i < px->nworkers; i++)
+        worker_free(px->workers[i]); /* made but never started */
+    if (px->workers)
+        uv_mutex_destroy(&px->wake_lock);
+    free(px->workers);
+out:
+    tls_ctx_free(px->tls);
+    free(px->name);
+    free(px->cluster);
+    free(px->server_header);
+    free(px->root_redirect);
+    free(px->bind_host);
+    free(px);
+    return rc;
+}
+
+void proxy_stop(struct proxy *px)
+{
+    stop_cb(px);
+}
+
+void proxy_free(struct proxy *px)
+{
+    for (unsigned i = 0; i < px->nworkers; i++)
+        worker_join_free(px->workers[i]);
+    uv_mutex_destroy(&px->wake_lock);
+    free(px->workers);
+    tls_ctx_free(px->tls);
+    free(px->name);
+    free(px->cluster);
+    free(px->server_header);
+    free(px->root_redirect);
+    free(px->bind_host);
+    free(px);
+}
+
 int proxy_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
@@ -275,14 +409,11 @@ int proxy_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct options o = {.http_port = -1, .https_port = -1, .host = "0.0.0.0"};
+    struct proxy_options o = {.http_port = -1, .https_port = -1, .host = "0.0.0.0"};
     struct proxy *px = NULL;
     struct buf err = BUF_INIT;
     uv_loop_t loop;
-    int opt, rc = 1;
-    int ports[2];
-    bool tls_port[2], redirect_port[2];
-    unsigned nports = 0;
+    int opt, rc;
     char *end;
 
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -339,128 +470,17 @@ int proxy_main(int argc, char **argv)
         return 2;
     }
 
-    px = xcalloc(1, sizeof(*px));
-    px->name = o.name ? xstrdup(o.name) : name_random("px");
-    px->cluster = xstrdup(o.cluster);
-    px->server_header = xasprintf("Plane/%s-%s", PLANE_VERSION, plane_git_hash());
-    px->bind_host = xstrdup(o.host);
-    if (o.root_redirect && !(px->root_redirect = rules_normalize_url(o.root_redirect))) {
-        fprintf(stderr, "plane proxy: invalid --root-redirect-url '%s'\n", o.root_redirect);
-        rc = 2;
-        goto out;
-    }
-    /* §2.3's port table. */
-    if (!o.https && o.https_port < 0) {
-        px->http_port = o.http_port >= 0 ? o.http_port : 9090;
-        px->https_port = -1;
-    } else {
-        px->https_port = o.https_port >= 0 ? o.https_port : 443;
-        px->http_port = o.http_port >= 0 ? o.http_port : 80;
-    }
-    if (px->https_port >= 0) {
-        /* §16.5: no listener opens before there is a certificate. */
-        if (o.acme_endpoint)
-            log_warn("ACME is not implemented yet; using --cert-path only");
-        if (!o.cert_path) {
-            fprintf(stderr, "plane proxy: HTTPS needs --cert-path (ACME issuance is not implemented)\n");
-            goto out;
-        }
-        px->tls = tls_ctx_load(o.cert_path, &err);
-        if (!px->tls) {
-            fprintf(stderr, "plane proxy: %s\n", buf_cstr(&err));
-            goto out;
-        }
-    }
-    if (px->http_port >= 0) {
-        ports[nports] = px->http_port;
-        tls_port[nports] = false;
-        redirect_port[nports] = px->https_port >= 0;
-        nports++;
-    }
-    if (px->https_port >= 0) {
-        ports[nports] = px->https_port;
-        tls_port[nports] = true;
-        redirect_port[nports] = false;
-        nports++;
-    }
-    for (unsigned i = 0; i < nports; i++) {
-        int r = check_port_free(px->bind_host, ports[i]);
-        if (r < 0) {
-            fprintf(stderr, "plane proxy: cannot listen on %s port %d: %s\n", px->bind_host, ports[i], strerror(-r));
-            goto out;
-        }
-    }
-    raise_nofile();
-
-    px->nworkers = o.workers ? (unsigned)o.workers : (unsigned)sysconf(_SC_NPROCESSORS_ONLN);
-    if (px->nworkers < 1)
-        px->nworkers = 1;
-    if (px->nworkers > MAX_WORKERS)
-        px->nworkers = MAX_WORKERS;
-    px->workers = xcalloc(px->nworkers, sizeof(*px->workers));
-    uv_mutex_init(&px->wake_lock);
-    for (unsigned i = 0; i < px->nworkers; i++) {
-        int fds[2] = {-1, -1};
-        for (unsigned j = 0; j < nports; j++) {
-            fds[j] = bind_socket(px->bind_host, ports[j], true);
-            if (fds[j] < 0) {
-                fprintf(stderr, "plane proxy: cannot listen on %s port %d: %s\n", px->bind_host, ports[j],
-                        strerror(-fds[j]));
-                for (unsigned k = 0; k < j; k++)
-                    close(fds[k]);
-                goto out_workers;
-            }
-        }
-        px->workers[i] = worker_new(px, i, fds, tls_port, redirect_port, nports);
-    }
-
     uv_loop_init(&loop);
-    px->control = &loop;
-    px->cache = route_cache_new(ROUTE_CACHE_SIZE, px->nworkers, cache_wake, px);
-    px->mon = monitor_new(&loop, o.keepalive_ms, send_keepalive, px);
-    px->link = ctrl_link_new(&loop, o.controller_url, px->cluster, px->name, px->cache, px->mon, &err);
-    if (!px->link) {
+    rc = proxy_start(&px, &loop, &o, &err);
+    if (rc < 0) {
         fprintf(stderr, "plane proxy: %s\n", buf_cstr(&err));
-        route_cache_free(px->cache);
-        monitor_free(px->mon);
         uv_run(&loop, UV_RUN_DEFAULT);
         uv_loop_close(&loop);
-        goto out_workers;
+        buf_release(&err);
+        return 1;
     }
-    uv_async_init(&loop, &px->worker_done, worker_done_cb);
-    px->worker_done.data = px;
-    uv_timer_init(&loop, &px->force);
-    px->force.data = px;
-    for (unsigned i = 0; i < px->nworkers; i++) {
-        if (worker_start(px->workers[i]) < 0)
-            fatalx("cannot start worker thread %u", i);
-    }
-    if (px->https_port >= 0)
-        log_info("%s: cluster %s, HTTPS port %d, HTTP redirect port %d, %u workers", px->name,
-                 px->cluster, px->https_port, px->http_port, px->nworkers);
-    else
-        log_info("%s: cluster %s, HTTP port %d, %u workers", px->name, px->cluster, px->http_port,
-                 px->nworkers);
     run_until_signal(&loop, stop_cb, px);
-    rc = 0;
-    for (unsigned i = 0; i < px->nworkers; i++) {
-        worker_join_free(px->workers[i]);
-        px->workers[i] = NULL;
-    }
-out_workers:
-    for (unsigned i = 0; px->workers && i < px->nworkers; i++)
-        worker_free(px->workers[i]); /* made but never started */
-    if (px->workers)
-        uv_mutex_destroy(&px->wake_lock);
-    free(px->workers);
-out:
-    tls_ctx_free(px->tls);
-    free(px->name);
-    free(px->cluster);
-    free(px->server_header);
-    free(px->root_redirect);
-    free(px->bind_host);
-    free(px);
+    proxy_free(px);
     buf_release(&err);
-    return rc;
+    return 0;
 }

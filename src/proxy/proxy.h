@@ -12,6 +12,8 @@
 
 #include <uv.h>
 
+#include "../common/buf.h"
+
 struct ctrl_link;
 struct monitor;
 struct route_cache;
@@ -20,6 +22,27 @@ struct worker;
 
 /* `plane proxy [options]`; returns the process exit status. */
 int proxy_main(int argc, char **argv);
+
+/* The command line's settings. */
+struct proxy_options {
+    const char *name, *controller_url, *cluster, *cert_path, *root_redirect, *host;
+    const char *acme_endpoint, *acme_email, *eab_kid, *eab_key;
+    int http_port, https_port; /* -1: not given */
+    bool https;
+    long workers;              /* 0: one per core */
+    unsigned keepalive_ms;     /* 0: the spec's 7 s */
+};
+
+struct proxy;
+/*
+ * Starts a proxy whose control side runs on loop (the workers get threads
+ * and loops of their own). 0, or -errno with a line in err.
+ */
+int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options *o, struct buf *err);
+/* Begins the graceful shutdown (§16.7); the control loop ends once it is done. */
+void proxy_stop(struct proxy *px);
+/* After the control loop has returned: joins the workers and frees px. */
+void proxy_free(struct proxy *px);
 
 struct proxy {
     /* Configuration: set before the workers start, read-only afterwards. */

@@ -120,6 +120,19 @@ static void cleanup_cb(uv_timer_t *t)
 
 /* ---- start / stop ---- */
 
+/* Frees what the controller owns; its handles must be closed already. */
+static void controller_free(struct controller *c)
+{
+    events_free(c->events);
+    metrics_free(c->metrics);
+    json_decref(c->scheduled_at);
+    store_close(c->store);
+    free(c->status_base);
+    free(c->default_cluster);
+    free(c->id);
+    free(c);
+}
+
 int controller_start(struct controller **out, uv_loop_t *loop, const struct controller_config *cfg, struct buf *err)
 {
     struct controller *c = xcalloc(1, sizeof(*c));
@@ -178,14 +191,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
 fail:
     if (c->http)
         http_server_close(c->http);
-    events_free(c->events);
-    metrics_free(c->metrics);
-    json_decref(c->scheduled_at);
-    store_close(c->store);
-    free(c->status_base);
-    free(c->default_cluster);
-    free(c->id);
-    free(c);
+    controller_free(c);
     return rc;
 }
 
@@ -198,16 +204,8 @@ static void timer_closed(uv_handle_t *h)
 {
     struct controller *c = h->data;
 
-    if (--c->open_timers > 0)
-        return;
-    events_free(c->events);
-    metrics_free(c->metrics);
-    json_decref(c->scheduled_at);
-    store_close(c->store);
-    free(c->status_base);
-    free(c->default_cluster);
-    free(c->id);
-    free(c);
+    if (--c->open_timers == 0)
+        controller_free(c);
 }
 
 void controller_stop(struct controller *c)

@@ -437,6 +437,20 @@ static void connect_now(struct drone *d)
 
 /* ---- start and stop ---- */
 
+/* Frees what the drone owns; its handles must be closed already. */
+static void drone_free(struct drone *d)
+{
+    metrics_free(d->metrics);
+    state_store_close(d->store);
+    free(d->socket_url);
+    free(d->bearer);
+    free(d->name);
+    free(d->cluster);
+    free(d->pool);
+    free(d->ip);
+    free(d);
+}
+
 /* §13.1: a backend the store says was running when the drone last stopped. */
 static void terminate_leftover(void *arg, const char *backend_id, const struct backend_state *st)
 {
@@ -537,17 +551,9 @@ fail:
         http_server_close(d->http);
     if (d->km)
         key_manager_free(d->km);
-    metrics_free(d->metrics);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
-    state_store_close(d->store);
-    free(d->socket_url);
-    free(d->bearer);
-    free(d->name);
-    free(d->cluster);
-    free(d->pool);
-    free(d->ip);
-    free(d);
+    drone_free(d);
     return rc_;
 }
 
@@ -560,17 +566,8 @@ static void handle_closed(uv_handle_t *h)
 {
     struct drone *d = h->data;
 
-    if (--d->open_handles > 0)
-        return;
-    metrics_free(d->metrics);
-    state_store_close(d->store);
-    free(d->socket_url);
-    free(d->bearer);
-    free(d->name);
-    free(d->cluster);
-    free(d->pool);
-    free(d->ip);
-    free(d);
+    if (--d->open_handles == 0)
+        drone_free(d);
 }
 
 void drone_stop(struct drone *d)

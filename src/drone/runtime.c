@@ -11,6 +11,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -339,4 +340,19 @@ void runtime_close(struct runtime *rt, runtime_close_fn *cb, void *arg)
     runtime_close_handle(rt, (uv_handle_t *)&rt->deliver, NULL, NULL);
     runtime_close_handle(rt, (uv_handle_t *)&rt->nudge, NULL, NULL);
     rt->ops->close(rt);
+}
+
+int runtime_limit(const json_t *limits, const char *name, int64_t max, int64_t *out, struct buf *err)
+{
+    const json_t *v = json_object_get(limits, name);
+
+    *out = 0;
+    if (!v || json_is_null(v))
+        return 0;
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
+        buf_printf(err, "resource_limits.%s must be an integer from 0 to %" PRId64, name, max);
+        return -EINVAL;
+    }
+    *out = json_integer_value(v);
+    return 0;
 }

@@ -205,6 +205,11 @@ void runtime_cleanup(struct runtime *rt, int64_t min_age_ms);
 void runtime_op_complete(struct runtime_op *op, int status, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 bool runtime_op_is_cancelled(const struct runtime_op *op);
+/*
+ * Reads resource_limits.<name> (§4.6): 0 (and *out 0) when absent or null,
+ * -EINVAL with a line in err unless an integer from 0 to max.
+ */
+int runtime_limit(const json_t *limits, const char *name, int64_t max, int64_t *out, struct buf *err);
 /* Reports an exit to the runtime's owner. */
 void runtime_emit_exit(struct runtime *rt, const char *backend_id, int exit_code);
 void runtime_emit_metrics(struct runtime *rt, const struct backend_metrics *m);

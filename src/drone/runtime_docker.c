@@ -158,21 +158,6 @@ static struct docker_runtime *to_docker(struct runtime *rt)
 
 /* ---- executable -------------------------------------------------------- */
 
-static int get_limit(const json_t *limits, const char *name, int64_t max, int64_t *out, struct buf *err)
-{
-    const json_t *v = json_object_get(limits, name);
-
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
-        buf_printf(err, "resource_limits.%s must be an integer from 0 to %" PRId64, name, max);
-        return -EINVAL;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
 static bool image_name_ok(const char *s)
 {
     static const char ok[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-/:@";
@@ -240,11 +225,11 @@ static int parse_exec(const json_t *x, struct docker_exec *e, struct buf *err)
             buf_printf(err, "executable.resource_limits must be an object");
             return -EINVAL;
         }
-        if (get_limit(v, "memory_limit_bytes", INT64_MAX, &e->memory_bytes, err) < 0 ||
-            get_limit(v, "cpu_period", 1000000, &e->cpu_period_us, err) < 0 ||
-            get_limit(v, "cpu_period_percent", 255, &e->cpu_percent, err) < 0 ||
-            get_limit(v, "cpu_time_limit", INT64_MAX, &e->cpu_time_s, err) < 0 ||
-            get_limit(v, "disk_limit_bytes", INT64_MAX, &e->disk_bytes, err) < 0)
+        if (runtime_limit(v, "memory_limit_bytes", INT64_MAX, &e->memory_bytes, err) < 0 ||
+            runtime_limit(v, "cpu_period", 1000000, &e->cpu_period_us, err) < 0 ||
+            runtime_limit(v, "cpu_period_percent", 255, &e->cpu_percent, err) < 0 ||
+            runtime_limit(v, "cpu_time_limit", INT64_MAX, &e->cpu_time_s, err) < 0 ||
+            runtime_limit(v, "disk_limit_bytes", INT64_MAX, &e->disk_bytes, err) < 0)
             return -EINVAL;
     }
     v = json_object_get(x, "mount");

@@ -109,21 +109,6 @@ static struct process_runtime *to_process(struct runtime *rt)
     return (struct process_runtime *)rt;
 }
 
-static int get_limit(const json_t *limits, const char *name, int64_t max, int64_t *out, struct buf *err)
-{
-    const json_t *v = json_object_get(limits, name);
-
-    *out = 0;
-    if (!v || json_is_null(v))
-        return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > max) {
-        buf_printf(err, "resource_limits.%s must be an integer from 0 to %" PRId64, name, max);
-        return -EINVAL;
-    }
-    *out = json_integer_value(v);
-    return 0;
-}
-
 static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
 {
     const json_t *cmd = json_object_get(x, "command");
@@ -184,11 +169,11 @@ static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
             buf_printf(err, "executable.resource_limits must be an object");
             return -EINVAL;
         }
-        if (get_limit(limits, "memory_limit_bytes", INT64_MAX, &e->limits.memory_bytes, err) < 0 ||
-            get_limit(limits, "cpu_period", 1000000, &e->limits.cpu_period_us, err) < 0 ||
-            get_limit(limits, "cpu_period_percent", 255, &percent, err) < 0 ||
-            get_limit(limits, "cpu_time_limit", INT64_MAX, &e->cpu_time_limit, err) < 0 ||
-            get_limit(limits, "disk_limit_bytes", INT64_MAX, &e->disk_limit_bytes, err) < 0)
+        if (runtime_limit(limits, "memory_limit_bytes", INT64_MAX, &e->limits.memory_bytes, err) < 0 ||
+            runtime_limit(limits, "cpu_period", 1000000, &e->limits.cpu_period_us, err) < 0 ||
+            runtime_limit(limits, "cpu_period_percent", 255, &percent, err) < 0 ||
+            runtime_limit(limits, "cpu_time_limit", INT64_MAX, &e->cpu_time_limit, err) < 0 ||
+            runtime_limit(limits, "disk_limit_bytes", INT64_MAX, &e->disk_limit_bytes, err) < 0)
             return -EINVAL;
         e->limits.cpu_percent = (int)percent;
         if (e->disk_limit_bytes > 0) {

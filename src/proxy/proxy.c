@@ -245,6 +245,18 @@ static int check_options(struct proxy_options *o, struct buf *err)
     return 0;
 }
 
+/* Frees the configuration part of px, and px. */
+static void proxy_free_config(struct proxy *px)
+{
+    tls_ctx_free(px->tls);
+    free(px->name);
+    free(px->cluster);
+    free(px->server_header);
+    free(px->root_redirect);
+    free(px->bind_host);
+    free(px);
+}
+
 int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options *o, struct buf *err)
 {
     struct proxy *px;
@@ -358,13 +370,7 @@ out_workers:
         uv_mutex_destroy(&px->wake_lock);
     free(px->workers);
 out:
-    tls_ctx_free(px->tls);
-    free(px->name);
-    free(px->cluster);
-    free(px->server_header);
-    free(px->root_redirect);
-    free(px->bind_host);
-    free(px);
+    proxy_free_config(px);
     return rc;
 }
 
@@ -379,13 +385,7 @@ void proxy_free(struct proxy *px)
         worker_join_free(px->workers[i]);
     uv_mutex_destroy(&px->wake_lock);
     free(px->workers);
-    tls_ctx_free(px->tls);
-    free(px->name);
-    free(px->cluster);
-    free(px->server_header);
-    free(px->root_redirect);
-    free(px->bind_host);
-    free(px);
+    proxy_free_config(px);
 }
 
 int proxy_main(int argc, char **argv)

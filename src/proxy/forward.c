@@ -22,6 +22,7 @@
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "forward.h"
+#include "stats.h"
 #include "listener.h"
 #include "proxy.h"
 #include "route_cache.h"
@@ -203,6 +204,7 @@ static int send_head(struct upconn *up)
     struct conn *c = up->c;
     uv_buf_t b = uv_buf_init(c->head_out.data, (unsigned)c->head_out.len);
 
+    up->sent_at = uv_hrtime();
     return stream_write(&up->s, &b, 1);
 }
 
@@ -372,6 +374,9 @@ static size_t up_process(struct upconn *up, const char *data, size_t len)
                 return len;
             }
             c->resp_started = true;
+            proxy_stats_response(st);
+            if (up->sent_at)
+                proxy_stats_upstream(uv_hrtime() - up->sent_at);
             buf_reset(&c->head_out); /* no retry once a response has begun; the storage is reused */
             if (!c->keep_alive || h1_body_until_eof(&up->resp) || w->draining || c->upgrade)
                 c->close_after = true;

@@ -46,6 +46,7 @@ struct upconn {
     bool got_bytes;             /* response bytes arrived for this exchange */
     bool head_pending;          /* the client's response head is in w->scratch, unsent */
     uint64_t deadline;          /* connect or idle timeout; 0: none */
+    uint64_t sent_at;           /* uv_hrtime() when the request head was written */
     char key[NET_ADDR_LEN];     /* the backend address */
     struct h1_parser resp;
     uv_connect_t creq;

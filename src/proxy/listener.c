@@ -25,6 +25,7 @@
 #include "ctrl_link.h"
 #include "forward.h"
 #include "listener.h"
+#include "stats.h"
 #include "monitor.h"
 #include "proxy.h"
 #include "rules.h"
@@ -154,6 +155,12 @@ static void conn_exchange_end(struct conn *c, bool close)
 int conn_send(struct conn *c, const uv_buf_t *bufs, unsigned n)
 {
     int r = stream_write(&c->s, bufs, n);
+    uint64_t total = 0;
+
+    for (unsigned i = 0; i < n; i++)
+        total += bufs[i].len;
+    if (r >= 0)
+        proxy_stats_bytes_out(total);
 
     if (r < 0) {
         log_debug("client %s: write failed: %s", c->ip, uv_strerror(r));
@@ -180,6 +187,7 @@ static void conn_local(struct conn *c, unsigned status, const char *extra, bool 
     h1_write_local(b, status, extra, plane ? px_of(c)->server_header : NULL, backend_id, close,
                    !close && c->http10, body, c->head_method);
     ub = uv_buf_init(b->data, (unsigned)b->len);
+    proxy_stats_response(status);
     if (conn_send(c, &ub, 1) < 0)
         return;
     log_debug("client %s: answered %u", c->ip, status);

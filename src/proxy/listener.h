@@ -63,6 +63,7 @@ struct conn {
     bool resp_started;            /* response bytes went to the client */
     bool shutdown_pending;        /* lingering: send FIN once writes drain */
     bool tunnel_client_eof, tunnel_up_eof, tunnel_open;
+    bool tunnel_counted; /* counted in the open-tunnels gauge */
     struct upconn *up;            /* the upstream of this exchange, or NULL */
     struct buf head_out;          /* the rewritten request head; kept until the response starts */
 

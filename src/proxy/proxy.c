@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "../common/buf.h"
+#include "../common/http_server.h"
 #include "../common/log.h"
 #include "../common/names.h"
 #include "../common/run_loop.h"
@@ -36,6 +37,7 @@
 #include "ctrl_link.h"
 #include "monitor.h"
 #include "proxy.h"
+#include "stats.h"
 #include "route_cache.h"
 #include "rules.h"
 #include "tls.h"
@@ -60,7 +62,8 @@ static void usage(FILE *f)
                "                           ACME settings (accepted; issuance is not implemented yet)\n"
                "  --host IP                listen address (default 0.0.0.0)\n"
                "  --workers N              event loops, one per core by default\n"
-               "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n");
+               "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n"
+               "  --metrics-port N         serve Prometheus metrics at http://127.0.0.1:N/metrics\n");
 }
 
 void proxy_wake_worker(struct proxy *px, unsigned idx)
@@ -211,6 +214,9 @@ static void stop_cb(void *arg)
     if (px->stopping)
         return;
     px->stopping = true;
+    if (px->metrics)
+        http_server_close(px->metrics);
+    px->metrics = NULL;
     for (unsigned i = 0; i < px->nworkers; i++) {
         atomic_store(&px->workers[i]->want_drain, true);
         proxy_wake_worker(px, i);
@@ -243,6 +249,20 @@ static int check_options(struct proxy_options *o, struct buf *err)
         return -EINVAL;
     }
     return 0;
+}
+
+static void metrics_handler(void *arg, struct http_request *req)
+{
+    struct buf out = BUF_INIT;
+
+    (void)arg;
+    if (strcmp(req->path, "/metrics") != 0 || strcmp(req->method, "GET") != 0) {
+        http_respond(req, 404, NULL, "", 0, NULL);
+        return;
+    }
+    proxy_stats_render(&out);
+    http_respond(req, 200, "text/plain; version=0.0.4", out.data ? out.data : "", out.len, NULL);
+    buf_release(&out);
 }
 
 /* Frees the configuration part of px, and px. */
@@ -351,6 +371,15 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
     px->worker_done.data = px;
     uv_timer_init(loop, &px->force);
     px->force.data = px;
+    if (o->metrics_port) {
+        px->metrics = http_server_new(loop, metrics_handler, px);
+        if (http_server_listen(px->metrics, "127.0.0.1", o->metrics_port, err) < 0) {
+            log_error("proxy: %s; serving no metrics", buf_cstr(err));
+            buf_reset(err);
+            http_server_close(px->metrics);
+            px->metrics = NULL;
+        }
+    }
     for (unsigned i = 0; i < px->nworkers; i++) {
         if (worker_start(px->workers[i]) < 0)
             fatalx("cannot start worker thread %u", i);
@@ -406,6 +435,7 @@ int proxy_main(int argc, char **argv)
         {"host", required_argument, NULL, 'H'},
         {"workers", required_argument, NULL, 'w'},
         {"keepalive-interval", required_argument, NULL, 'i'},
+        {"metrics-port", required_argument, NULL, 'M'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -429,6 +459,12 @@ int proxy_main(int argc, char **argv)
         case 'K': o.eab_key = optarg; break;
         case 'r': o.root_redirect = optarg; break;
         case 'H': o.host = optarg; break;
+        case 'M':
+            if (parse_port(optarg, &o.metrics_port) < 0) {
+                fprintf(stderr, "plane proxy: invalid port '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case 'p':
         case 'P':
             if (parse_port(optarg, opt == 'p' ? &o.http_port : &o.https_port) < 0) {

@@ -31,6 +31,7 @@ struct proxy_options {
     bool https;
     long workers;              /* 0: one per core */
     unsigned keepalive_ms;     /* 0: the spec's 7 s */
+    int metrics_port;          /* serve /metrics on 127.0.0.1:port; 0: none */
 };
 
 struct proxy;
@@ -66,6 +67,7 @@ struct proxy {
     uv_mutex_t wake_lock;   /* serialises wakes of workers with their shutdown */
     uv_async_t worker_done; /* a worker thread has finished */
     uv_timer_t force;       /* graceful shutdown deadline */
+    struct http_server *metrics; /* /metrics on the control loop, or NULL */
     unsigned workers_left;
     bool stopping;
 };

@@ -17,6 +17,7 @@
 #include "listener.h"
 #include "monitor.h"
 #include "proxy.h"
+#include "stats.h"
 #include "tunnel.h"
 #include "worker.h"
 
@@ -32,6 +33,9 @@ void tunnel_start(struct conn *c, struct upconn *up, const char *head, size_t he
     c->deadline = 0;
     up->deadline = 0;
     buf_release(&c->head_out);
+    proxy_stats_response(101);
+    proxy_stats_tunnel(+1);
+    c->tunnel_counted = true;
     if (c->route && c->route->act) {
         monitor_conn_open(px->mon, c->route->act);
         c->tunnel_open = true;
@@ -57,6 +61,9 @@ void tunnel_closing(struct conn *c)
     if (c->tunnel_open && c->route && c->route->act)
         monitor_conn_close(c->s.w->px->mon, c->route->act);
     c->tunnel_open = false;
+    if (c->tunnel_counted)
+        proxy_stats_tunnel(-1);
+    c->tunnel_counted = false;
 }
 
 size_t tunnel_client_input(struct conn *c, const char *data, size_t len)

@@ -666,3 +666,60 @@ def test_https_without_certificate_fails_to_start(procs, tmp_path):
                         "--cert-path", str(tmp_path / "missing.json")], capture_output=True, timeout=10)
     assert p.returncode == 1
     assert b"missing.json" in p.stderr
+
+
+def test_proxy_metrics_move(procs, tmp_path):
+    """/metrics on --metrics-port: responses by class, upstream latency, tunnels, bytes."""
+    import asyncio
+    import websockets
+    from plane_cluster import Controller, Drone, free_port
+    from conftest import PLANE, ECHO, wait_for
+    ctrl = Controller(procs, tmp_path).start()
+    Drone(procs, tmp_path, ctrl, "dr-met", runtime="process").start()
+    port, mport = free_port(), free_port()
+    procs.start([PLANE, "proxy", "--controller-url", ctrl.url + "/", "--cluster", "localhost:9090",
+                 "--http-port", str(port), "--host", "127.0.0.1", "--metrics-port", str(mport)],
+                log=str(tmp_path / "proxy.log"))
+    wait_for(lambda: _get(f"http://127.0.0.1:{port}/ready") == 200, what="proxy ready")
+    r = ctrl.connect("met", executable={"command": [ECHO]}).json()
+    ctrl.wait_status(r["backend_id"], "ready")
+
+    def scrape():
+        out = {}
+        for line in requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=5).text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+    before = scrape()
+    base = f"http://127.0.0.1:{port}/{r['token']}/"
+    headers = {"Host": "localhost:9090"}
+    assert requests.get(base, headers=headers, timeout=10).status_code == 200
+    assert requests.get(f"http://127.0.0.1:{port}/nope-token/", headers=headers, timeout=10).status_code == 410
+
+    async def ws():
+        async with websockets.connect(f"ws://localhost:9090/{r['token']}/ws", host="127.0.0.1", port=port) as c:
+            await c.send("hi")
+            assert await c.recv() == "hi"
+            return scrape()
+    during = asyncio.run(ws())
+    assert during["plane_proxy_websocket_tunnels"] == 1
+    wait_for(lambda: scrape()["plane_proxy_websocket_tunnels"] == 0, timeout=5, what="tunnel closed")
+    after = scrape()
+
+    def delta(name):
+        return after[name] - before[name]
+    assert delta('plane_proxy_responses_total{code="2xx"}') == 1
+    assert delta('plane_proxy_responses_total{code="4xx"}') == 1
+    assert delta('plane_proxy_responses_total{code="1xx"}') == 1
+    assert delta("plane_proxy_upstream_seconds_count") == 1
+    assert after["plane_proxy_websocket_tunnels"] == 0
+    assert after["plane_proxy_websocket_tunnels_total"] == 1
+    assert delta("plane_proxy_sent_bytes_total") > 0
+
+
+def _get(url):
+    try:
+        return requests.get(url, timeout=1).status_code
+    except requests.RequestException:
+        return None

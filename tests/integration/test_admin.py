@@ -67,3 +67,42 @@ def test_errors_are_one_line_and_exit_1(cluster):
     assert r.returncode == 1
     r = admin(cluster.url, "frobnicate", check=False)
     assert r.returncode == 2
+
+
+def test_json_logs_and_levels(procs, tmp_path):
+    """PLANE_LOG_JSON=1 gives one JSON object per line; PLANE_LOG=warn hides info lines."""
+    import os
+    import time
+    from plane_cluster import free_port
+    port = free_port()
+    env = dict(os.environ, PLANE_LOG_JSON="1")
+    p = subprocess.Popen([PLANE, "controller", "--db", str(tmp_path / "j.db"), "--port", str(port)],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.5)
+    p.terminate()
+    _, err = p.communicate(timeout=10)
+    lines = [json.loads(l) for l in err.splitlines() if l.strip()]
+    assert lines and all(set(l) == {"time", "level", "component", "message"} for l in lines)
+    assert any("listening on" in l["message"] for l in lines)
+    env = dict(os.environ, PLANE_LOG="warn")
+    p = subprocess.Popen([PLANE, "controller", "--db", str(tmp_path / "k.db"), "--port", str(port)],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    time.sleep(0.5)
+    p.terminate()
+    _, err = p.communicate(timeout=10)
+    assert "listening on" not in err
+
+
+def test_drone_metrics(procs, tmp_path):
+    from plane_cluster import free_port
+    import requests
+    ctrl = Controller(procs, tmp_path).start()
+    mport = free_port()
+    Drone(procs, tmp_path, ctrl, "dr-metrics", "--metrics-port", str(mport)).start()
+    b = ctrl.connect("dm").json()["backend_id"]
+    ctrl.wait_status(b, "ready")
+    text = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=5).text
+    assert 'plane_drone_backends{status="ready"} 1' in text
+    assert 'plane_drone_runtime_operations_total{op="spawn",result="ok"} 1' in text
+    assert "plane_drone_runtime_spawn_seconds_count 1" in text
+    assert "plane_drone_connected 1" in text

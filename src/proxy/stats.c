@@ -12,7 +12,7 @@ static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 
 #define NBUCKETS (sizeof(buckets) / sizeof(buckets[0]))
 
 static struct {
-    atomic_uint_fast64_t responses[6]; /* [0]: other, [1..5]: 1xx..5xx */
+    atomic_uint_fast64_t responses[600]; /* by status code; [0] for anything out of range */
     atomic_uint_fast64_t up_buckets[NBUCKETS + 1];
     atomic_uint_fast64_t up_count, up_sum_ns;
     atomic_int_fast64_t tunnels_open;
@@ -21,9 +21,7 @@ static struct {
 
 void proxy_stats_response(unsigned status)
 {
-    unsigned cls = status >= 100 && status < 600 ? status / 100 : 0;
-
-    atomic_fetch_add_explicit(&st.responses[cls], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st.responses[status >= 100 && status < 600 ? status : 0], 1, memory_order_relaxed);
 }
 
 void proxy_stats_upstream(uint64_t ns)
@@ -52,14 +50,19 @@ void proxy_stats_bytes_out(uint64_t n)
 
 void proxy_stats_render(struct buf *out)
 {
-    static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
     uint64_t cum = 0;
 
-    buf_append_str(out, "# HELP plane_proxy_responses_total Responses sent to clients, by status class.\n"
+    buf_append_str(out, "# HELP plane_proxy_responses_total Responses sent to clients, by status code.\n"
                         "# TYPE plane_proxy_responses_total counter\n");
-    for (int i = 0; i < 6; i++)
-        buf_printf(out, "plane_proxy_responses_total{code=\"%s\"} %llu\n", classes[i],
-                   (unsigned long long)atomic_load(&st.responses[i]));
+    for (int i = 0; i < 600; i++) {
+        uint64_t n = atomic_load(&st.responses[i]);
+        if (n == 0)
+            continue;
+        if (i == 0)
+            buf_printf(out, "plane_proxy_responses_total{code=\"other\"} %llu\n", (unsigned long long)n);
+        else
+            buf_printf(out, "plane_proxy_responses_total{code=\"%d\"} %llu\n", i, (unsigned long long)n);
+    }
     buf_append_str(out, "# HELP plane_proxy_upstream_seconds From the request head sent to a backend to its "
                         "response head.\n# TYPE plane_proxy_upstream_seconds histogram\n");
     for (size_t i = 0; i < NBUCKETS; i++) {

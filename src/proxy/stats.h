@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stats.h - the proxy's counters for /metrics: responses by status class,
+ * stats.h - the proxy's counters for /metrics: responses by status code,
  * upstream response-head latency, open WebSocket tunnels, bytes sent to
  * clients. Workers update them with relaxed atomics; the control loop reads
  * them when scraped. One proxy per process, so they are process-wide.

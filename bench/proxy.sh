@@ -17,6 +17,7 @@ set -euo pipefail
 
 SECS=${1:-5}
 ROUNDS=${2:-3}
+WORKERS=${WORKERS:-2}   # event loops of the proxy = worker processes of nginx
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PLANE=${PLANE_BIN:-$ROOT/build/plane}
 ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
@@ -52,7 +53,7 @@ wait_http "http://127.0.0.1:$CPORT/pub/health"
     --db "$TMP/d.db" --data-dir "$TMP/dd" >"$TMP/drone.log" 2>&1 &
 PIDS+=($!)
 "$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$PPORT" \
-    --host 127.0.0.1 --workers 2 >"$TMP/proxy.log" 2>&1 &
+    --host 127.0.0.1 --workers "$WORKERS" >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/ready")" = 200 ] && break; sleep 0.05; done
@@ -63,7 +64,7 @@ TOKEN=$(curl -s -XPOST -H 'content-type: application/json' \
 BPORT=$(curl -s -H "Host: $CLUSTER" "http://127.0.0.1:$PPORT/$TOKEN/" | $PY -c 'import json,sys; print(json.load(sys.stdin)["env"]["PORT"])')
 
 cat >"$TMP/nginx.conf" <<EOF
-worker_processes 2;
+worker_processes $WORKERS;
 daemon off;
 pid $TMP/nginx.pid;
 error_log $TMP/nginx-error.log;

@@ -153,3 +153,16 @@ int ready_status(struct harness *h, const char *id, uint16_t port, unsigned ms, 
         *out = r;
     return r.status;
 }
+
+json_t *harness_env(const char *first, va_list ap)
+{
+    json_t *env = json_object();
+
+    for (const char *kv = first; kv; kv = va_arg(ap, const char *)) {
+        const char *eq = strchr(kv, '=');
+        char *k = strndup(kv, (size_t)(eq - kv));
+        json_object_set_new(env, k, json_string(eq + 1));
+        free(k);
+    }
+    return env;
+}

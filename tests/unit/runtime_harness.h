@@ -7,6 +7,8 @@
 #ifndef PLANE_RUNTIME_HARNESS_H
 #define PLANE_RUNTIME_HARNESS_H
 
+#include <stdarg.h>
+
 #include "../../src/drone/runtime.h"
 #include "test.h"
 
@@ -44,6 +46,8 @@ void wait_exits(struct harness *h, int n, unsigned ms);
 int exit_code_of(struct harness *h, const char *id);
 /* spawn + wait for the result; asserts success; returns the port. */
 uint16_t spawn_ok(struct harness *h, const char *id, json_t *executable);
+/* {"K":"V",...} from "K=V" strings: first, then ap up to a NULL. New reference. */
+json_t *harness_env(const char *first, va_list ap);
 /* wait_ready on 127.0.0.1:port; returns the status. */
 int ready_status(struct harness *h, const char *id, uint16_t port, unsigned ms, struct result *out);
 

@@ -28,16 +28,10 @@ static const char *echo_path(void)
 /* {"command":[echo], "env":{k:v...}} from "K=V" pairs (NULL-terminated). */
 static json_t *echo_exe(const char *first, ...)
 {
-    json_t *env = json_object();
     va_list ap;
 
     va_start(ap, first);
-    for (const char *kv = first; kv; kv = va_arg(ap, const char *)) {
-        const char *eq = strchr(kv, '=');
-        char *k = xstrndup(kv, (size_t)(eq - kv));
-        json_object_set_new(env, k, json_string(eq + 1));
-        free(k);
-    }
+    json_t *env = harness_env(first, ap);
     va_end(ap);
     return json_pack("{s:[s], s:o}", "command", echo_path(), "env", env);
 }

@@ -38,39 +38,13 @@
 #include "../src/common/xalloc.h"
 #include "../src/drone/docker_client.h"
 #include "../src/drone/runtime.h"
+#include "bench_util.h"
 
 #define SOCK "/var/run/docker.sock"
 #define IMAGE "plane-test-echo:1"
 #define BASE_PORT 32100 /* baselines: apart from the runtime's 30000-31999, below 32768 */
 
 extern char **environ;
-
-static const char probe[] = "HEAD / HTTP/1.1\r\nHost: localhost\r\n\r\n";
-
-static double now_ms(void)
-{
-    struct timespec t;
-
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec / 1e6;
-}
-
-static int probe_once(int port)
-{
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
-                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    struct timeval tv = {.tv_sec = 1};
-    char got[5];
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int ok = 0;
-
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 && write(fd, probe, sizeof(probe) - 1) > 0 &&
-        recv(fd, got, 5, MSG_WAITALL) == 5)
-        ok = memcmp(got, "HTTP/", 5) == 0;
-    close(fd);
-    return ok;
-}
 
 static size_t collect(char *data, size_t size, size_t n, void *arg)
 {
@@ -297,48 +271,6 @@ static void prune_all(struct bench *b)
     }
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, int n, double p)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    int i = (int)(n * p);
-    return v[i >= n ? n - 1 : i];
-}
-
-static long rss_kb(void)
-{
-    char line[256];
-    long kb = 0;
-    FILE *f = fopen("/proc/self/status", "r");
-
-    while (f && fgets(line, sizeof(line), f))
-        if (strncmp(line, "VmRSS:", 6) == 0)
-            kb = atol(line + 6);
-    if (f)
-        fclose(f);
-    return kb;
-}
-
-static int count_fds(void)
-{
-    DIR *d = opendir("/proc/self/fd");
-    struct dirent *de;
-    int n = 0;
-
-    while (d && (de = readdir(d)))
-        if (de->d_name[0] != '.')
-            n++;
-    if (d)
-        closedir(d);
-    return n;
-}
-
 /* Containers of ours (by name) the engine still has, running or not. */
 static int containers_left(void)
 {
@@ -409,7 +341,7 @@ int main(int argc, char **argv)
     prune_all(&b);
     long rss0 = rss_kb();
     size_t heap0 = mallinfo2().uordblks;
-    int fds0 = count_fds();
+    int fds0 = count_dir("/proc/self/fd");
     double wsum = 0;
     for (int w = 1; w <= waves; w++) {
         char tag[16];
@@ -419,7 +351,7 @@ int main(int argc, char **argv)
     }
     long rss1 = rss_kb();
     size_t heap1 = mallinfo2().uordblks;
-    int fds1 = count_fds();
+    int fds1 = count_dir("/proc/self/fd");
     int left = containers_left();
     printf("%d waves of %d containers started at once, all ready in %.0f ms (first wave %.0f ms), killed, pruned:\n",
            waves, n, wsum / waves, w0);

@@ -122,11 +122,16 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r done" >&2
 done
 
-# Idle WebSockets: as many as 10,000, if the proxy's descriptor limit allows
-# two per connection (plus a few of its own).
+# Idle WebSockets: as many as 10,000, if the descriptor limit allows. Each
+# connection is two descriptors in one worker's table, and every worker
+# thread has a table of its own (the limit applies to each): connections
+# spread over the workers by the kernel's SO_REUSEPORT hash, so leave 10 %
+# for an uneven spread.
 LIMIT=$(ulimit -Hn)
 IDLE=10000
-[ $((LIMIT / 2 - 64)) -lt $IDLE ] && IDLE=$((LIMIT / 2 - 64))
+CAP=$(( (LIMIT / 2 - 64) * WORKERS * 9 / 10 ))
+[ "$WORKERS" -eq 1 ] && CAP=$((LIMIT / 2 - 64))
+[ "$CAP" -lt $IDLE ] && IDLE=$CAP
 rss() { awk '/VmRSS/ { print $2 }' "/proc/$1/status"; }
 RSS0=$(rss "$PROXY_PID")
 mkfifo "$TMP/hold"
@@ -139,7 +144,9 @@ sleep 1
 RSS1=$(rss "$PROXY_PID")
 HELD=$(sed -n 's/^ready=//p' "$TMP/idle.out")
 [ -n "$HELD" ] || { echo "idle connections failed:" >&2; cat "$TMP/idle.out" >&2; HELD=0; }
-echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1" >>"$RAW"
+# Descriptors per thread of the proxy (the workers' own tables; the main thread's is the process's).
+FDS=$(for t in /proc/"$PROXY_PID"/task/*; do ls "$t/fd" 2>/dev/null | wc -l; done | sort -n | paste -sd, -)
+echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1 fds_by_thread=$FDS" >>"$RAW"
 exec 9>&-
 wait "$IDLE_PID" 2>/dev/null || true
 

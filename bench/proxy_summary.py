@@ -71,8 +71,10 @@ def main(path):
         rss = int(idle["rss_kb"]) / 1024
         before = int(idle["rss_before_kb"]) / 1024
         print()
-        print("idle WebSockets held through the proxy: %d (wanted %s; descriptor limit %s)" %
+        print("idle WebSockets held through the proxy: %d (wanted %s; descriptor limit %s per table)" %
               (held, idle["wanted"], idle["limit"]))
+        if idle.get("fds_by_thread"):
+            print("descriptors by proxy thread: %s" % idle["fds_by_thread"])
         print("proxy RSS: %.1f MB before, %.1f MB holding them (%.2f KB per connection; target <= 100 MB)" %
               (before, rss, (rss - before) * 1024 / held if held else float("nan")))
 

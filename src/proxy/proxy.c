@@ -75,7 +75,7 @@ void proxy_wake_worker(struct proxy *px, unsigned idx)
     w = px->workers[idx];
     uv_mutex_lock(&px->wake_lock);
     if (w && w->alive)
-        uv_async_send(&w->async);
+        worker_wake(w);
     uv_mutex_unlock(&px->wake_lock);
 }
 
@@ -356,6 +356,13 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
             }
         }
         px->workers[i] = worker_new(px, i, fds, tls_port, redirect_port, nports);
+        if (!px->workers[i]) {
+            rc = -errno;
+            buf_printf(err, "cannot make worker %u: %s", i, strerror(errno));
+            for (unsigned k = 0; k < nports; k++)
+                close(fds[k]);
+            goto out_workers;
+        }
     }
 
     px->control = loop;

@@ -5,8 +5,16 @@
  * spreads new connections over the workers), its client and upstream
  * connections, its upstream connection pool, and the buffers every read on
  * the loop goes through. It talks to other threads only through the route
- * cache, the monitor's atomics, the controller link's outbox and its async
- * handle.
+ * cache, the monitor's atomics, the controller link's outbox and its wake
+ * descriptor.
+ *
+ * Each worker thread has its own descriptor table (unshare(CLONE_FILES)),
+ * as nginx's worker processes do: the per-process descriptor limit then
+ * bounds each worker rather than the whole proxy, and the kernel takes
+ * its cheaper path for a table that has a single user on every read and
+ * write. The table keeps only what the thread needs: stdio, its listening
+ * sockets, its wake descriptor and the control loop's (which it wakes);
+ * everything the worker opens afterwards exists only in its own table.
  */
 #ifndef PLANE_PROXY_WORKER_H
 #define PLANE_PROXY_WORKER_H
@@ -39,7 +47,10 @@ struct worker {
     struct proxy *px;                 /* borrowed; outlives the worker */
     uv_loop_t loop;
     uv_thread_t thread;
-    uv_async_t async;                 /* route answers, drain and force requests */
+    int wake_fd;                      /* eventfd: route answers, drain and force requests */
+    uv_poll_t wake;                   /* watches wake_fd */
+    uv_sem_t table_ready;             /* posted once the thread has its descriptor table */
+    bool own_fds;                     /* the thread has a descriptor table of its own */
     uv_timer_t tick;                  /* timeouts */
     struct listener listeners[WORKER_MAX_LISTENERS];
     int listen_fds[WORKER_MAX_LISTENERS]; /* bound by the main thread, -1 when unused */
@@ -63,11 +74,16 @@ struct worker {
     bool alive;                       /* may be woken (under px->wake_lock) */
 };
 
-/* Makes worker idx with listening fds (owned by the worker from now on). */
+/* Makes worker idx with listening fds (owned by the worker from now on).
+ * NULL when no wake descriptor can be made. */
 struct worker *worker_new(struct proxy *px, unsigned idx, const int *fds, const bool *https,
                           const bool *redirect, unsigned nfds);
-/* Runs the worker's loop on a new thread. 0 or -errno. */
+/* Runs the worker's loop on a new thread. 0 or -errno. Every async handle
+ * of the control loop must exist by now: the worker keeps the control
+ * loop's wake descriptor in its own table. */
 int worker_start(struct worker *w);
+/* Wakes the worker's loop from any thread (under px->wake_lock, while alive). */
+void worker_wake(struct worker *w);
 /* Waits for the thread and frees the worker. NULL is fine. */
 void worker_join_free(struct worker *w);
 /* Frees a worker whose thread never started. NULL is fine. */

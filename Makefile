@@ -66,9 +66,21 @@ deps:
 unit: $(UNIT) $(ECHO)
 	ECHO_BACKEND=$(abspath $(ECHO)) $(UNIT)
 
+# Under SAN every process of plane writes its sanitizer reports (leaks at
+# exit included) to $(SANLOG); any report fails the run, whether or not the
+# test that started the process noticed.
+SANLOG := $(abspath $(BUILD))/sanlogs
+ifdef SAN
+SAN_ENV := ASAN_OPTIONS=log_path=$(SANLOG)/asan:detect_leaks=1 \
+  UBSAN_OPTIONS=log_path=$(SANLOG)/ubsan:print_stacktrace=1
+endif
+
 integration: $(PLANE) $(ECHO)
-	PLANE_BIN=$(abspath $(PLANE)) ECHO_BACKEND=$(abspath $(ECHO)) \
+	@rm -rf $(SANLOG) && mkdir -p $(SANLOG)
+	PLANE_BIN=$(abspath $(PLANE)) ECHO_BACKEND=$(abspath $(ECHO)) $(SAN_ENV) \
 	  $(PYTHON) -m pytest -q -p no:cacheprovider tests/integration
+	@if [ -n "$$(ls -A $(SANLOG))" ]; then \
+	  echo "sanitizer reports from plane processes:"; head -n 40 $(SANLOG)/*; exit 1; fi
 
 # Everything twice: plain, and under ASan+UBSan (leaks included); then a
 # short run of every fuzz target.

@@ -3,10 +3,15 @@
 #
 # bench/proxy.sh [SECONDS] [ROUNDS] - the proxy against its baselines, on
 # loopback, in one run:
-#   HTTP   wrk -t2 -c50 (saturation) and wrk -t1 -c4 (moderate load) against
-#          the echo backend directly, through `plane proxy`, and through nginx
-#          (keep-alive upstream, 2 workers, access_log off: RECIPES.md),
-#          alternating round by round; medians and ratios.
+#   HTTP   wrk -t2 -c50 (saturation) against the echo backend directly,
+#          through `plane proxy`, and through nginx (keep-alive upstream, 2
+#          workers, access_log off: RECIPES.md), alternating round by round;
+#          medians and ratios, and each relay's CPU time per request.
+#          Moderate load: a fixed rate (RATE, default 5,000 req/s, about a
+#          tenth of what the proxy sustains here) over 8 keep-alive
+#          connections with bench/latency_load.c, which times every request
+#          from when it was due (open loop: a slow server is charged for the
+#          requests it kept waiting); added latency = proxy - direct.
 #   WS     1,000 concurrent echo connections, directly and through the proxy
 #          (bench/proxy_wsbench.c); then N idle WebSockets held through the
 #          proxy (10,000, or as many as the descriptor limit allows) and the
@@ -18,6 +23,7 @@ set -euo pipefail
 SECS=${1:-5}
 ROUNDS=${2:-3}
 WORKERS=${WORKERS:-2}   # event loops of the proxy = worker processes of nginx
+RATE=${RATE:-5000}      # requests/s of the moderate-load runs
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PLANE=${PLANE_BIN:-$ROOT/build/plane}
 ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
@@ -83,6 +89,7 @@ PIDS+=($!)
 wait_http "http://127.0.0.1:$NPORT/"
 
 cc -O2 -o "$TMP/wsbench" "$ROOT/bench/proxy_wsbench.c"
+cc -O2 -o "$TMP/latency_load" "$ROOT/bench/latency_load.c"
 
 PATH_Q=/bytes/100
 url_of() {
@@ -93,24 +100,58 @@ url_of() {
     esac
 }
 
+# CPU time (clock ticks, all threads) of what sits on each path: the
+# backend for direct, the proxy process, nginx's master and workers. Their
+# CPU per request compares the relays' efficiency apart from how the
+# scheduler shares two cores among client, relay and backend.
+BACKEND_PID=$(ss -Hltnp "sport = :$BPORT" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
+NGINX_PIDS=$(pgrep -f "nginx -c $TMP/nginx.conf" | tr '\n' ' ')
+ticks() { local t=0 p; for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done; echo $t; }
+relay_pids() {
+    case $1 in
+    direct) echo "$BACKEND_PID" ;;
+    proxy) echo "$PROXY_PID" ;;
+    nginx) echo "$NGINX_PIDS $(for p in $NGINX_PIDS; do pgrep -P "$p"; done | tr '\n' ' ')" ;;
+    esac
+}
+HZ=$(getconf CLK_TCK)
+
 RAW=$TMP/raw.txt
 : >"$RAW"
 run_wrk() { # kind label threads conns
-    local out
+    local out pids c0 c1 b0 b1
+    pids=$(relay_pids "$1")
+    # shellcheck disable=SC2086
+    c0=$(ticks $pids); b0=$(ticks "$BACKEND_PID")
     out=$(wrk -t"$3" -c"$4" -d"${SECS}s" --latency -H "Host: $CLUSTER" "$(url_of "$1")")
-    echo "$out" | awk -v k="$2" -v t="$1" '
+    # shellcheck disable=SC2086
+    c1=$(ticks $pids); b1=$(ticks "$BACKEND_PID")
+    echo "$out" | awk -v k="$2" -v t="$1" -v cpu=$((c1 - c0)) -v bcpu=$((b1 - b0)) -v hz="$HZ" '
         function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /requests in/ { n = $1 }
         /Requests\/sec/ { rps = $2 }
         $1 == "50%" { p50 = ms($2) }
         $1 == "99%" { p99 = ms($2) }
         /Non-2xx/ { bad = $NF }
-        END { printf "%s %s rps=%s p50=%.3f p99=%.3f bad=%s\n", k, t, rps, p50, p99, bad + 0 }' >>"$RAW"
+        END { printf "%s %s rps=%s p50=%.3f p99=%.3f bad=%s cpu_us=%.2f backend_cpu_us=%.2f\n", k, t, rps, p50, p99,
+              bad + 0, n ? cpu * 1e6 / hz / n : 0, n ? bcpu * 1e6 / hz / n : 0 }' >>"$RAW"
+}
+
+run_moderate() { # kind: open-loop RATE req/s over 8 connections
+    local port path
+    case $1 in
+    direct) port=$BPORT path=$PATH_Q ;;
+    proxy) port=$PPORT path=/$TOKEN$PATH_Q ;;
+    nginx) port=$NPORT path=$PATH_Q ;;
+    esac
+    echo "moderate $1 $("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")" >>"$RAW"
 }
 
 echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT, nginx :$NPORT" >&2
 for r in $(seq "$ROUNDS"); do
     for kind in direct proxy nginx; do run_wrk "$kind" http 2 50; done
-    for kind in direct proxy nginx; do run_wrk "$kind" moderate 1 4; done
+    for kind in direct proxy nginx; do run_moderate "$kind"; done
     for kind in direct proxy; do
         if [ "$kind" = direct ]; then
             res=$("$TMP/wsbench" echo 127.0.0.1 "$BPORT" /ws "$CLUSTER" 1000 "$SECS")

@@ -42,17 +42,25 @@ def main(path):
     r_nginx, r_direct = ratio("proxy", "nginx"), ratio("proxy", "direct")
     print()
     print("proxy / nginx = %.2f (target >= 1.2)   proxy / direct = %.2f (target >= 0.7)" % (r_nginx, r_direct))
+    # CPU per request of the relay itself (direct: the backend), from /proc.
+    cp, cn = med("proxy", "http", "cpu_us"), med("nginx", "http", "cpu_us")
+    print("CPU per request: backend %.2f us; proxy %.2f us; nginx %.2f us; nginx / proxy = %.2f" %
+          (med("direct", "http", "cpu_us"), cp, cn, cn / cp if cp else float("nan")))
     print()
-    print("HTTP, moderate load, wrk -t1 -c4")
-    print("| path | req/s | p50 ms | p99 ms |")
-    print("|---|---|---|---|")
+    print("HTTP, moderate load: open loop at a fixed rate, 8 connections (bench/latency_load.c)")
+    print("| path | rate | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |")
+    print("|---|---|---|---|---|---|---|")
     for kind in ("direct", "proxy", "nginx"):
-        print("| %s | %.0f | %.3f | %.3f |" % (kind, med(kind, "moderate", "rps"), med(kind, "moderate", "p50"),
-                                             med(kind, "moderate", "p99")))
-    added = med("proxy", "moderate", "p99") - med("direct", "moderate", "p99")
-    added_ng = med("nginx", "moderate", "p99") - med("direct", "moderate", "p99")
+        print("| %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f |" % (
+            kind, med(kind, "moderate", "rate"), med(kind, "moderate", "p50_us") / 1000,
+            med(kind, "moderate", "p90_us") / 1000, med(kind, "moderate", "p99_us") / 1000,
+            med(kind, "moderate", "p999_us") / 1000, med(kind, "moderate", "errors")))
+    added = (med("proxy", "moderate", "p99_us") - med("direct", "moderate", "p99_us")) / 1000
+    added_ng = (med("nginx", "moderate", "p99_us") - med("direct", "moderate", "p99_us")) / 1000
     print()
-    print("added p99: proxy %.3f ms (target <= 0.2), nginx %.3f ms" % (added, added_ng))
+    print("added p99: proxy %.3f ms (target <= 0.2), nginx %.3f ms; per round: proxy %s" % (
+        added, added_ng, [round((p["p99_us"] - d["p99_us"]) / 1000, 3) for p, d in
+                          zip(runs.get(("moderate", "proxy"), []), runs.get(("moderate", "direct"), []))]))
     print()
     print("WebSocket echo, 1,000 connections, 64-byte messages")
     print("| path | msgs/s | p50 ms | p99 ms | rounds |")

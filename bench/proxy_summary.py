@@ -44,8 +44,18 @@ def main(path):
     print("proxy / nginx = %.2f (target >= 1.2)   proxy / direct = %.2f (target >= 0.7)" % (r_nginx, r_direct))
     # CPU per request of the relay itself (direct: the backend), from /proc.
     cp, cn = med("proxy", "http", "cpu_us"), med("nginx", "http", "cpu_us")
-    print("CPU per request: backend %.2f us; proxy %.2f us; nginx %.2f us; nginx / proxy = %.2f" %
-          (med("direct", "http", "cpu_us"), cp, cn, cn / cp if cp else float("nan")))
+    cb, cw = med("direct", "http", "cpu_us"), med("direct", "http", "client_cpu_us")
+    print("CPU per request: client (wrk) %.2f us; backend %.2f us; proxy %.2f us; nginx %.2f us; "
+          "nginx / proxy = %.2f" % (cw, cb, cp, cn, cn / cp if cp else float("nan")))
+    # When client, relay and backend share the cores and the cores are the
+    # limit, throughput scales with 1 / (CPU per request of all three). A
+    # relay does the socket work of both ends (read + write on each side,
+    # against the backend's one read and one write), so even one as cheap
+    # per call as the backend costs about 2x the backend's CPU per request.
+    if cb and cw:
+        print("CPU-bound ceiling here for a relay at 2x the backend's cost: (client + backend) / "
+              "(client + 3 backend) = %.2f of direct; with the proxy's measured cost: %.2f" %
+              ((cw + cb) / (cw + 3 * cb), (cw + cb) / (cw + cb + cp)))
     print()
     print("HTTP, moderate load: open loop at a fixed rate, 8 connections (bench/latency_load.c)")
     print("| path | rate | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |")

@@ -64,6 +64,9 @@ struct conn {
     bool shutdown_pending;        /* lingering: send FIN once writes drain */
     bool tunnel_client_eof, tunnel_up_eof, tunnel_open;
     bool tunnel_counted; /* counted in the open-tunnels gauge */
+    struct splice_tunnel *splice; /* owned: the tunnel is moved by the kernel (splice.c) */
+    bool splice_failed;           /* could not be handed over: copy to the end */
+    bool bulk;                    /* the tunnel filled a whole read buffer once */
     struct upconn *up;            /* the upstream of this exchange, or NULL */
     struct buf head_out;          /* the rewritten request head; kept until the response starts */
 

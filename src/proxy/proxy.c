@@ -63,7 +63,8 @@ static void usage(FILE *f)
                "  --host IP                listen address (default 0.0.0.0)\n"
                "  --workers N              event loops, one per core by default\n"
                "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n"
-               "  --metrics-port N         serve Prometheus metrics at http://127.0.0.1:N/metrics\n");
+               "  --metrics-port N         serve Prometheus metrics at http://127.0.0.1:N/metrics\n"
+               "  --no-splice              copy tunnel bytes through the proxy instead of splice(2)\n");
 }
 
 void proxy_wake_worker(struct proxy *px, unsigned idx)
@@ -291,6 +292,7 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
     px->cluster = xstrdup(o->cluster);
     px->server_header = xasprintf("Plane/%s-%s", PLANE_VERSION, plane_git_hash());
     px->bind_host = xstrdup(o->host);
+    px->splice = !o->no_splice;
     if (o->root_redirect && !(px->root_redirect = rules_normalize_url(o->root_redirect))) {
         buf_printf(err, "invalid --root-redirect-url '%s'", o->root_redirect);
         goto out;
@@ -443,6 +445,7 @@ int proxy_main(int argc, char **argv)
         {"workers", required_argument, NULL, 'w'},
         {"keepalive-interval", required_argument, NULL, 'i'},
         {"metrics-port", required_argument, NULL, 'M'},
+        {"no-splice", no_argument, NULL, 'S'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -466,6 +469,7 @@ int proxy_main(int argc, char **argv)
         case 'K': o.eab_key = optarg; break;
         case 'r': o.root_redirect = optarg; break;
         case 'H': o.host = optarg; break;
+        case 'S': o.no_splice = true; break;
         case 'M':
             if (parse_port(optarg, &o.metrics_port) < 0) {
                 fprintf(stderr, "plane proxy: invalid port '%s'\n", optarg);

@@ -32,6 +32,7 @@ struct proxy_options {
     long workers;              /* 0: one per core */
     unsigned keepalive_ms;     /* 0: the spec's 7 s */
     int metrics_port;          /* serve /metrics on 127.0.0.1:port; 0: none */
+    bool no_splice;            /* tunnels copy through user space */
 };
 
 struct proxy;
@@ -55,6 +56,7 @@ struct proxy {
     int http_port;          /* -1: none */
     int https_port;         /* -1: none; with it, http_port only redirects */
     unsigned nworkers;
+    bool splice;            /* plain tunnels move by splice(2) (splice.c) */
 
     /* Shared services; each documents its own thread rules. */
     struct route_cache *cache;

@@ -16,7 +16,7 @@ static struct {
     atomic_uint_fast64_t up_buckets[NBUCKETS + 1];
     atomic_uint_fast64_t up_count, up_sum_ns;
     atomic_int_fast64_t tunnels_open;
-    atomic_uint_fast64_t tunnels_total, bytes_out;
+    atomic_uint_fast64_t tunnels_total, tunnels_spliced, bytes_out;
 } st;
 
 void proxy_stats_response(unsigned status)
@@ -41,6 +41,11 @@ void proxy_stats_tunnel(int delta)
     atomic_fetch_add_explicit(&st.tunnels_open, delta, memory_order_relaxed);
     if (delta > 0)
         atomic_fetch_add_explicit(&st.tunnels_total, 1, memory_order_relaxed);
+}
+
+void proxy_stats_spliced(void)
+{
+    atomic_fetch_add_explicit(&st.tunnels_spliced, 1, memory_order_relaxed);
 }
 
 void proxy_stats_bytes_out(uint64_t n)
@@ -78,6 +83,9 @@ void proxy_stats_render(struct buf *out)
     buf_printf(out, "# HELP plane_proxy_websocket_tunnels_total Tunnels opened.\n"
                     "# TYPE plane_proxy_websocket_tunnels_total counter\nplane_proxy_websocket_tunnels_total %llu\n",
                (unsigned long long)atomic_load(&st.tunnels_total));
+    buf_printf(out, "# HELP plane_proxy_spliced_tunnels_total Tunnels handed to the kernel (splice).\n"
+                    "# TYPE plane_proxy_spliced_tunnels_total counter\nplane_proxy_spliced_tunnels_total %llu\n",
+               (unsigned long long)atomic_load(&st.tunnels_spliced));
     buf_printf(out, "# HELP plane_proxy_sent_bytes_total Bytes written to clients.\n"
                     "# TYPE plane_proxy_sent_bytes_total counter\nplane_proxy_sent_bytes_total %llu\n",
                (unsigned long long)atomic_load(&st.bytes_out));

@@ -18,6 +18,8 @@ void proxy_stats_response(unsigned status);
 void proxy_stats_upstream(uint64_t nanoseconds);
 void proxy_stats_tunnel(int delta);
 void proxy_stats_bytes_out(uint64_t n);
+/* A tunnel was handed to the kernel (splice.c). */
+void proxy_stats_spliced(void);
 /* Appends the Prometheus text of every counter to out. */
 void proxy_stats_render(struct buf *out);
 

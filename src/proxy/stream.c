@@ -105,6 +105,8 @@ int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
 {
     if (s->closing)
         return UV_EPIPE;
+    if (s->spliced)
+        return UV_EBUSY;
     if (!s->tls)
         return raw_write(s, bufs, n);
     for (unsigned i = 0; i < n; i++)
@@ -231,7 +233,7 @@ void stream_init(struct stream *s, struct worker *w, const struct stream_ops *op
 
 void stream_read(struct stream *s, bool on)
 {
-    if (on == s->reading || s->closing || (on && s->ended))
+    if (on == s->reading || s->closing || s->spliced || (on && s->ended))
         return;
     if (on) {
         if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
@@ -252,7 +254,7 @@ void stream_shutdown(struct stream *s)
 {
     uv_shutdown_t *req;
 
-    if (s->shut || s->closing)
+    if (s->shut || s->closing || s->spliced)
         return;
     s->shut = true;
     if (s->tls) {

@@ -51,6 +51,7 @@ struct stream {
     bool ended;                   /* ops->end has run */
     bool closing;                 /* stream_close was called */
     bool shut;                    /* our FIN was sent (or is queued) */
+    bool spliced;                 /* the socket belongs to a splice tunnel: no reads or writes here */
 };
 
 /* Initialises the TCP handle on the worker's loop. */

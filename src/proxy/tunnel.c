@@ -17,6 +17,7 @@
 #include "listener.h"
 #include "monitor.h"
 #include "proxy.h"
+#include "splice.h"
 #include "stats.h"
 #include "tunnel.h"
 #include "worker.h"
@@ -58,6 +59,7 @@ void tunnel_start(struct conn *c, struct upconn *up, const char *head, size_t he
 
 void tunnel_closing(struct conn *c)
 {
+    splice_stop(c);
     if (c->tunnel_open && c->route && c->route->act)
         monitor_conn_close(c->s.w->px->mon, c->route->act);
     c->tunnel_open = false;
@@ -79,8 +81,12 @@ size_t tunnel_client_input(struct conn *c, const char *data, size_t len)
         conn_close(c);
         return len;
     }
+    if (len >= WORKER_BUF_SIZE)
+        c->bulk = true;
     if (up->s.queued > 0)
         stream_read(&c->s, false);
+    else
+        splice_start(c);
     return len;
 }
 
@@ -91,8 +97,12 @@ size_t tunnel_up_input(struct conn *c, const char *data, size_t len)
 
     if (conn_send(c, &b, 1) < 0)
         return len;
+    if (len >= WORKER_BUF_SIZE)
+        c->bulk = true;
     if (c->s.queued > 0 && up)
         stream_read(&up->s, false);
+    else if (up)
+        splice_start(c);
     return len;
 }
 
@@ -128,9 +138,11 @@ void tunnel_client_drained(struct conn *c)
 {
     if (c->up)
         stream_read(&c->up->s, true);
+    splice_start(c);
 }
 
 void tunnel_up_drained(struct conn *c)
 {
     stream_read(&c->s, true);
+    splice_start(c);
 }

@@ -20,6 +20,7 @@
 #include "forward.h"
 #include "listener.h"
 #include "proxy.h"
+#include "splice.h"
 #include "worker.h"
 
 static void check_done(struct worker *w);
@@ -225,6 +226,7 @@ static void thread_main(void *arg)
         uv_timer_start(&w->tick, tick_cb, WORKER_TICK_MS, WORKER_TICK_MS);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    splice_pool_free(w);
     if (uv_loop_close(&w->loop) < 0)
         log_error("worker %u: handles left open at exit", w->idx);
     atomic_store(&w->finished, true);

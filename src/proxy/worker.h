@@ -34,6 +34,7 @@ struct proxy;
 #define WORKER_BUF_SIZE (64 * 1024) /* shared read buffer and TLS buffers */
 #define WORKER_TICK_MS 1000         /* timeouts are checked this often */
 #define WORKER_MAX_LISTENERS 2
+#define WORKER_PIPES_MAX 64          /* idle pipes kept for splice tunnels */
 
 struct listener {
     uv_tcp_t tcp;
@@ -65,6 +66,8 @@ struct worker {
     struct list_node upconns;         /* upstream connections */
     unsigned nconns;
     struct pool pool;                 /* idle upstream connections by address */
+    int pipes[WORKER_PIPES_MAX][2];   /* idle, empty pipes for splice tunnels */
+    unsigned npipes;
 
     atomic_bool want_drain;           /* set by the control thread */
     atomic_bool want_force;

@@ -8,6 +8,7 @@ controller going away, graceful shutdown, and TLS with the redirect port."""
 import asyncio
 import hashlib
 import json
+import re
 import os
 import signal
 import socket
@@ -527,6 +528,102 @@ def test_websocket_echo_through_the_proxy(cluster):
     asyncio.run(run())
     # Plain HTTP still works on the same proxy afterwards.
     assert proxy.get(token_path(conn, "/")).json()["headers"]["x-verified-username"] == "bob"
+
+
+# A backend speaking a raw protocol after its 101: it reads until the
+# client's FIN, answers with the count and SHA-256 of what it got, sends
+# RAW_BACK bytes of pattern(), then its own FIN. "die" as the first bytes
+# makes it exit at once instead (the tunnel must then close).
+RAW_TUNNEL_BACKEND = """
+import hashlib, os, socket, sys, threading
+BACK = int(os.environ.get("RAW_BACK", "0"))
+one = bytes((i * 31 + 7) & 0xFF for i in range(256))
+pat = (one * (BACK // 256 + 1))[:BACK]
+srv = socket.create_server(("127.0.0.1", int(os.environ["PORT"])))
+def serve(c):
+    f = b""
+    while b"\\r\\n\\r\\n" not in f:
+        d = c.recv(65536)
+        if not d:
+            c.close(); return
+        f += d
+    head, rest = f.split(b"\\r\\n\\r\\n", 1)
+    if b"upgrade: rawtest" not in head.lower():
+        c.sendall(b"HTTP/1.1 200 OK\\r\\ncontent-length: 0\\r\\nconnection: close\\r\\n\\r\\n"); c.close(); return
+    c.sendall(b"HTTP/1.1 101 Switching Protocols\\r\\nconnection: upgrade\\r\\nupgrade: rawtest\\r\\n\\r\\n")
+    h, n = hashlib.sha256(rest), len(rest)
+    while True:
+        d = c.recv(1 << 20)
+        if not d:
+            break
+        if n == 0 and d.startswith(b"die"):
+            os._exit(1)
+        h.update(d); n += len(d)
+    c.sendall(f"{n} {h.hexdigest()}\\n".encode() + pat)
+    c.shutdown(socket.SHUT_WR)
+    c.close()
+while True:
+    c, _ = srv.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"""
+
+
+def raw_upgrade(port, path):
+    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s.sendall(f"GET {path} HTTP/1.1\r\nHost: {CLUSTER}\r\nConnection: Upgrade\r\nUpgrade: rawtest\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        d = s.recv(4096)
+        assert d, head
+        head += d
+    head, rest = head.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return s, rest
+
+
+@pytest.mark.parametrize("mode", ["splice", "copy"])
+def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
+    ctrl = Controller(procs, tmp_path, default_cluster=CLUSTER).start()
+    Drone(procs, tmp_path, ctrl, "dr-raw", runtime="process").start()
+    mport = free_port()
+    extra = ["--metrics-port", str(mport)] + (["--no-splice"] if mode == "copy" else [])
+    proxy = Proxy(procs, tmp_path, ctrl.url, *extra).start()
+    back = 3 * (1 << 20) + 17
+    conn = connect(ctrl, "raw", executable={"command": ["/usr/bin/python3", "-c", RAW_TUNNEL_BACKEND],
+                                            "env": {"RAW_BACK": str(back)}})
+    up = pattern(8 * (1 << 20) + 5)
+
+    # Bulk both ways, with each side's FIN passed on only after its bytes.
+    for _ in range(3):
+        s, rest = raw_upgrade(proxy.port, token_path(conn, "/"))
+        sender = threading.Thread(target=lambda: (s.sendall(up), s.shutdown(socket.SHUT_WR)))
+        sender.start()
+        got = rest
+        while True:
+            d = s.recv(1 << 20)
+            if not d:
+                break
+            got += d
+        sender.join()
+        s.close()
+        line, body = got.split(b"\n", 1)
+        assert line.decode() == f"{len(up)} {hashlib.sha256(up).hexdigest()}"
+        assert body == pattern(back)
+
+    # The backend dies mid-tunnel: the client's side closes too, and the proxy goes on serving.
+    s, _ = raw_upgrade(proxy.port, token_path(conn, "/"))
+    s.sendall(b"die")
+    try:
+        assert s.recv(100) == b""
+    except ConnectionResetError:
+        pass
+    s.close()
+    conn2 = connect(ctrl, "raw-after")
+    assert proxy.get(token_path(conn2, "/")).status_code == 200
+
+    metrics = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=5).text
+    spliced = int(re.search(r"^plane_proxy_spliced_tunnels_total (\d+)$", metrics, re.M).group(1))
+    assert spliced >= 3 if mode == "splice" else spliced == 0
 
 
 def test_upgrade_request_gets_the_header_contract(cluster):

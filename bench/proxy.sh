@@ -16,6 +16,10 @@
 #          (bench/proxy_wsbench.c); then N idle WebSockets held through the
 #          proxy (10,000, or as many as the descriptor limit allows) and the
 #          proxy's RSS while it holds them.
+#   BULK   4 WebSockets echoing 1 MiB messages: directly, through the proxy
+#          (bulk tunnels move by splice(2)) and through a second proxy with
+#          --no-splice (copies through user space); throughput and each
+#          proxy's CPU time per GiB relayed.
 # Needs wrk and nginx (scripts/install-deps.sh --bench; apt-get install nginx).
 # PLANE_BIN and ECHO_BACKEND override build/plane and build/echo_backend.
 set -euo pipefail
@@ -62,6 +66,11 @@ PIDS+=($!)
     --host 127.0.0.1 --workers "$WORKERS" >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
+CPPORT=$(free_port)
+"$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$CPPORT" \
+    --host 127.0.0.1 --workers "$WORKERS" --no-splice --name px-copy >"$TMP/proxy-copy.log" 2>&1 &
+COPY_PID=$!
+PIDS+=($COPY_PID)
 for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/ready")" = 200 ] && break; sleep 0.05; done
 sleep 1 # the drone registers
 TOKEN=$(curl -s -XPOST -H 'content-type: application/json' \
@@ -163,6 +172,19 @@ for r in $(seq "$ROUNDS"); do
             res=$("$TMP/wsbench" echo 127.0.0.1 "$PPORT" "/$TOKEN/ws" "$CLUSTER" 1000 "$SECS")
         fi
         echo "ws $kind $res" >>"$RAW"
+    done
+    for kind in direct proxy copy; do
+        case $kind in
+        direct) port=$BPORT path=/ws pids= ;;
+        proxy) port=$PPORT path=/$TOKEN/ws pids=$PROXY_PID ;;
+        copy) port=$CPPORT path=/$TOKEN/ws pids=$COPY_PID ;;
+        esac
+        # shellcheck disable=SC2086
+        c0=$(ticks $pids)
+        res=$("$TMP/wsbench" echo 127.0.0.1 "$port" "$path" "$CLUSTER" 4 "$SECS" 1048576)
+        # shellcheck disable=SC2086
+        c1=$(ticks $pids)
+        echo "bulk $kind $res cpu_ticks=$((c1 - c0)) hz=$HZ secs=$SECS" >>"$RAW"
     done
     echo "round $r done" >&2
 done

@@ -84,6 +84,20 @@ def main(path):
         wr = statistics.median([p["msgs_per_sec"] / d["msgs_per_sec"] for p, d in zip(wp, wd)])
         print()
         print("proxy / direct = %.2f (target >= 0.8)" % wr)
+    if runs.get(("bulk", "direct")):
+        print()
+        print("Bulk tunnel: 4 WebSockets echoing 1 MiB messages (GiB/s counts both directions)")
+        print("| path | MiB messages/s | GiB/s | proxy CPU s per GiB | rounds |")
+        print("|---|---|---|---|---|")
+        for kind, label in (("direct", "direct"), ("proxy", "proxy (splice)"), ("copy", "proxy --no-splice")):
+            rs = runs.get(("bulk", kind), [])
+            if not rs:
+                continue
+            gib = [2 * r["msgs_per_sec"] * r["secs"] / 1024 for r in rs]
+            cpu = [r["cpu_ticks"] / r["hz"] / g if g else float("nan") for r, g in zip(rs, gib)]
+            print("| %s | %.0f | %.2f | %s | %s |" % (
+                label, med(kind, "bulk", "msgs_per_sec"), 2 * med(kind, "bulk", "msgs_per_sec") / 1024,
+                "-" if kind == "direct" else "%.3f" % statistics.median(cpu), col(("bulk", kind), "msgs_per_sec")))
     if idle:
         held = int(idle["held"])
         rss = int(idle["rss_kb"]) / 1024

@@ -99,6 +99,18 @@ void splice_pool_free(struct worker *w)
     }
 }
 
+/* One non-blocking splice, EINTR retried: bytes moved, 0 at EOF, or -errno
+ * (-EAGAIN: nothing can move now). */
+static ssize_t move(int in, int out, size_t len)
+{
+    ssize_t n;
+
+    do
+        n = splice(in, NULL, out, NULL, len, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : n;
+}
+
 /* Moves what it can of direction d. 0, or -errno when the tunnel is broken. */
 static int pump(struct splice_tunnel *st, int d)
 {
@@ -115,29 +127,23 @@ static int pump(struct splice_tunnel *st, int d)
                 break;
             if (x->pipe[0] < 0 && (r = pipe_get(st->w, x->pipe)) < 0)
                 return r;
-            n = splice(src, NULL, x->pipe[1], NULL, SPLICE_PIPE_SIZE, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+            n = move(src, x->pipe[1], SPLICE_PIPE_SIZE);
+            if (n == -EAGAIN)
+                break;
+            if (n < 0)
+                return (int)n;
             if (n == 0) {
                 x->eof = true;
                 break;
             }
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                if (errno == EAGAIN)
-                    break;
-                return -errno;
-            }
             x->in_pipe = (size_t)n;
             full = n >= 64 * 1024; /* filled at least a default-sized pipe: there may be more */
         }
-        n = splice(x->pipe[0], NULL, dst, NULL, x->in_pipe, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN)
-                break;
-            return -errno;
-        }
+        n = move(x->pipe[0], dst, x->in_pipe);
+        if (n == -EAGAIN)
+            break;
+        if (n < 0)
+            return (int)n;
         x->in_pipe -= (size_t)n;
         moved += (size_t)n;
         if (d == 1)

@@ -626,6 +626,41 @@ def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
     assert spliced >= 3 if mode == "splice" else spliced == 0
 
 
+def test_workers_hold_their_connections_in_their_own_descriptor_tables(cluster):
+    """Each worker thread has its own table: the process's limit bounds each worker, not all of them."""
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "fds")
+    pid = proxy.proc.pid
+
+    def tables():
+        out = {}
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                out[tid] = set(os.listdir(f"/proc/{pid}/task/{tid}/fd"))
+            except FileNotFoundError:
+                pass
+        return out
+
+    main_before = tables()[str(pid)]
+    socks = []
+    try:
+        for _ in range(40):
+            s = socket.create_connection(("127.0.0.1", proxy.port), timeout=10)
+            s.sendall(f"GET {token_path(conn, '/')} HTTP/1.1\r\nHost: {CLUSTER}\r\n\r\n".encode())
+            assert s.recv(65536).startswith(b"HTTP/1.1 200")
+            socks.append(s)
+        t = tables()
+        # The main thread's table did not grow by the 40 client sockets (nor their upstreams) ...
+        assert len(t[str(pid)]) < len(main_before) + 10
+        # ... the workers' tables hold them, and they are not the main thread's table.
+        workers = [fds for tid, fds in t.items() if tid != str(pid) and fds != t[str(pid)]]
+        assert len(workers) == 2
+        assert sum(len(fds) for fds in workers) >= 40 + 2
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_upgrade_request_gets_the_header_contract(cluster):
     ctrl, proxy = cluster
     conn = connect(ctrl, "upg")

@@ -14,7 +14,7 @@ mkdir -p build/bench
 objs=$(ls src/*/*.c | sed 's|^|build/|; s|\.c$|.o|')
 pkgs="libuv jansson sqlite3 libpq openssl libcurl"
 cc -O2 -g -std=c11 -D_GNU_SOURCE -Wall -Wextra $(pkg-config --cflags $pkgs) \
-    -o build/bench/docker_spawn_bench bench/docker_spawn_bench.c $objs \
+    -o build/bench/docker_spawn_bench bench/docker_spawn_bench.c tests/unit/engine_api.c $objs \
     $(pkg-config --libs $pkgs) -lhttp_parser -lwslay -lm
 echo "== docker runtime through the runtime interface; engine $(curl -s --unix-socket /var/run/docker.sock \
     http://localhost/version | sed 's/.*"Version":"\([^"]*\)".*/\1/'), CLI $(docker --version) =="

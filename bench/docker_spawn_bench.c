@@ -38,56 +38,20 @@
 #include "../src/common/xalloc.h"
 #include "../src/drone/docker_client.h"
 #include "../src/drone/runtime.h"
+#include "../tests/unit/engine_api.h"
 #include "bench_util.h"
 
-#define SOCK "/var/run/docker.sock"
+#define SOCK ENGINE_SOCK
 #define IMAGE "plane-test-echo:1"
 #define BASE_PORT 32100 /* baselines: apart from the runtime's 30000-31999, below 32768 */
 
 extern char **environ;
 
-static size_t collect(char *data, size_t size, size_t n, void *arg)
-{
-    buf_append(arg, data, size * n);
-    return size * n;
-}
-
-/* One blocking Engine API call; the HTTP status, *out (if given) the body. */
-static int api(const char *method, const char *path, const char *body, char **out)
-{
-    CURL *e = curl_easy_init();
-    struct buf b = BUF_INIT;
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    char *url = xasprintf("http://localhost/" DOCKER_API_VERSION "%s", path);
-    long code = 0;
-
-    h = curl_slist_append(h, "Expect:");
-    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, SOCK);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    else if (strcmp(method, "POST") == 0)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    free(url);
-    if (out)
-        *out = buf_detach(&b);
-    buf_release(&b);
-    return (int)code;
-}
-
 static void remove_container(const char *name)
 {
     char *path = xasprintf("/containers/%s?force=1", name);
 
-    api("DELETE", path, NULL, NULL);
+    engine_api("DELETE", path, NULL, NULL);
     free(path);
 }
 
@@ -129,7 +93,7 @@ static double baseline_api(int i, int port)
     char *start = xasprintf("/containers/plane-bench-api-%d/start", i);
     double t0 = now_ms();
 
-    if (api("POST", path, body, NULL) != 201 || api("POST", start, NULL, NULL) != 204)
+    if (engine_api("POST", path, body, NULL) != 201 || engine_api("POST", start, NULL, NULL) != 204)
         fatalx("create/start failed");
     while (!probe_once(port))
         usleep(200);
@@ -258,7 +222,7 @@ static void prune_all(struct bench *b)
     runtime_cleanup(b->rt, 0);
     for (int i = 0; i < 200; i++) {
         char *body = NULL;
-        api("GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22dev.plane.backend%22%5D%7D", NULL, &body);
+        engine_api("GET", "/containers/json?all=1&filters=%7B%22label%22%3A%5B%22dev.plane.backend%22%5D%7D", NULL, &body);
         bool none = strstr(body, "plane-bench-") == NULL;
         free(body);
         if (none)
@@ -277,7 +241,7 @@ static int containers_left(void)
     char *body = NULL;
     int n = 0;
 
-    api("GET", "/containers/json?all=1", NULL, &body);
+    engine_api("GET", "/containers/json?all=1", NULL, &body);
     for (const char *p = body; (p = strstr(p, "\"/plane-bench-")); p++)
         n++;
     free(body);
@@ -297,7 +261,7 @@ int main(int argc, char **argv)
     log_init("bench");
     signal(SIGPIPE, SIG_IGN);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (api("GET", "/_ping", NULL, NULL) != 200)
+    if (engine_api("GET", "/_ping", NULL, NULL) != 200)
         fatalx("no Docker Engine on %s (scripts/docker-up.sh)", SOCK);
     uv_loop_init(&b.loop);
     cfg.loop = &b.loop;

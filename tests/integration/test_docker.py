@@ -180,12 +180,14 @@ def test_docker_missing_image_is_a_clear_error(docker_executor, ids):
     missing = "plane-test-missing:1"
     err = c.prepare(docker_exe(image=missing))["Err"]
     assert "not present and pull_policy is Never" in err
+    # Pulls name a registry on a closed loopback port, so the engine's attempt stays on this machine.
+    unreachable = "127.0.0.1:9/" + missing
     t0 = time.time()
-    err = c.prepare(docker_exe(image=missing, pull_policy="IfNotPresent"))["Err"]
-    assert f"cannot pull image '{missing}'" in err
-    err = c.prepare(docker_exe(image=missing, pull_policy="Always"))["Err"]
-    assert f"cannot pull image '{missing}'" in err
-    assert time.time() - t0 < 20  # no registry here: an error, not a hang
+    err = c.prepare(docker_exe(image=unreachable, pull_policy="IfNotPresent"))["Err"]
+    assert f"cannot pull image '{unreachable}'" in err
+    err = c.prepare(docker_exe(image=unreachable, pull_policy="Always"))["Err"]
+    assert f"cannot pull image '{unreachable}'" in err
+    assert time.time() - t0 < 20  # no registry: an error, not a hang
     err = c.spawn(ids("b1"), docker_exe(image=missing))["Err"]
     assert f"image '{missing}' is not present" in err
     assert "Err" in c.prepare({"image": "bad image name"})

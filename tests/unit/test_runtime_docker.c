@@ -19,62 +19,19 @@
 
 #include "../../src/common/xalloc.h"
 #include "../../src/drone/docker_client.h"
+#include "engine_api.h"
 #include "runtime_harness.h"
 
-#define SOCK "/var/run/docker.sock"
+#define SOCK ENGINE_SOCK
 #define IMAGE "plane-test-echo:1"
+#define UNREACHABLE_IMAGE "127.0.0.1:9/plane-test-missing:1" /* a closed port on loopback */
 
 /* ---- blocking helpers (tests may block; the runtime never does) -------- */
-
-static size_t collect(char *data, size_t size, size_t n, void *arg)
-{
-    buf_append(arg, data, size * n);
-    return size * n;
-}
-
-/* method path [body] -> HTTP status (0 if no answer); *out (may be NULL) gets the body. */
-static int api(const char *method, const char *path, const char *body, char **out)
-{
-    CURL *e = curl_easy_init();
-    struct buf b = BUF_INIT;
-    struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
-    char *url = xasprintf("http://localhost/" DOCKER_API_VERSION "%s", path);
-    long code = 0;
-
-    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, SOCK);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, &b);
-    if (body)
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
-    if (curl_easy_perform(e) == CURLE_OK)
-        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    free(url);
-    if (out)
-        *out = buf_detach(&b);
-    buf_release(&b);
-    return (int)code;
-}
-
-static json_t *api_json(const char *path)
-{
-    char *body;
-    int status = api("GET", path, NULL, &body);
-    json_t *j = status == 200 ? json_loads(body, 0, NULL) : NULL;
-
-    free(body);
-    return j;
-}
 
 /* Removes the containers named /plane-<prefix>*, or every unit test's ("ut") when prefix is "ut". */
 static void remove_ours(const char *prefix)
 {
-    json_t *list = api_json("/containers/json?all=1");
+    json_t *list = engine_api_json("/containers/json?all=1");
     size_t i;
     json_t *c;
     char *want = xasprintf("/plane-%s", prefix);
@@ -83,7 +40,7 @@ static void remove_ours(const char *prefix)
         const char *name = json_string_value(json_array_get(json_object_get(c, "Names"), 0));
         if (name && strncmp(name, want, strlen(want)) == 0) {
             char *path = xasprintf("/containers/%s?force=1", json_string_value(json_object_get(c, "Id")));
-            api("DELETE", path, NULL, NULL);
+            engine_api("DELETE", path, NULL, NULL);
             free(path);
         }
     }
@@ -96,7 +53,7 @@ static char g_prefix[32];
 static void cleanup_at_exit(void)
 {
     remove_ours(g_prefix);
-    api("DELETE", "/containers/plane-unit-unlabelled?force=1", NULL, NULL);
+    engine_api("DELETE", "/containers/plane-unit-unlabelled?force=1", NULL, NULL);
 }
 
 /* True if the engine and the test image are there; otherwise says SKIP. */
@@ -106,13 +63,13 @@ static bool docker_ready(void)
     int st;
 
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    st = api("GET", "/_ping", NULL, &body);
+    st = engine_api("GET", "/_ping", NULL, &body);
     free(body);
     if (st != 200) {
         printf("  SKIP: no Docker Engine answers on %s (scripts/docker-up.sh starts one)\n", SOCK);
         return false;
     }
-    if (api("GET", "/images/" IMAGE "/json", NULL, NULL) != 200) {
+    if (engine_api("GET", "/images/" IMAGE "/json", NULL, NULL) != 200) {
         printf("  SKIP: no image %s (scripts/docker-up.sh builds it)\n", IMAGE);
         return false;
     }
@@ -156,7 +113,7 @@ static void open_docker(struct harness *h, struct runtime_config *cfg)
 static json_t *inspect(const char *backend)
 {
     char *path = xasprintf("/containers/plane-%s/json", backend);
-    json_t *j = api_json(path);
+    json_t *j = engine_api_json(path);
 
     free(path);
     return j;
@@ -486,13 +443,15 @@ TEST(docker_prepare_policies_and_bad_executables)
     ASSERT_EQ(prepare_status(&h, x, &r), -ENOENT);
     ASSERT_CONTAINS(r.error, "not present and pull_policy is Never");
     json_decref(x);
-    /* Pulls of a local-only name fail (no registry reachable), quickly and clearly. */
-    x = json_pack("{s:s, s:s, s:{s:s, s:s}}", "image", "plane-test-missing:1", "pull_policy", "Always",
+    /* Pulls fail quickly and clearly when the registry cannot be reached. The
+     * registry named is a closed port on loopback, so the engine's attempt
+     * stays on this machine (a bare name would send it to Docker Hub). */
+    x = json_pack("{s:s, s:s, s:{s:s, s:s}}", "image", UNREACHABLE_IMAGE, "pull_policy", "Always",
                   "credentials", "username", "u", "password", "p");
     ASSERT_NE(prepare_status(&h, x, &r), 0);
-    ASSERT_CONTAINS(r.error, "cannot pull image 'plane-test-missing:1'");
+    ASSERT_CONTAINS(r.error, "cannot pull image '" UNREACHABLE_IMAGE "'");
     json_decref(x);
-    x = json_pack("{s:s}", "image", "plane-test-missing:1");
+    x = json_pack("{s:s}", "image", UNREACHABLE_IMAGE);
     ASSERT_NE(prepare_status(&h, x, &r), 0);
     ASSERT_CONTAINS(r.error, "cannot pull image");
     json_decref(x);
@@ -703,7 +662,7 @@ TEST(docker_cleanup_prunes_only_our_stopped_containers)
         return;
     x = echo_exe((char *)NULL);
     quits = echo_exe("ECHO_EXIT_AFTER_MS=100", "ECHO_EXIT_CODE=0", (char *)NULL);
-    ASSERT_EQ(api("POST", "/containers/create?name=plane-unit-unlabelled",
+    ASSERT_EQ(engine_api("POST", "/containers/create?name=plane-unit-unlabelled",
                   "{\"Image\":\"" IMAGE "\",\"HostConfig\":{\"NetworkMode\":\"host\"}}", &body),
               201);
     free(body);
@@ -730,8 +689,8 @@ TEST(docker_cleanup_prunes_only_our_stopped_containers)
     }
     ASSERT_NULL(j);                   /* ours, stopped: pruned */
     ASSERT_TRUE(container_running(live)); /* ours, running: kept */
-    ASSERT_EQ(api("GET", "/containers/plane-unit-unlabelled/json", NULL, NULL), 200); /* not ours: kept */
-    api("DELETE", "/containers/plane-unit-unlabelled?force=1", NULL, NULL);
+    ASSERT_EQ(engine_api("GET", "/containers/plane-unit-unlabelled/json", NULL, NULL), 200); /* not ours: kept */
+    engine_api("DELETE", "/containers/plane-unit-unlabelled?force=1", NULL, NULL);
     runtime_terminate(h.rt, live, true, NULL, NULL);
     wait_exits(&h, 2, 5000);
     json_decref(x);

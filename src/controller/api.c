@@ -18,6 +18,7 @@
 #include "../common/wire.h"
 #include "../common/xalloc.h"
 #include "controller.h"
+#include "forward_auth.h"
 
 #define SSE_KEEPALIVE_MS 15000
 #define CORS_HEADERS "Access-Control-Allow-Origin: *\r\n"
@@ -363,9 +364,58 @@ static void metrics_route(struct controller *c, struct http_request *req)
 
 /* ---- dispatch ---- */
 
+static void dispatch(struct controller *c, struct http_request *req);
+
+/* A /ctrl request waiting for the forward-auth answer (§5.3). */
+struct auth_wait {
+    struct controller *c;
+    struct http_request *req;
+    struct forward_auth_check *check;
+};
+
+static void auth_abort(void *arg)
+{
+    struct auth_wait *aw = arg;
+
+    forward_auth_cancel(aw->check);
+    free(aw);
+}
+
+static void auth_done(void *arg, enum forward_auth_verdict v)
+{
+    struct auth_wait *aw = arg;
+    struct http_request *req = aw->req;
+    struct controller *c = aw->c;
+
+    free(aw);
+    req->on_abort = NULL;
+    req->abort_arg = NULL;
+    if (v == FORWARD_AUTH_ALLOW)
+        dispatch(c, req);
+    else if (v == FORWARD_AUTH_DENY)
+        http_respond(req, 401, NULL, "Unauthorized", 12, NULL);
+    else
+        http_respond(req, 502, NULL, "Error forwarding auth.", 22, NULL);
+}
+
 void api_handle(void *arg, struct http_request *req)
 {
     struct controller *c = arg;
+
+    if (c->forward_auth && (strcmp(req->path, "/ctrl") == 0 || strncmp(req->path, "/ctrl/", 6) == 0)) {
+        struct auth_wait *aw = xcalloc(1, sizeof(*aw));
+        aw->c = c;
+        aw->req = req;
+        req->on_abort = auth_abort;
+        req->abort_arg = aw;
+        aw->check = forward_auth_start(c->forward_auth, req, auth_done, aw);
+        return;
+    }
+    dispatch(c, req);
+}
+
+static void dispatch(struct controller *c, struct http_request *req)
+{
     char *path = xstrdup(req->path);
     char *seg[8];
     int n = split(path, seg, 7);

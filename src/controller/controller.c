@@ -23,6 +23,7 @@
 #include "../common/wire.h"
 #include "../common/xalloc.h"
 #include "controller.h"
+#include "forward_auth.h"
 
 #define LOST_CHECK_MS 5000
 #define CLEANUP_MS 180000
@@ -123,6 +124,7 @@ static void cleanup_cb(uv_timer_t *t)
 /* Frees what the controller owns; its handles must be closed already. */
 static void controller_free(struct controller *c)
 {
+    forward_auth_free(c->forward_auth);
     events_free(c->events);
     metrics_free(c->metrics);
     json_decref(c->scheduled_at);
@@ -160,6 +162,10 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
         c->status_base = default_port ? xasprintf("%s://%s", u.scheme, u.host) : xasprintf("%s://%s", u.scheme, auth);
         free(auth);
         url_release(&u);
+    }
+    if (cfg->forward_auth && !(c->forward_auth = forward_auth_new(loop, cfg->forward_auth, err))) {
+        rc = -EINVAL;
+        goto fail;
     }
     if ((rc = store_open(&c->store, cfg->db, err)) < 0)
         goto fail;
@@ -238,7 +244,8 @@ static void usage(FILE *f)
                "  --default-cluster NAME   cluster for spawn configs that name none\n"
                "  --best-of N              scheduler sample size (default 2)\n"
                "  --lost-drone-seconds N   mark backends of drones silent this long lost (default 120, 0: never)\n"
-               "  --key-lease-seconds N    key lease: renew at N/2, soft/hard terminate at 2N/3 and 5N/6 (default 60)\n");
+               "  --key-lease-seconds N    key lease: renew at N/2, soft/hard terminate at 2N/3 and 5N/6 (default 60)\n"
+               "  --forward-auth URL       ask this http:// URL before serving any /ctrl request (2xx: allowed)\n");
 }
 
 int controller_main(int argc, char **argv)
@@ -272,9 +279,7 @@ int controller_main(int argc, char **argv)
         case 'u': cfg.controller_url = optarg; break;
         case 'c': cfg.default_cluster = optarg; break;
         case 'C': break; /* accepted for compatibility; expired tokens are always cleaned */
-        case 'f':
-            fprintf(stderr, "plane controller: --forward-auth is not supported yet\n");
-            return 2;
+        case 'f': cfg.forward_auth = optarg; break;
         case 'p':
         case 'b':
         case 'l':

@@ -41,6 +41,7 @@ struct controller_config {
     int best_of;
     int64_t lost_after_ms;      /* a drone silent this long is lost; 0 disables */
     int64_t key_lease_ms;       /* 0: the spec's 60 s */
+    const char *forward_auth;   /* §5.3 URL, or NULL */
 };
 
 struct controller {
@@ -54,6 +55,7 @@ struct controller {
     int best_of;
     int64_t lost_after_ms;
     int64_t key_lease_ms;
+    struct forward_auth *forward_auth; /* NULL without --forward-auth */
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
     struct metrics *metrics;

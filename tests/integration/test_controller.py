@@ -281,3 +281,122 @@ def test_metrics_move(ctrl, drone):
     assert after["plane_backend_start_seconds_count"] == before["plane_backend_start_seconds_count"] + 1
     assert after['plane_backends{status="ready"}'] == 1
     assert after["plane_connected_drones"] == 1
+
+
+# ---- forward auth (§5.3) ----
+
+class AuthServer:
+    """An auth service: 204 for `Authorization: Bearer good`, 403 otherwise; records every check."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        seen = self.seen = []
+
+        class H(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def handle_check(self):
+                n = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(n) if n else b""
+                seen.append({"method": self.command, "path": self.path, "body": body,
+                             "headers": [(k.lower(), v) for k, v in self.headers.items()]})
+                ok = self.headers.get("authorization") == "Bearer good"
+                self.send_response(204 if ok else 403)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_HEAD = do_PUT = do_DELETE = handle_check
+
+            def log_message(self, *a):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def header(self, check, name):
+        values = [v for k, v in check["headers"] if k == name]
+        assert len(values) <= 1, values
+        return values[0] if values else None
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_forward_auth_guards_ctrl_routes(procs, tmp_path):
+    import subprocess
+    from conftest import PLANE
+    auth = AuthServer()
+    try:
+        ctrl = Controller(procs, tmp_path, "--forward-auth", f"http://127.0.0.1:{auth.port}/check?from=plane").start()
+        good = {"Authorization": "Bearer good"}
+        base = ctrl.url
+
+        # Denied: 401 "Unauthorized", plain, whatever the route (unknown ones too).
+        for path in ("/ctrl/status", "/ctrl/c/localhost:9090/state", "/ctrl/nothing"):
+            r = requests.get(base + path, timeout=5)
+            assert (r.status_code, r.text) == (401, "Unauthorized"), path
+            assert "content-type" not in r.headers
+        r = requests.get(base + "/ctrl/status", headers={"Authorization": "Bearer bad"}, timeout=5)
+        assert r.status_code == 401
+        # Allowed: the route answers; the check carried the method, every header, the path without
+        # /ctrl and the query, and targeted the configured URL exactly.
+        auth.seen.clear()
+        r = requests.get(base + "/ctrl/status?verbose=1", headers={**good, "x-original-path": "/spoofed",
+                                                                  "x-extra": "kept"}, timeout=5)
+        assert r.status_code == 200 and r.json()["status"] == "ok"
+        (check,) = auth.seen
+        assert check["method"] == "GET" and check["path"] == "/check?from=plane"
+        assert auth.header(check, "x-original-path") == "/status"
+        assert auth.header(check, "host") == f"127.0.0.1:{ctrl.port}"
+        assert auth.header(check, "authorization") == "Bearer good"
+        assert auth.header(check, "x-extra") == "kept"
+        assert requests.get(base + "/ctrl/nothing", headers=good, timeout=5).status_code == 404
+        # /pub is never checked.
+        n = len(auth.seen)
+        assert requests.get(base + "/pub/health", timeout=5).status_code == 200
+        assert len(auth.seen) == n
+
+        # A drone that presents the token (http://TOKEN@host/) gets its WebSocket; one without does not.
+        d = Drone(procs, tmp_path, ctrl, "dr-auth")
+        d.args[d.args.index("--controller-url") + 1] = f"http://good@127.0.0.1:{ctrl.port}/"
+        d.start(wait=False)
+        bad = Drone(procs, tmp_path, ctrl, "dr-noauth").start(wait=False)
+
+        def drones():
+            st = requests.get(base + "/ctrl/c/localhost:9090/state", headers=good, timeout=5).json()
+            return sorted(x["node"]["name"]["Drone"] for x in st["drones"])
+        wait_for(lambda: drones() == ["dr-auth"], what="authorised drone")
+        sock_checks = [c for c in auth.seen if auth.header(c, "x-original-path") == "/c/localhost:9090/drone-socket"]
+        assert sock_checks and all(auth.header(c, "upgrade") is None for c in sock_checks)
+        assert bad.proc.poll() is None
+        time.sleep(1)
+        assert drones() == ["dr-auth"]
+
+        # A POST: the check has no body (content-length 0) and the request keeps its own.
+        auth.seen.clear()
+        r = requests.post(base + "/ctrl/connect", json={"key": {"name": "k"}, "spawn_config": {"executable": {"image": "m"}}},
+                          headers=good, timeout=10)
+        assert r.status_code == 200, r.text
+        (check,) = auth.seen
+        assert check["method"] == "POST" and check["body"] == b"" and auth.header(check, "content-length") == "0"
+        assert auth.header(check, "x-original-path") == "/connect"
+
+        # The auth service gone: 502 "Error forwarding auth.".
+        auth.stop()
+        r = requests.get(base + "/ctrl/status", headers=good, timeout=15)
+        assert (r.status_code, r.text) == (502, "Error forwarding auth.")
+        assert requests.get(base + "/pub/health", timeout=5).status_code == 200
+    finally:
+        try:
+            auth.stop()
+        except Exception:
+            pass
+
+    # An https URL can never work (spec §5.3): refused at start, with one line.
+    r = subprocess.run([PLANE, "controller", "--db", str(tmp_path / "x.db"), "--port", "0",
+                        "--forward-auth", "https://auth.example/"], capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and r.stderr.count("\n") == 1 and "http://" in r.stderr

@@ -191,6 +191,12 @@ static void worker_done_cb(uv_async_t *a)
             done++;
     if (done < px->nworkers)
         return;
+    /* Every worker has finished, but one may still be inside its last
+     * uv_async_send to this loop: wait for the threads before the loop ends. */
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        uv_thread_join(&px->workers[i]->thread);
+        px->workers[i]->joined = true;
+    }
     if (!px->stopping)
         log_error("the workers stopped on their own");
     px->stopping = true;

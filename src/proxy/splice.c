@@ -13,6 +13,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -111,8 +112,35 @@ static ssize_t move(int in, int out, size_t len)
     return n < 0 ? -errno : n;
 }
 
-/* Moves what it can of direction d. 0, or -errno when the tunnel is broken. */
-static int pump(struct splice_tunnel *st, int d)
+/*
+ * Reads the source with recv() into the (empty) pipe, for when splice moves
+ * nothing though the socket is readable, or says EOF: at TCP urgent data,
+ * splice(2) stops at the mark for good (EAGAIN, or 0 once the peer's FIN has
+ * arrived too) while recv() steps over it as the copying tunnel does (the
+ * urgent byte itself is not passed on, in either mode). So a 0 from splice
+ * is an EOF only if recv() says so. Bytes read, 0 at EOF, or -errno.
+ */
+static ssize_t move_by_copy(struct splice_tunnel *st, int src, int pipe_w)
+{
+    ssize_t n, w;
+
+    do
+        n = recv(src, st->w->rbuf, PIPE_BUF, MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return n < 0 ? -errno : 0;
+    /* An empty pipe takes PIPE_BUF bytes whole, whatever its size. */
+    do
+        w = write(pipe_w, st->w->rbuf, (size_t)n);
+    while (w < 0 && errno == EINTR);
+    if (w != n)
+        return w < 0 ? -errno : -EIO;
+    return n;
+}
+
+/* Moves what it can of direction d; readable: the source's poll said so.
+ * 0, or -errno when the tunnel is broken. */
+static int pump(struct splice_tunnel *st, int d, bool readable)
 {
     struct splice_dir *x = &st->dir[d];
     int src = st->fd[d], dst = st->fd[1 - d];
@@ -125,9 +153,13 @@ static int pump(struct splice_tunnel *st, int d)
         if (x->in_pipe == 0) {
             if (x->eof || moved >= SPLICE_BUDGET)
                 break;
-            if (x->pipe[0] < 0 && (r = pipe_get(st->w, x->pipe)) < 0)
+            if (x->pipe[0] < 0 && (r = pipe_get(st->w, x->pipe)) < 0) {
+                log_warn("tunnel of client %s: no pipe: %s", st->c->ip, strerror(-r));
                 return r;
+            }
             n = move(src, x->pipe[1], SPLICE_PIPE_SIZE);
+            if (n == 0 || (n == -EAGAIN && readable && moved == 0))
+                n = move_by_copy(st, src, x->pipe[1]);
             if (n == -EAGAIN)
                 break;
             if (n < 0)
@@ -190,10 +222,12 @@ static void poll_cb(uv_poll_t *p, int status, int events)
     int i = p == &st->poll[0] ? 0 : 1;
     int r = status;
 
+    if (r == 0 && events == 0)
+        events = st->events[i]; /* a hang-up or error with nothing else: let the syscalls tell */
     if (r == 0 && (events & UV_READABLE))
-        r = pump(st, i);
+        r = pump(st, i, true);
     if (r == 0 && (events & UV_WRITABLE))
-        r = pump(st, 1 - i);
+        r = pump(st, 1 - i, false);
     if (r < 0) {
         log_debug("tunnel of client %s: %s", st->c->ip, strerror(-r));
         conn_close(st->c); /* stops us first */

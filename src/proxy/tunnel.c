@@ -138,11 +138,9 @@ void tunnel_client_drained(struct conn *c)
 {
     if (c->up)
         stream_read(&c->up->s, true);
-    splice_start(c);
 }
 
 void tunnel_up_drained(struct conn *c)
 {
     stream_read(&c->s, true);
-    splice_start(c);
 }

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
-#include <sys/resource.h>
+#include <dirent.h>
 #include <unistd.h>
 
 #include "../common/log.h"
@@ -39,8 +39,12 @@ static void wake_cb(uv_poll_t *p, int status, int events)
     struct worker *w = p->data;
     uint64_t n;
 
-    (void)status;
     (void)events;
+    if (status < 0) {
+        /* libuv stopped the handle: start it again, or later wakeups are lost. */
+        log_error("worker %u: wake descriptor: %s", w->idx, uv_strerror(status));
+        uv_poll_start(p, UV_READABLE, wake_cb);
+    }
     while (read(w->wake_fd, &n, sizeof(n)) < 0 && errno == EINTR)
         ;
     if (w->stopped)
@@ -135,20 +139,53 @@ static int cmp_int(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static bool kept(const int *keep, unsigned n, int fd)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (keep[i] == fd)
+            return true;
+    return false;
+}
+
+/* Without close_range (before Linux 5.9): the descriptors this thread's table
+ * has, from /proc/thread-self/fd (not /proc/self: that is the process's). */
+static void close_listed_but(const int *keep, unsigned n)
+{
+    DIR *d = opendir("/proc/thread-self/fd");
+    int *fds = NULL;
+    size_t nfds = 0, cap = 0;
+    struct dirent *e;
+
+    if (!d) {
+        log_warn("cannot list this worker's descriptors: %s", strerror(errno));
+        return;
+    }
+    while ((e = readdir(d)) != NULL) {
+        char *end;
+        long fd = strtol(e->d_name, &end, 10);
+        if (*end || end == e->d_name || fd == dirfd(d) || kept(keep, n, (int)fd))
+            continue;
+        if (nfds == cap)
+            fds = xrealloc(fds, (cap = cap ? 2 * cap : 64) * sizeof(*fds));
+        fds[nfds++] = (int)fd;
+    }
+    closedir(d);
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    free(fds);
+}
+
 /* Closes every descriptor of the calling thread's table but the n in keep. */
 static void close_all_but(int *keep, unsigned n)
 {
-    struct rlimit rl;
     unsigned lo = 0;
 
     qsort(keep, n, sizeof(*keep), cmp_int);
     for (unsigned i = 0; i <= n; i++) {
         unsigned hi = i < n ? (unsigned)keep[i] : ~0u; /* close [lo, hi) */
         if (hi > lo && close_range(lo, hi - 1, 0) < 0) {
-            /* No close_range (before Linux 5.9): one by one up to the limit. */
-            getrlimit(RLIMIT_NOFILE, &rl);
-            for (unsigned fd = lo; fd < hi && fd < rl.rlim_cur; fd++)
-                close((int)fd);
+            close_listed_but(keep, n);
+            return;
         }
         if (i < n)
             lo = (unsigned)keep[i] + 1;
@@ -203,15 +240,8 @@ static void thread_main(void *arg)
     uv_sem_post(&w->table_ready); /* from here on the worker owns its listening sockets */
 
     /* The loop is made here, so its descriptors live in this thread's table. */
-    if ((r = uv_loop_init(&w->loop)) < 0) {
-        log_error("worker %u: cannot make its loop: %s", w->idx, uv_strerror(r));
-        uv_mutex_lock(&w->px->wake_lock);
-        w->alive = false;
-        uv_mutex_unlock(&w->px->wake_lock);
-        atomic_store(&w->finished, true);
-        uv_async_send(&w->px->worker_done);
-        return;
-    }
+    if ((r = uv_loop_init(&w->loop)) < 0)
+        fatalx("worker %u: cannot make its event loop: %s", w->idx, uv_strerror(r));
     uv_poll_init(&w->loop, &w->wake, w->wake_fd);
     w->wake.data = w;
     uv_poll_start(&w->wake, UV_READABLE, wake_cb);
@@ -270,7 +300,8 @@ void worker_join_free(struct worker *w)
 {
     if (!w)
         return;
-    uv_thread_join(&w->thread);
+    if (!w->joined)
+        uv_thread_join(&w->thread);
     release(w);
 }
 

@@ -15,6 +15,9 @@
  * write. The table keeps only what the thread needs: stdio, its listening
  * sockets, its wake descriptor and the control loop's (which it wakes);
  * everything the worker opens afterwards exists only in its own table.
+ * So a worker must not use libuv's thread pool (uv_fs_*, uv_getaddrinfo,
+ * uv_queue_work): the pool's threads share the control thread's table, and
+ * descriptors would cross between tables.
  */
 #ifndef PLANE_PROXY_WORKER_H
 #define PLANE_PROXY_WORKER_H
@@ -75,6 +78,7 @@ struct worker {
     bool draining;                    /* no more listening; closing as exchanges end */
     bool stopped;                     /* handles closed; the loop is ending */
     bool alive;                       /* may be woken (under px->wake_lock) */
+    bool joined;                      /* the control thread has joined the thread */
 };
 
 /* Makes worker idx with listening fds (owned by the worker from now on).

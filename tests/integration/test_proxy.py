@@ -593,10 +593,35 @@ def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
                                             "env": {"RAW_BACK": str(back)}})
     up = pattern(8 * (1 << 20) + 5)
 
-    # Bulk both ways, with each side's FIN passed on only after its bytes.
-    for _ in range(3):
+    # Bulk both ways, with each side's FIN passed on only after its bytes. In
+    # the middle an urgent byte (MSG_OOB), which splice(2) stops at for good
+    # unless the proxy steps over it as a read does: the byte itself is not
+    # passed on (in either mode), the rest is.
+    tail = b"after the urgent byte" * 50
+
+    def cpu_seconds():
+        with open(f"/proc/{proxy.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    spun = []
+
+    def send_all(s, pause):
+        s.sendall(up)
+        s.send(b"!", socket.MSG_OOB)
+        s.sendall(tail)
+        if pause:
+            # The tail waits behind the mark with no FIN yet: it must flow, and
+            # the proxy must not spin on a socket that splice cannot read.
+            time.sleep(0.1)
+            c0 = cpu_seconds()
+            time.sleep(pause)
+            spun.append(cpu_seconds() - c0)
+        s.shutdown(socket.SHUT_WR)
+
+    for pause in (0, 1.0, 0):
         s, rest = raw_upgrade(proxy.port, token_path(conn, "/"))
-        sender = threading.Thread(target=lambda: (s.sendall(up), s.shutdown(socket.SHUT_WR)))
+        sender = threading.Thread(target=send_all, args=(s, pause))
         sender.start()
         got = rest
         while True:
@@ -607,8 +632,9 @@ def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
         sender.join()
         s.close()
         line, body = got.split(b"\n", 1)
-        assert line.decode() == f"{len(up)} {hashlib.sha256(up).hexdigest()}"
+        assert line.decode() == f"{len(up) + len(tail)} {hashlib.sha256(up + tail).hexdigest()}"
         assert body == pattern(back)
+    assert spun and spun[0] < 0.5, spun  # a spinning worker would burn the whole 1 s
 
     # The backend dies mid-tunnel: the client's side closes too, and the proxy goes on serving.
     s, _ = raw_upgrade(proxy.port, token_path(conn, "/"))

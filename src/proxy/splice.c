@@ -48,6 +48,7 @@ struct splice_tunnel {
     int events[2];                /* current poll interest */
     struct splice_dir dir[2];     /* [0] client -> upstream, [1] upstream -> client */
     unsigned handles;             /* poll handles initialised and not yet closed */
+    bool no_pipe;                 /* a pump could not get a pipe (descriptors exhausted) */
 };
 
 static int pipe_get(struct worker *w, int p[2])
@@ -155,6 +156,7 @@ static int pump(struct splice_tunnel *st, int d, bool readable)
                 break;
             if (x->pipe[0] < 0 && (r = pipe_get(st->w, x->pipe)) < 0) {
                 log_warn("tunnel of client %s: no pipe: %s", st->c->ip, strerror(-r));
+                st->no_pipe = true;
                 return r;
             }
             n = move(src, x->pipe[1], SPLICE_PIPE_SIZE);
@@ -216,6 +218,29 @@ static void set_interest(struct splice_tunnel *st)
     }
 }
 
+static void release(struct splice_tunnel *st);
+
+/*
+ * Hands the tunnel back to the copying code, which needs no descriptors
+ * beyond the two sockets: possible while both pipes are empty and neither
+ * side has ended (else the tunnel is closed). True if done.
+ */
+static bool unsplice(struct splice_tunnel *st)
+{
+    struct conn *c = st->c;
+
+    if (st->dir[0].in_pipe || st->dir[1].in_pipe || st->dir[0].eof || st->dir[1].eof)
+        return false;
+    c->splice = NULL;
+    c->splice_failed = true;
+    c->s.spliced = c->up->s.spliced = false;
+    release(st); /* closes the poll handles: the sockets are libuv's TCP handles' again */
+    stream_read(&c->s, true);
+    stream_read(&c->up->s, true);
+    log_info("tunnel of client %s: copying again", c->ip);
+    return true;
+}
+
 static void poll_cb(uv_poll_t *p, int status, int events)
 {
     struct splice_tunnel *st = p->data;
@@ -228,6 +253,8 @@ static void poll_cb(uv_poll_t *p, int status, int events)
         r = pump(st, i, true);
     if (r == 0 && (events & UV_WRITABLE))
         r = pump(st, 1 - i, false);
+    if (r < 0 && st->no_pipe && unsplice(st))
+        return;
     if (r < 0) {
         log_debug("tunnel of client %s: %s", st->c->ip, strerror(-r));
         conn_close(st->c); /* stops us first */

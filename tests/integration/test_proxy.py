@@ -652,6 +652,43 @@ def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
     assert spliced >= 3 if mode == "splice" else spliced == 0
 
 
+def test_spliced_tunnel_copies_again_when_no_pipe_can_be_made(procs, tmp_path):
+    """Descriptors exhausted: a bulk tunnel that cannot get a pipe goes on copying instead of failing."""
+    import resource
+    ctrl = Controller(procs, tmp_path, default_cluster=CLUSTER).start()
+    Drone(procs, tmp_path, ctrl, "dr-nopipe", runtime="process").start()
+    proxy = Proxy(procs, tmp_path, ctrl.url).start()
+    conn = connect(ctrl, "raw", executable={"command": ["/usr/bin/python3", "-c", RAW_TUNNEL_BACKEND],
+                                            "env": {"RAW_BACK": "10"}})
+    pid = proxy.proc.pid
+    socks = [raw_upgrade(proxy.port, token_path(conn, "/"))[0] for _ in range(4)]
+    # No thread of the proxy can open a descriptor now: the limit is at the lowest free number.
+    lowest = []
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fds = {int(x) for x in os.listdir(f"/proc/{pid}/task/{tid}/fd")}
+        lowest.append(min(set(range(len(fds) + 1)) - fds))
+    soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(pid, resource.RLIMIT_NOFILE, (min(lowest), hard))
+    try:
+        data = os.urandom(4 << 20)
+        for s in socks:
+            sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+            sender.start()
+            got = b""
+            while True:
+                d = s.recv(1 << 20)
+                if not d:
+                    break
+                got += d
+            sender.join()
+            s.close()
+            assert got.split(b"\n", 1)[0].decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
+    finally:
+        resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+    assert "copying again" in proxy.logs()
+    assert proxy.get(token_path(connect(ctrl, "after"), "/")).status_code == 200
+
+
 def test_workers_hold_their_connections_in_their_own_descriptor_tables(cluster):
     """Each worker thread has its own table: the process's limit bounds each worker, not all of them."""
     ctrl, proxy = cluster

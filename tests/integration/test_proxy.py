@@ -581,6 +581,21 @@ def raw_upgrade(port, path):
     return s, rest
 
 
+def raw_exchange_both_ways(s, send):
+    """Runs send() on a thread while reading s until the peer's FIN; closes s; returns what was read."""
+    sender = threading.Thread(target=send)
+    sender.start()
+    got = b""
+    while True:
+        d = s.recv(1 << 20)
+        if not d:
+            break
+        got += d
+    sender.join()
+    s.close()
+    return got
+
+
 @pytest.mark.parametrize("mode", ["splice", "copy"])
 def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
     ctrl = Controller(procs, tmp_path, default_cluster=CLUSTER).start()
@@ -621,16 +636,7 @@ def test_raw_tunnel_bulk_half_close_and_backend_death(procs, tmp_path, mode):
 
     for pause in (0, 1.0, 0):
         s, rest = raw_upgrade(proxy.port, token_path(conn, "/"))
-        sender = threading.Thread(target=send_all, args=(s, pause))
-        sender.start()
-        got = rest
-        while True:
-            d = s.recv(1 << 20)
-            if not d:
-                break
-            got += d
-        sender.join()
-        s.close()
+        got = rest + raw_exchange_both_ways(s, lambda: send_all(s, pause))
         line, body = got.split(b"\n", 1)
         assert line.decode() == f"{len(up) + len(tail)} {hashlib.sha256(up + tail).hexdigest()}"
         assert body == pattern(back)
@@ -672,16 +678,7 @@ def test_spliced_tunnel_copies_again_when_no_pipe_can_be_made(procs, tmp_path):
     try:
         data = os.urandom(4 << 20)
         for s in socks:
-            sender = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
-            sender.start()
-            got = b""
-            while True:
-                d = s.recv(1 << 20)
-                if not d:
-                    break
-                got += d
-            sender.join()
-            s.close()
+            got = raw_exchange_both_ways(s, lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
             assert got.split(b"\n", 1)[0].decode() == f"{len(data)} {hashlib.sha256(data).hexdigest()}"
     finally:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))

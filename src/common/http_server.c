@@ -468,6 +468,11 @@ static void hws_close(void *arg, int code)
 
 static const struct ws_handler hws_handler = {.on_text = hws_text, .on_close = hws_close};
 
+static void feed_later_cb(uv_timer_t *t)
+{
+    process(t->data);
+}
+
 struct http_ws *http_upgrade(struct http_request *r, const struct ws_handler *h, void *arg)
 {
     struct http_conn *c = r->conn;
@@ -497,6 +502,10 @@ struct http_ws *http_upgrade(struct http_request *r, const struct ws_handler *h,
     c->state = CONN_WS;
     uv_timer_stop(&c->timer);
     request_clear(r);
+    /* Frames that came with the request head: fed from the loop, once the caller has its
+     * session ready (inside process() the loop would feed them anyway). */
+    if (c->in.len && !c->in_process)
+        uv_timer_start(&c->timer, feed_later_cb, 0, 0);
     return &c->hws;
 }
 
@@ -548,6 +557,10 @@ static void conn_close(struct http_conn *c)
 {
     if (c->closed)
         return;
+    /* A WebSocket's owner hears of every end (a failed write included), or it
+     * would keep using the connection after it is freed. */
+    if (c->state == CONN_WS)
+        hws_close(&c->hws, 1006);
     bool waiting = c->state == CONN_DISPATCHED || c->state == CONN_STREAMING;
     if (waiting && !c->dead) {
         c->dead = true;

@@ -211,6 +211,7 @@ struct stream {
     int last_sent;  /* status number of the last entry sent, 0 for none */
     int skip_upto;  /* Last-Event-ID: entries up to this status are skipped */
     bool history_done;
+    bool ended;      /* stream_end has run */
     json_t *pending; /* live events that arrived while reading the history */
 };
 
@@ -222,8 +223,15 @@ static void stream_closed(uv_handle_t *h)
     free(s);
 }
 
+/* Once, whether the client went away or the controller stops first. */
 static void stream_end(struct stream *s)
 {
+    if (s->ended)
+        return;
+    s->ended = true;
+    /* The request may outlive s (the controller stopping): it must not call back into it. */
+    s->req->on_abort = NULL;
+    s->req->abort_arg = NULL;
     list_remove(&s->node);
     events_unsubscribe(s->sub);
     s->sub = NULL;
@@ -398,11 +406,24 @@ static void auth_done(void *arg, enum forward_auth_verdict v)
         http_respond(req, 502, NULL, "Error forwarding auth.", 22, NULL);
 }
 
+/* Whether dispatch() would take req for a /ctrl route: decided on the same
+ * decoded segments, so no spelling of the path ("//ctrl", "/%63trl") can
+ * reach a /ctrl route around forward auth. */
+static bool is_ctrl(const struct http_request *req)
+{
+    char *path = xstrdup(req->path);
+    char *seg[1];
+    bool ctrl = split(path, seg, 1) >= 1 && strcmp(seg[0], "ctrl") == 0;
+
+    free(path);
+    return ctrl;
+}
+
 void api_handle(void *arg, struct http_request *req)
 {
     struct controller *c = arg;
 
-    if (c->forward_auth && (strcmp(req->path, "/ctrl") == 0 || strncmp(req->path, "/ctrl/", 6) == 0)) {
+    if (c->forward_auth && is_ctrl(req)) {
         struct auth_wait *aw = xcalloc(1, sizeof(*aw));
         aw->c = c;
         aw->req = req;

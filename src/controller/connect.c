@@ -244,12 +244,12 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         return DONE;
     }
 
-    int64_t drone_id, local_time;
+    int64_t drone_id, clock_offset, local_time;
     char *drone_name = NULL;
     /* A drone we would call lost is no candidate either. */
     int64_t healthy = c->lost_after_ms > 0 && c->lost_after_ms < DRONE_HEALTHY_MS ? c->lost_after_ms : DRONE_HEALTHY_MS;
     rc = STORE_CALL(c->store, drone_pick, cluster, r->pool ? r->pool : "", now - healthy, c->best_of,
-                    &drone_id, &drone_name, &local_time);
+                    &drone_id, &drone_name, &clock_offset);
     if (rc == -ENOENT) {
         conn_error(c, http, 500, "NoDroneAvailable", "No active drone available.");
         return DONE;
@@ -263,7 +263,12 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     char *static_token = r->static_token ? token_static_random() : NULL;
     char *action_id = name_random("ak");
     int64_t fencing = now;
-    /* The drone's clock, not ours (§12); hard equals soft in Plane's first deadlines (quirk 4). */
+    /* Deadlines are in the drone's clock, not ours (§12): its clock now, from the offset
+     * seen at its last heartbeat. (Plane uses the heartbeat's time itself, up to a
+     * heartbeat interval or more in the past, which can put a short lease's deadlines
+     * behind the drone's clock at spawn.) Hard equals soft in Plane's first deadlines
+     * (quirk 4). */
+    local_time = now + clock_offset;
     json_t *spawn = json_object();
     json_object_set_new(spawn, "executable", json_deep_copy(r->executable));
     json_object_set_new(spawn, "key",

@@ -108,8 +108,14 @@ static void mark_lost(void *arg, const char *backend_id, int64_t drone_id)
 static void lost_cb(uv_timer_t *t)
 {
     struct controller *c = t->data;
+    int64_t now = controller_now();
 
-    STORE_CALL(c->store, lost_backends, controller_now() - c->lost_after_ms, mark_lost, c);
+    /* While this controller was down nobody heard the drones: silence only
+     * counts from when it started, or a restart would call every drone lost
+     * that has not reconnected yet. */
+    if (now - c->started_at < c->lost_after_ms)
+        return;
+    STORE_CALL(c->store, lost_backends, now - c->lost_after_ms, mark_lost, c);
 }
 
 static void cleanup_cb(uv_timer_t *t)
@@ -169,6 +175,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     }
     if ((rc = store_open(&c->store, cfg->db, err)) < 0)
         goto fail;
+    c->started_at = controller_now();
     c->events = events_new();
     c->metrics = metrics_new();
     c->connects_spawned = metrics_counter(c->metrics, "plane_connects_total", "result=\"spawned\"",
@@ -289,19 +296,20 @@ int controller_main(int argc, char **argv)
                 fprintf(stderr, "plane controller: invalid number '%s'\n", optarg);
                 return 2;
             }
-            if (opt == 'p')
+            if (opt == 'p') {
                 cfg.port = (int)v;
-            else if (opt == 'b')
+            } else if (opt == 'b') {
                 cfg.best_of = (int)v;
-            else if (opt == 'k')
+            } else if (opt == 'k') {
                 cfg.key_lease_ms = v * 1000;
-            if (opt == 'l' && v > 0 && v < 10) {
-                fprintf(stderr, "plane controller: --lost-drone-seconds must be 0 or at least 10 "
-                                "(drones send a heartbeat every 7 s)\n");
-                return 2;
-            }
-            else
+            } else {
+                if (v > 0 && v < 10) {
+                    fprintf(stderr, "plane controller: --lost-drone-seconds must be 0 or at least 10 "
+                                    "(drones send a heartbeat every 7 s)\n");
+                    return 2;
+                }
                 cfg.lost_after_ms = v * 1000;
+            }
             break;
         case 'h':
             usage(stdout);

@@ -55,6 +55,7 @@ struct controller {
     int best_of;
     int64_t lost_after_ms;
     int64_t key_lease_ms;
+    int64_t started_at;   /* epoch ms: drone silence counts from here at the earliest */
     struct forward_auth *forward_auth; /* NULL without --forward-auth */
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */

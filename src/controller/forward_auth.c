@@ -186,7 +186,20 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     chk->in_len += (size_t)n;
-    status = forward_auth_status(chk->in, chk->in_len);
+    for (;;) {
+        status = forward_auth_status(chk->in, chk->in_len);
+        if (status < 100 || status >= 200)
+            break;
+        /* An interim answer (100 Continue): the verdict is in the next one. */
+        const char *end = memmem(chk->in, chk->in_len, "\r\n\r\n", 4);
+        if (!end) {
+            status = 0;
+            break;
+        }
+        size_t used = (size_t)(end + 4 - chk->in);
+        memmove(chk->in, chk->in + used, chk->in_len - used);
+        chk->in_len -= used;
+    }
     if (status == 0 && chk->in_len < sizeof(chk->in))
         return;
     if (status <= 0) {
@@ -279,8 +292,10 @@ static void build_request(struct forward_auth *fa, const struct http_request *re
     const char *path = req->path;
     bool has_host = false;
 
-    if (strncmp(path, "/ctrl", 5) == 0)
-        path += 5;
+    /* Without the first segment ("/ctrl", however it was spelled). */
+    while (*path == '/')
+        path++;
+    path += strcspn(path, "/");
     buf_printf(out, "%s %s HTTP/1.1\r\n", req->method, fa->target);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];

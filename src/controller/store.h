@@ -78,9 +78,10 @@ struct store_ops {
     /*
      * Scheduling (§10.3): of up to best_of random drones that can take a
      * backend, the one with the fewest non-terminated backends. -ENOENT if none.
+     * clock_offset: the drone's clock minus ours, as of its last heartbeat.
      */
     int (*drone_pick)(struct store *s, const char *cluster, const char *pool, int64_t healthy_since, int best_of,
-                      int64_t *drone_id, char **drone_name, int64_t *last_local_time);
+                      int64_t *drone_id, char **drone_name, int64_t *clock_offset);
 
     int (*key_get)(struct store *s, const char *ns, const char *name, struct key_row *out);
     int (*key_delete_expired)(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted);

@@ -401,11 +401,12 @@ static int sqlite_cluster_state(struct store *s, const char *cluster, int64_t no
 }
 
 static int sqlite_drone_pick(struct store *s, const char *cluster, const char *pool, int64_t healthy_since,
-                             int best_of, int64_t *drone_id, char **drone_name, int64_t *last_local_time)
+                             int best_of, int64_t *drone_id, char **drone_name, int64_t *clock_offset)
 {
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
-        "SELECT id, name, last_local_time, n FROM (SELECT node.id, node.name, drone.last_local_time,"
+        "SELECT id, name, offset, n FROM (SELECT node.id, node.name,"
+        " drone.last_local_time - drone.last_heartbeat AS offset,"
         " (SELECT count(*) FROM backend WHERE backend.drone_id = node.id AND last_status != 'terminated') AS n"
         " FROM node JOIN drone ON drone.id = node.id WHERE node.cluster = ?1 AND drone.pool = ?2"
         " AND drone.ready AND NOT drone.draining AND drone.last_local_time IS NOT NULL"
@@ -422,7 +423,7 @@ static int sqlite_drone_pick(struct store *s, const char *cluster, const char *p
     if (rc == SQLITE_ROW) {
         *drone_id = sqlite3_column_int64(st, 0);
         *drone_name = col_text(st, 1);
-        *last_local_time = sqlite3_column_int64(st, 2);
+        *clock_offset = sqlite3_column_int64(st, 2);
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "schedule");

@@ -13,6 +13,7 @@
  * rewritten.
  */
 #include <stdio.h>
+#include <ctype.h>
 #include <string.h>
 #include <strings.h>
 
@@ -229,6 +230,17 @@ static int derive(struct h1_parser *p)
     /* RFC 9112 6.3: a request whose last transfer coding is not chunked has no knowable length. */
     if (p->hp.uses_transfer_encoding && !(p->hp.flags & F_CHUNKED))
         return 400;
+    /* RFC 9112 6.1: Transfer-Encoding in HTTP/1.0 cannot be trusted (a 1.0 backend ignores it). */
+    if (p->hp.uses_transfer_encoding && p->hp.http_minor == 0)
+        return 400;
+    /* CONNECT has no place behind a reverse proxy, and http-parser ends it after the head
+     * whatever Content-Length says: the two ends would disagree on where the next request starts. */
+    if (p->hp.method == HTTP_CONNECT)
+        return 405;
+    /* An upgrade goes upstream without its body (§16.1 step 8); one that has a body would
+     * see it taken for the new protocol's bytes. */
+    if (p->conn_upgrade && h1_has_body(p))
+        return 400;
     return 0;
 }
 
@@ -246,7 +258,12 @@ static int on_headers_complete(http_parser *hp)
         return -1;
     }
     http_parser_pause(hp, 1);
-    return p->kind == H1_RESPONSE && p->head_request ? 1 : 0;
+    if (p->kind == H1_RESPONSE) {
+        /* RFC 9112 6.3: no body after HEAD, 1xx, 204 and 304, whatever the head says. */
+        unsigned code = hp->status_code;
+        return p->head_request || code / 100 == 1 || code == 204 || code == 304 ? 1 : 0;
+    }
+    return 0;
 }
 
 static int on_message_complete(http_parser *hp)
@@ -286,6 +303,7 @@ void h1_init(struct h1_parser *p, enum h1_kind kind, bool head_request)
     p->host = -1;
     p->conn_close = p->conn_keep_alive = p->conn_upgrade = p->cors = false;
     p->nconn_tokens = 0;
+    memset(&p->chunk, 0, sizeof(p->chunk)); /* CK_SIZE0 */
 }
 
 int h1_parse_head(struct h1_parser *p, const char *data, size_t len)
@@ -331,6 +349,163 @@ int h1_parse_head(struct h1_parser *p, const char *data, size_t len)
     return H1_MORE;
 }
 
+/* ---- strict chunked framing (see h1.h) ---- */
+
+enum {
+    CK_SIZE0,      /* the first hex digit of a size line */
+    CK_SIZE,       /* more digits, BWS, ';' or CR */
+    CK_BWS,        /* after the digits: spaces, then ';' or CR */
+    CK_EXT,        /* extensions: anything visible up to CR */
+    CK_SIZE_LF,
+    CK_DATA,
+    CK_DATA_CR,
+    CK_DATA_LF,
+    CK_TRAILER,    /* the start of a trailer line: CR (the end) or a field name */
+    CK_TNAME,
+    CK_TVALUE,
+    CK_TVALUE_LF,
+    CK_END_LF,
+    CK_DONE,
+    CK_BAD,
+};
+
+#define CK_MAX_LINE 4096          /* a size line with its extensions */
+#define CK_MAX_TRAILER (32 * 1024) /* the whole trailer section */
+
+static int hexval(unsigned char ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch |= 0x20;
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+static bool protected_trailer(const struct h1_chunk_check *k)
+{
+    return (k->name_len >= 11 && memcmp(k->name, "x-verified-", 11) == 0) ||
+           (k->name_len == 15 && memcmp(k->name, "x-forwarded-for", 15) == 0) ||
+           (k->name_len == 17 && memcmp(k->name, "x-forwarded-proto", 17) == 0);
+}
+
+/* Checks data[0..len); false when the framing is not strictly valid. */
+static bool chunk_check(struct h1_chunk_check *k, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)data[i];
+        int v;
+
+        switch (k->state) {
+        case CK_SIZE0:
+        case CK_SIZE:
+            if ((v = hexval(ch)) >= 0) {
+                if (++k->digits > 15) /* 2^60: far more than anyone sends, and no overflow */
+                    goto bad;
+                k->left = k->left * 16 + (uint64_t)v;
+                k->state = CK_SIZE;
+                break;
+            }
+            if (k->state == CK_SIZE0)
+                goto bad;
+            /* the end of the digits */
+            __attribute__((fallthrough));
+        case CK_BWS:
+            if (ch == ' ' || ch == '\t')
+                k->state = CK_BWS;
+            else if (ch == ';')
+                k->state = CK_EXT;
+            else if (ch == '\r')
+                k->state = CK_SIZE_LF;
+            else
+                goto bad;
+            break;
+        case CK_EXT:
+            if (ch == '\r')
+                k->state = CK_SIZE_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                goto bad;
+            break;
+        case CK_SIZE_LF:
+            if (ch != '\n')
+                goto bad;
+            k->line = 0;
+            k->digits = 0;
+            k->state = k->left ? CK_DATA : CK_TRAILER;
+            continue;
+        case CK_DATA: {
+            size_t take = len - i < k->left ? len - i : (size_t)k->left;
+            k->left -= take;
+            i += take - 1;
+            if (k->left == 0)
+                k->state = CK_DATA_CR;
+            continue;
+        }
+        case CK_DATA_CR:
+            if (ch != '\r')
+                goto bad;
+            k->state = CK_DATA_LF;
+            continue;
+        case CK_DATA_LF:
+            if (ch != '\n')
+                goto bad;
+            k->state = CK_SIZE0;
+            continue;
+        case CK_TRAILER:
+            if (ch == '\r') {
+                k->state = CK_END_LF;
+            } else if (tchar[ch]) {
+                k->name_len = 0;
+                k->state = CK_TNAME;
+                i--; /* the name's first byte */
+                continue;
+            } else {
+                goto bad;
+            }
+            break;
+        case CK_TNAME:
+            if (ch == ':') {
+                if (k->name_len == 0 || protected_trailer(k))
+                    goto bad;
+                k->state = CK_TVALUE;
+            } else if (!tchar[ch]) {
+                goto bad;
+            } else if (k->name_len < sizeof(k->name)) {
+                k->name[k->name_len++] = ch == '_' ? '-' : (char)(ch | (ch >= 'A' && ch <= 'Z' ? 0x20 : 0));
+            }
+            break;
+        case CK_TVALUE:
+            if (ch == '\r')
+                k->state = CK_TVALUE_LF;
+            else if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+                goto bad;
+            break;
+        case CK_TVALUE_LF:
+            if (ch != '\n')
+                goto bad;
+            k->state = CK_TRAILER;
+            break;
+        case CK_END_LF:
+            if (ch != '\n')
+                goto bad;
+            k->state = CK_DONE;
+            break;
+        default: /* CK_DONE: bytes past the end; CK_BAD */
+            goto bad;
+        }
+        if (++k->line > (k->state >= CK_TRAILER ? CK_MAX_TRAILER : CK_MAX_LINE))
+            goto bad;
+    }
+    return true;
+bad:
+    k->state = CK_BAD;
+    return false;
+}
+
+/* Request bodies in chunks are checked strictly beside http-parser, which must agree. */
+static bool strict_chunks(const struct h1_parser *p)
+{
+    return p->kind == H1_REQUEST && (p->hp.flags & F_CHUNKED);
+}
+
 ssize_t h1_parse_body(struct h1_parser *p, const char *data, size_t len, bool *complete)
 {
     size_t r;
@@ -358,6 +533,8 @@ ssize_t h1_parse_body(struct h1_parser *p, const char *data, size_t len, bool *c
         return 0;
     r = http_parser_execute(&p->hp, &settings, data, len);
     e = HTTP_PARSER_ERRNO(&p->hp);
+    if (strict_chunks(p) && (!chunk_check(&p->chunk, data, r) || (p->chunk.state == CK_DONE) != p->msg_done))
+        return -1;
     if (p->msg_done) {
         *complete = true;
         return (ssize_t)r;
@@ -425,6 +602,32 @@ static void put_span(struct buf *out, const char *head, struct h1_span s)
     buf_append(out, head + s.off, s.len);
 }
 
+/* Whether name (lower case, '-') is what s spells, s's '_' read as '-';
+ * prefix: s may go on. */
+static bool spelled_as(const char *head, struct h1_span s, const char *name, bool prefix)
+{
+    size_t n = strlen(name);
+
+    if (s.len < n || (!prefix && s.len != n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)head[s.off + i];
+        ch = ch == '_' ? '-' : (unsigned char)tolower(ch);
+        if (ch != (unsigned char)name[i])
+            return false;
+    }
+    return true;
+}
+
+/* x-verified-*, x-forwarded-for and -proto are the proxy's to set, also when
+ * spelled with '_' for '-' (CGI-style backends read X_Verified_User as
+ * X-Verified-User). */
+static bool reserved_name(const char *head, struct h1_span s)
+{
+    return spelled_as(head, s, "x-verified-", true) || spelled_as(head, s, "x-forwarded-for", false) ||
+           spelled_as(head, s, "x-forwarded-proto", false);
+}
+
 static bool listed_in_connection(const struct h1_parser *p, const char *head, struct h1_span name)
 {
     /* Framing and routing fields stay whatever Connection says: dropping them would change the message. */
@@ -462,8 +665,7 @@ void h1_write_request(const struct h1_parser *p, const char *head, const struct 
     puts_(out, line);
     for (unsigned i = 0; i < p->nfields; i++) {
         const struct h1_field *f = &p->fields[i];
-        if (span_has_prefix(head, f->name, "x-verified-") || h1_span_is(head, f->name, "x-forwarded-for") ||
-            h1_span_is(head, f->name, "x-forwarded-proto") || hop_by_hop(head, f->name))
+        if (reserved_name(head, f->name) || hop_by_hop(head, f->name))
             continue;
         if (h1_span_is(head, f->name, "connection") || h1_span_is(head, f->name, "upgrade")) {
             if (!o->upgrade)

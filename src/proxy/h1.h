@@ -37,8 +37,27 @@ struct h1_field {
     struct h1_span name, value;
 };
 
+/*
+ * Strict chunked framing (RFC 9112 7.1), checked beside http-parser on
+ * request bodies: the proxy forwards the framing as it came, so it must
+ * read it exactly as any backend would. http-parser as Debian builds it is
+ * lenient (a bare LF ends a chunk line, any two bytes pass for the CRLF
+ * after data), which a client could use to smuggle a second request past
+ * the proxy's checks. Trailer fields may not name x-verified-* or
+ * x-forwarded-* (the proxy sets those).
+ */
+struct h1_chunk_check {
+    uint8_t state;
+    uint8_t digits;      /* hex digits of the chunk size so far */
+    uint16_t name_len;   /* trailer field name bytes kept in name[] */
+    uint32_t line;       /* bytes of the current size line or trailer section */
+    uint64_t left;       /* data bytes left in the current chunk */
+    char name[24];       /* start of a trailer field name, lower case, _ read as - */
+};
+
 struct h1_parser {
     http_parser hp;
+    struct h1_chunk_check chunk;
     const char *base;    /* during a call only: where the head starts */
     uint32_t fed;        /* bytes of the head handed to http-parser so far */
     uint8_t kind;        /* enum h1_kind */

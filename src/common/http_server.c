@@ -28,6 +28,7 @@
 
 #define IDLE_TIMEOUT_MS 60000 /* keep-alive connection with nothing to do */
 #define HEAD_TIMEOUT_MS 30000 /* a request head must arrive in this time */
+#define LINGER_MS 2000 /* reading what a client still sends after our last answer */
 #define MAX_BUFFERED (4u << 20)
 
 enum conn_state {
@@ -317,13 +318,46 @@ static int on_message_complete(http_parser *p)
 
 /* ---- writing ---- */
 
+static void linger_done(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void shutdown_done(uv_shutdown_t *req, int status)
+{
+    (void)status;
+    free(req);
+}
+
+/*
+ * The last answer is out: send our FIN, then read and drop whatever the
+ * client still sends until its own FIN (read_cb closes then) or
+ * LINGER_MS. Closing at once would make the kernel answer those bytes with
+ * a reset, which can destroy the answer before the client has read it (a
+ * 413 for a body still on its way).
+ */
+static void conn_linger(struct http_conn *c)
+{
+    uv_shutdown_t *req = xmalloc(sizeof(*req));
+
+    c->state = CONN_CLOSING;
+    if (uv_shutdown(req, (uv_stream_t *)&c->tcp, shutdown_done) < 0) {
+        free(req);
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, linger_done, LINGER_MS, 0);
+}
+
 static void write_done(uv_write_t *req, int status)
 {
     struct out_write *w = container_of(req, struct out_write, req);
     struct http_conn *c = w->conn;
 
-    if ((status < 0 || w->close_after) && !c->dead)
+    if (status < 0 && !c->dead)
         conn_close(c);
+    else if (w->close_after && !c->dead && !c->closed)
+        conn_linger(c);
     free(w->data);
     free(w);
 }

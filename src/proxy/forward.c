@@ -309,7 +309,8 @@ static bool response_reusable(const struct h1_parser *p)
 static void response_complete(struct upconn *up, bool extra)
 {
     struct conn *c = up->c;
-    bool reuse = !extra && response_reusable(&up->resp) && c->req_done && !c->upgrade;
+    /* Not after HEAD: a backend that sends a body anyway would hand it to the next request. */
+    bool reuse = !extra && response_reusable(&up->resp) && c->req_done && !c->upgrade && !c->head_method;
 
     c->up = NULL;
     up->c = NULL;
@@ -378,7 +379,9 @@ static size_t up_process(struct upconn *up, const char *data, size_t len)
             if (up->sent_at)
                 proxy_stats_upstream(uv_hrtime() - up->sent_at);
             buf_reset(&c->head_out); /* no retry once a response has begun; the storage is reused */
-            if (!c->keep_alive || h1_body_until_eof(&up->resp) || w->draining || c->upgrade)
+            /* The client's FIN with nothing more buffered: this is the last answer. */
+            if (!c->keep_alive || h1_body_until_eof(&up->resp) || w->draining || c->upgrade ||
+                (c->client_eof && c->s.in_len == 0))
                 c->close_after = true;
             struct h1_response_out o = {.server = px->server_header, .backend_id = c->route->backend_id,
                                         .close = c->close_after, .keep_alive = !c->close_after && c->http10};

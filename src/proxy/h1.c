@@ -258,6 +258,7 @@ static int on_headers_complete(http_parser *hp)
         return -1;
     }
     http_parser_pause(hp, 1);
+    p->check_chunks = p->kind == H1_REQUEST && (hp->flags & F_CHUNKED);
     if (p->kind == H1_RESPONSE) {
         /* RFC 9112 6.3: no body after HEAD, 1xx, 204 and 304, whatever the head says. */
         unsigned code = hp->status_code;
@@ -304,6 +305,7 @@ void h1_init(struct h1_parser *p, enum h1_kind kind, bool head_request)
     p->conn_close = p->conn_keep_alive = p->conn_upgrade = p->cors = false;
     p->nconn_tokens = 0;
     memset(&p->chunk, 0, sizeof(p->chunk)); /* CK_SIZE0 */
+    p->check_chunks = false;
 }
 
 int h1_parse_head(struct h1_parser *p, const char *data, size_t len)
@@ -380,11 +382,21 @@ static int hexval(unsigned char ch)
     return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
+static bool name_is(const struct h1_chunk_check *k, const char *name)
+{
+    size_t n = strlen(name);
+
+    return k->name_len == n && memcmp(k->name, name, n) == 0;
+}
+
+/* Trailer fields a backend must never take from a client: the proxy's own,
+ * and framing and routing fields (RFC 9110 6.5.1), which some servers merge
+ * into the head. */
 static bool protected_trailer(const struct h1_chunk_check *k)
 {
-    return (k->name_len >= 11 && memcmp(k->name, "x-verified-", 11) == 0) ||
-           (k->name_len == 15 && memcmp(k->name, "x-forwarded-for", 15) == 0) ||
-           (k->name_len == 17 && memcmp(k->name, "x-forwarded-proto", 17) == 0);
+    return (k->name_len >= 11 && memcmp(k->name, "x-verified-", 11) == 0) || name_is(k, "x-forwarded-for") ||
+           name_is(k, "x-forwarded-proto") || name_is(k, "content-length") || name_is(k, "transfer-encoding") ||
+           name_is(k, "host") || name_is(k, "connection") || name_is(k, "upgrade");
 }
 
 /* Checks data[0..len); false when the framing is not strictly valid. */
@@ -500,10 +512,12 @@ bad:
     return false;
 }
 
-/* Request bodies in chunks are checked strictly beside http-parser, which must agree. */
+/* Request bodies in chunks are checked strictly beside http-parser, which must agree.
+ * Decided once, with the head: http-parser clears F_CHUNKED while it reads a
+ * Transfer-Encoding trailer field. */
 static bool strict_chunks(const struct h1_parser *p)
 {
-    return p->kind == H1_REQUEST && (p->hp.flags & F_CHUNKED);
+    return p->check_chunks;
 }
 
 ssize_t h1_parse_body(struct h1_parser *p, const char *data, size_t len, bool *complete)

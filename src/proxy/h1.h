@@ -43,8 +43,8 @@ struct h1_field {
  * read it exactly as any backend would. http-parser as Debian builds it is
  * lenient (a bare LF ends a chunk line, any two bytes pass for the CRLF
  * after data), which a client could use to smuggle a second request past
- * the proxy's checks. Trailer fields may not name x-verified-* or
- * x-forwarded-* (the proxy sets those).
+ * the proxy's checks. Trailer fields may not name the proxy's own fields
+ * (x-verified-*, x-forwarded-for/-proto) nor framing and routing ones.
  */
 struct h1_chunk_check {
     uint8_t state;
@@ -58,6 +58,7 @@ struct h1_chunk_check {
 struct h1_parser {
     http_parser hp;
     struct h1_chunk_check chunk;
+    bool check_chunks;   /* a chunked request body: chunk is checked beside http-parser */
     const char *base;    /* during a call only: where the head starts */
     uint32_t fed;        /* bytes of the head handed to http-parser so far */
     uint8_t kind;        /* enum h1_kind */

@@ -36,6 +36,7 @@
 static void conn_input(struct stream *s, const char *data, size_t len);
 static void conn_end(struct stream *s, int status);
 static void conn_drained(struct stream *s);
+static void conn_check_eof(struct conn *c);
 
 static const struct stream_ops conn_ops = {.input = conn_input, .end = conn_end, .drained = conn_drained};
 
@@ -140,7 +141,7 @@ static void conn_exchange_end(struct conn *c, bool close)
     route_put(c->route);
     c->route = NULL;
     buf_reset(&c->head_out);
-    if (close || c->close_after || c->s.w->draining) {
+    if (close || c->close_after || c->s.w->draining || (c->client_eof && c->s.in_len == 0)) {
         conn_linger(c);
         return;
     }
@@ -520,7 +521,9 @@ static void conn_input(struct stream *s, const char *data, size_t len)
             break;
         from_in = true;
     }
-    conn_update_reading(c);
+    conn_check_eof(c);
+    if (!s->closing)
+        conn_update_reading(c);
 }
 
 void conn_resume(struct conn *c)
@@ -561,30 +564,51 @@ void conn_upstream_failed(struct conn *c, int status)
     conn_resume(c);
 }
 
+/*
+ * After the client's FIN: no more requests will come, but those it sent
+ * before are answered (pipelined ones too, from the input buffer) and what
+ * is queued for it goes out. Only a request that can no longer be finished
+ * (a body cut short) ends the connection at once.
+ */
+static void conn_check_eof(struct conn *c)
+{
+    if (!c->client_eof || c->s.closing || c->in_process)
+        return;
+    switch (c->state) {
+    case CONN_ROUTE:
+    case CONN_FORWARD:
+        if (c->state == CONN_FORWARD ? c->req_done : !h1_has_body(&c->req))
+            return; /* complete: its response comes */
+        if (c->s.in_len > 0)
+            return; /* the body's bytes are buffered: checked again once they are used */
+        conn_close(c);
+        return;
+    case CONN_HEAD:
+        conn_linger(c); /* what is left is at most part of a head: answer nothing more */
+        return;
+    case CONN_LINGER:
+        if (!c->shutdown_pending)
+            conn_close(c); /* else conn_drained closes once the output is out */
+        return;
+    case CONN_TUNNEL:
+        return;
+    }
+}
+
 static void conn_end(struct stream *s, int status)
 {
     struct conn *c = conn_of(s);
 
-    switch (c->state) {
-    case CONN_TUNNEL:
+    if (c->state == CONN_TUNNEL) {
         tunnel_client_end(c, status);
         return;
-    case CONN_ROUTE:
-    case CONN_FORWARD:
-        /*
-         * A client that half-closes after a complete request still gets its
-         * response; anything else (a reset, a cut body) ends the exchange.
-         */
-        if (status == UV_EOF && (c->state == CONN_FORWARD ? c->req_done : !h1_has_body(&c->req))) {
-            c->close_after = true;
-            return;
-        }
-        conn_close(c);
-        return;
-    default:
-        conn_close(c);
+    }
+    if (status != UV_EOF) {
+        conn_close(c); /* a reset: nobody is there to answer */
         return;
     }
+    c->client_eof = true;
+    conn_check_eof(c);
 }
 
 static void conn_drained(struct stream *s)

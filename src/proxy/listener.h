@@ -67,6 +67,7 @@ struct conn {
     struct splice_tunnel *splice; /* owned: the tunnel is moved by the kernel (splice.c) */
     bool splice_failed;           /* could not be handed over: copy to the end */
     bool bulk;                    /* the tunnel filled a whole read buffer once */
+    bool client_eof;              /* the client sent its FIN: what it sent before is still answered */
     struct upconn *up;            /* the upstream of this exchange, or NULL */
     struct buf head_out;          /* the rewritten request head; kept until the response starts */
 

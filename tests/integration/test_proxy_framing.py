@@ -141,13 +141,19 @@ def warm(proxy, conn):
     assert r.status_code == 200, r.text
 
 
+def recorded(cluster, tmp_path, key, warm_up=True):
+    """A recording backend behind the proxy: (proxy, its log directory, its token)."""
+    ctrl, proxy = cluster
+    conn, d = rec_backend(ctrl, tmp_path, key)
+    if warm_up:
+        warm(proxy, conn)
+    return proxy, d, conn["token"]
+
+
 
 
 def test_chunk_extension_ending_in_lf_cannot_smuggle_a_request(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "smug")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "smug")
     smug = f"GET /admin HTTP/1.1\r\nHost: {CLUSTER}\r\nX-Verified-Username: admin\r\n\r\n".encode()
     data = b"0\r\n\r\n" + smug
     n = len(data)
@@ -159,10 +165,7 @@ def test_chunk_extension_ending_in_lf_cannot_smuggle_a_request(cluster, tmp_path
 
 
 def test_http10_transfer_encoding_is_refused(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "h10te")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "h10te")
     inner = f"x-verified-username: admin\r\nHost: {CLUSTER}\r\n\r\n".encode()
     chunk = b"ADD /admin HTTP/1.1\r\n" + inner
     # http-parser: chunk size 0xADD, extension " /admin HTTP/1.1"; pad data to 0xADD bytes.
@@ -174,10 +177,7 @@ def test_http10_transfer_encoding_is_refused(cluster, tmp_path):
 
 
 def test_304_with_content_length_has_no_body(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "r304")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "r304")
     req = (f"GET /{tok}/r304cl HTTP/1.1\r\nHost: {CLUSTER}\r\nIf-None-Match: \"x\"\r\n\r\n"
            f"GET /{tok}/second HTTP/1.1\r\nHost: {CLUSTER}\r\nConnection: close\r\n\r\n").encode()
     got = raw(proxy.port, req, timeout=4)
@@ -185,19 +185,14 @@ def test_304_with_content_length_has_no_body(cluster, tmp_path):
 
 
 def test_half_close_after_a_request_with_a_body(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "hc")
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "hc", warm_up=False)
     req = (f"POST /{tok}/post HTTP/1.1\r\nHost: {CLUSTER}\r\nContent-Length: 5\r\n\r\nhello").encode()
     got = raw(proxy.port, req, shut=True, timeout=4)
     assert b"200 OK" in got
 
 
 def test_half_close_after_pipelined_requests(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "pipe")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "pipe")
     req = (f"GET /{tok}/one HTTP/1.1\r\nHost: {CLUSTER}\r\n\r\n"
            f"GET /{tok}/two HTTP/1.1\r\nHost: {CLUSTER}\r\n\r\n").encode()
     got = raw(proxy.port, req, shut=True, timeout=4)
@@ -205,10 +200,7 @@ def test_half_close_after_pipelined_requests(cluster, tmp_path):
 
 
 def test_connect_is_refused(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "connect")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "connect")
     second = f"GET /{tok}/second HTTP/1.1\r\nHost: {CLUSTER}\r\n\r\n".encode()
     req = (f"CONNECT /{tok}/c HTTP/1.1\r\nHost: {CLUSTER}\r\nContent-Length: {len(second)}\r\n\r\n").encode() + second
     got = raw(proxy.port, req, timeout=4)
@@ -217,10 +209,7 @@ def test_connect_is_refused(cluster, tmp_path):
 
 
 def test_x_verified_trailer_is_refused(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "trailer")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "trailer")
     req = (f"POST /{tok}/t HTTP/1.1\r\nHost: {CLUSTER}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
            "3\r\nabc\r\n0\r\nX-Verified-Username: admin\r\n\r\n").encode()
     got = raw(proxy.port, req, timeout=4)
@@ -229,10 +218,7 @@ def test_x_verified_trailer_is_refused(cluster, tmp_path):
 
 
 def test_chunk_data_must_end_in_crlf(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "crlf")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "crlf")
     req = (f"POST /{tok}/t HTTP/1.1\r\nHost: {CLUSTER}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
            "3\r\nabcXY0\r\n\r\n").encode()
     got = raw(proxy.port, req, timeout=4)
@@ -240,10 +226,7 @@ def test_chunk_data_must_end_in_crlf(cluster, tmp_path):
 
 
 def test_x_verified_spelled_with_underscores_is_dropped(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "under")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "under")
     req = (f"GET /{tok}/u HTTP/1.1\r\nHost: {CLUSTER}\r\nX_Verified_Username: admin\r\nX-Verified_Backend: other\r\nConnection: close\r\n\r\n").encode()
     got = raw(proxy.port, req, timeout=4)
     assert got.startswith(b"HTTP/1.1 200 ")
@@ -272,10 +255,7 @@ def test_half_close_while_a_large_response_streams(cluster, tmp_path):
 
 
 def test_expect_100_continue(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "expect")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "expect")
     # The rec backend reads CL bytes before answering; send body only after a pause
     req = [(f"POST /{tok}/e HTTP/1.1\r\nHost: {CLUSTER}\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n").encode(), b"hello"]
     got = raw(proxy.port, req, timeout=3, pause=0.5)
@@ -283,10 +263,7 @@ def test_expect_100_continue(cluster, tmp_path):
 
 
 def test_late_bytes_after_head_never_reach_another_request(cluster, tmp_path):
-    ctrl, proxy = cluster
-    conn, d = rec_backend(ctrl, tmp_path, "hb")
-    warm(proxy, conn)
-    tok = conn["token"]
+    proxy, d, tok = recorded(cluster, tmp_path, "hb")
     req = (f"HEAD /{tok}/hb HTTP/1.1\r\nHost: {CLUSTER}\r\n\r\n"
            f"GET /{tok}/second HTTP/1.1\r\nHost: {CLUSTER}\r\nConnection: close\r\n\r\n").encode()
     got = raw(proxy.port, req, timeout=4)

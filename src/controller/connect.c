@@ -113,7 +113,7 @@ static bool cluster_https(const char *cluster)
     return !colon || strcmp(colon + 1, "443") == 0;
 }
 
-static bool cluster_valid(const char *cluster)
+bool cluster_valid(const char *cluster)
 {
     const char *colon = strchr(cluster, ':');
     size_t hlen = colon ? (size_t)(colon - cluster) : strlen(cluster);

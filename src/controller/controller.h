@@ -85,6 +85,8 @@ void api_unprocessable(struct http_request *req, const char *what);
 
 /* connect.c */
 void api_connect(struct controller *c, struct http_request *req);
+/* A ClusterName (§4.1): host[:port], host of letters, digits, '-' and '.'. */
+bool cluster_valid(const char *cluster);
 
 /* A ConnectRequest (§4.7), checked; strings borrow from the JSON it came from. */
 struct connect_req {

@@ -409,7 +409,7 @@ void sockets_accept(struct controller *c, struct http_request *req, const char *
     struct session *s;
     char *pool;
 
-    if (!*cluster || strchr(cluster, '/')) {
+    if (!cluster_valid(cluster)) {
         api_error(req, 400, "InvalidClusterName", "Invalid cluster name");
         return;
     }

@@ -341,3 +341,15 @@ def test_ws_peer_reset_leaves_dangling_session(procs, tmp_path):
     st = requests.get(ctrl.url + "/metrics", timeout=5).text
     print([l for l in st.splitlines() if "connected" in l])
     assert "plane_connected_proxies 0" in st
+
+
+def test_socket_routes_check_the_cluster_name(procs, tmp_path):
+    ctrl = Controller(procs, tmp_path).start()
+    for cluster in ("bad%20name", "host:port", "x:99999", "under_score"):
+        for kind in ("drone", "proxy"):
+            st, body = raw_get(ctrl.port, f"/ctrl/c/{cluster}/{kind}-socket")
+            assert st == 400, (cluster, kind, st)
+            assert b"InvalidClusterName" in body, body
+    ws = WS(ctrl.port, "/ctrl/c/localhost:9090/drone-socket")
+    assert ws.status == 101
+    ws.close()

@@ -29,6 +29,7 @@
 #define IDLE_TIMEOUT_MS 60000 /* keep-alive connection with nothing to do */
 #define HEAD_TIMEOUT_MS 30000 /* a request head must arrive in this time */
 #define LINGER_MS 2000 /* reading what a client still sends after our last answer */
+#define WS_MAX_QUEUED (8u << 20) /* bytes waiting for a WebSocket peer before it is dropped */
 #define MAX_BUFFERED (4u << 20)
 
 enum conn_state {
@@ -73,6 +74,7 @@ struct http_conn {
     int too_big;            /* 413 or 431 when a limit was passed */
     bool message_done;
     bool in_process;        /* inside process(): do not recurse */
+    bool overflow;          /* a WebSocket peer stopped reading: closing */
     bool dead;              /* the socket is closed; waits for the handler */
     bool closed;            /* handles closed */
     unsigned open_handles;
@@ -475,9 +477,31 @@ int http_stream_write(struct http_request *r, const char *data, size_t len)
 
 /* ---- websocket ---- */
 
+static void overflow_close_cb(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/*
+ * A WebSocket peer that stops reading (a stuck drone or proxy) must not make
+ * the controller queue without end: past WS_MAX_QUEUED the connection is
+ * closed, from the loop rather than from inside the sender's call (its
+ * owner learns through on_close, and may free itself there).
+ */
 static int ws_write(void *transport, const char *data, size_t len)
 {
-    return conn_write(transport, xstrndup(data, len), len, false);
+    struct http_conn *c = transport;
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+
+    if (c->overflow)
+        return -EPIPE;
+    if (queued + len > WS_MAX_QUEUED) {
+        log_warn("http: WebSocket peer %s reads nothing (%zu bytes waiting); closing", c->peer_ip, queued);
+        c->overflow = true;
+        uv_timer_start(&c->timer, overflow_close_cb, 0, 0);
+        return -EPIPE;
+    }
+    return conn_write(c, xstrndup(data, len), len, false);
 }
 
 static void hws_text(void *arg, const char *msg, size_t len)

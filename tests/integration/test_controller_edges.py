@@ -353,3 +353,39 @@ def test_socket_routes_check_the_cluster_name(procs, tmp_path):
     ws = WS(ctrl.port, "/ctrl/c/localhost:9090/drone-socket")
     assert ws.status == 101
     ws.close()
+
+
+def test_a_peer_that_reads_nothing_is_dropped(procs, tmp_path):
+    """A proxy that keeps asking but never reads: the controller stops queueing answers and closes it."""
+    import struct as _st
+    ctrl = Controller(procs, tmp_path).start()
+    p = WS(ctrl.port, "/ctrl/c/localhost:9090/proxy-socket")
+    handshake(p, "px-deaf")
+    p.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    payload = json.dumps({"RouteInfoRequest": {"token": "t" * 400}}).encode()
+    mask = b"\x01\x02\x03\x04"
+    frame = _st.pack("!BBH", 0x81, 0x80 | 126, len(payload)) + mask + bytes(
+        c ^ mask[i % 4] for i, c in enumerate(payload))
+    batch = frame * 1000
+    p.s.settimeout(30)
+    closed = False
+    try:
+        for _ in range(200):  # up to ~90 MB of answers asked for
+            p.s.sendall(batch)
+            if "reads nothing" in open(ctrl.log).read():
+                break
+    except OSError:
+        closed = True
+    wait_for(lambda: "reads nothing" in open(ctrl.log).read(), timeout=30, what="the controller giving up")
+    # The connection ends (after what was already in the kernel's buffers).
+    if not closed:
+        p.s.settimeout(10)
+        try:
+            while p.s.recv(1 << 20):
+                pass
+        except OSError:
+            pass
+    assert ctrl.proc.poll() is None
+    assert requests.get(ctrl.url + "/pub/health", timeout=5).status_code == 200
+    wait_for(lambda: "plane_connected_proxies 0" in requests.get(ctrl.url + "/metrics", timeout=5).text,
+             what="the proxy counted as gone")

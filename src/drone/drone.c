@@ -241,9 +241,15 @@ static void do_spawn(struct drone *d, const char *action_id, const char *backend
     struct key_deadlines dl = {0};
     struct backend *b;
 
-    if (key_manager_has(d->km, backend_id) || (find_backend(d, backend_id))) {
+    struct backend_state known;
+    if (key_manager_has(d->km, backend_id) || find_backend(d, backend_id) ||
+        state_store_get(d->store, backend_id, &known) == 0) {
+        /* A resend of an action we applied (its ack was lost), maybe long after the backend
+         * ended: never a second start. Acked, unlike Plane (§7.4), or the controller would
+         * resend it for ever, ahead of newer actions. */
         log_debug("drone: spawn of %s again ignored", backend_id);
-        return; /* a resend of an action we applied (§7.4: no ack) */
+        ack_action(d, action_id);
+        return;
     }
     if (!json_is_object(kc) || !json_get_str(kc, "name") || !parse_deadlines(json_object_get(key, "deadlines"), &dl) ||
         !json_is_integer(json_object_get(key, "token"))) {

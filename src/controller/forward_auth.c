@@ -7,10 +7,11 @@
  * One timer bounds the whole exchange. Cancelling (the client went away)
  * only detaches the callback; the handles close as they would anyway.
  */
-#include <ctype.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <http_parser.h>
 
 #include "../common/http_server.h"
 #include "../common/log.h"
@@ -18,7 +19,6 @@
 #include "../common/xalloc.h"
 #include "forward_auth.h"
 
-#define STATUS_LINE_MAX 1024 /* more than this without a status line: not HTTP */
 
 struct forward_auth {
     uv_loop_t *loop;
@@ -38,38 +38,61 @@ struct forward_auth_check {
     uv_write_t write;
     uv_timer_t timer;
     struct buf request;        /* the bytes to send */
-    char in[STATUS_LINE_MAX];
-    size_t in_len;
+    struct forward_auth_answer answer;
+    char in[1024];             /* reads land here */
     unsigned handles;          /* open handles; freed at 0 */
     bool resolving, tcp_open;
     bool failed_early;         /* could not even start: the timer reports it at once */
 };
 
-/* ---- the status line ---- */
+/* ---- the answer: http-parser, as everywhere else ---- */
 
-int forward_auth_status(const char *data, size_t len)
+/* The first data of a response (its reason, a field, or the head's end):
+ * its status is the verdict, unless it is an interim 1xx whose head the
+ * parser then skips. */
+static int seen_status(http_parser *hp)
 {
-    static const char proto[] = "HTTP/1.";
-    size_t i;
-    int status = 0;
+    struct forward_auth_answer *a = hp->data;
 
-    for (i = 0; i < len && i < sizeof(proto) - 1; i++)
-        if (data[i] != proto[i])
-            return -1;
-    if (len < sizeof(proto) - 1 + 5) /* "x NNN" */
+    if (hp->status_code >= 100 && hp->status_code < 200)
         return 0;
-    if (!isdigit((unsigned char)data[7]) || data[8] != ' ')
-        return -1;
-    for (i = 9; i < 12; i++) {
-        if (!isdigit((unsigned char)data[i]))
-            return -1;
-        status = status * 10 + (data[i] - '0');
-    }
-    if (status < 100)
-        return -1;
-    if (len == 12)
-        return 0; /* the status must be followed by a space or the line's end */
-    return data[12] == ' ' || data[12] == '\r' || data[12] == '\n' ? status : -1;
+    a->status = hp->status_code >= 100 ? (int)hp->status_code : -1;
+    http_parser_pause(hp, 1);
+    return 0;
+}
+
+static int seen_data(http_parser *hp, const char *at, size_t len)
+{
+    (void)at;
+    (void)len;
+    return seen_status(hp);
+}
+
+static const http_parser_settings answer_settings = {
+    .on_status = seen_data,
+    .on_header_field = seen_data,
+    .on_headers_complete = seen_status,
+};
+
+void forward_auth_answer_init(struct forward_auth_answer *a)
+{
+    http_parser_init(&a->hp, HTTP_RESPONSE);
+    a->hp.data = a;
+    a->status = 0;
+    a->seen = 0;
+}
+
+int forward_auth_answer_feed(struct forward_auth_answer *a, const char *data, size_t len)
+{
+    if (a->status)
+        return a->status;
+    if (len > ANSWER_MAX - a->seen)
+        len = ANSWER_MAX - a->seen;
+    http_parser_execute(&a->hp, &answer_settings, data, len);
+    a->seen += len;
+    if (!a->status && (HTTP_PARSER_ERRNO(&a->hp) != HPE_OK || a->seen >= ANSWER_MAX))
+        a->status = -1;
+    return a->status;
 }
 
 /* ---- set-up ---- */
@@ -169,7 +192,7 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     struct forward_auth_check *chk = h->data;
 
     (void)hint;
-    *b = uv_buf_init(chk->in + chk->in_len, (unsigned)(sizeof(chk->in) - chk->in_len));
+    *b = uv_buf_init(chk->in, sizeof(chk->in));
 }
 
 static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
@@ -185,24 +208,10 @@ static void read_cb(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         report(chk, FORWARD_AUTH_ERROR);
         return;
     }
-    chk->in_len += (size_t)n;
-    for (;;) {
-        status = forward_auth_status(chk->in, chk->in_len);
-        if (status < 100 || status >= 200)
-            break;
-        /* An interim answer (100 Continue): the verdict is in the next one. */
-        const char *end = memmem(chk->in, chk->in_len, "\r\n\r\n", 4);
-        if (!end) {
-            status = 0;
-            break;
-        }
-        size_t used = (size_t)(end + 4 - chk->in);
-        memmove(chk->in, chk->in + used, chk->in_len - used);
-        chk->in_len -= used;
-    }
-    if (status == 0 && chk->in_len < sizeof(chk->in))
+    status = forward_auth_answer_feed(&chk->answer, chk->in, (size_t)n);
+    if (status == 0)
         return;
-    if (status <= 0) {
+    if (status < 0) {
         log_warn("forward auth: the answer is not HTTP");
         report(chk, FORWARD_AUTH_ERROR);
         return;
@@ -325,6 +334,7 @@ struct forward_auth_check *forward_auth_start(struct forward_auth *fa, const str
     chk->cb = cb;
     chk->arg = arg;
     buf_init(&chk->request, 0);
+    forward_auth_answer_init(&chk->answer);
     build_request(fa, req, &chk->request);
     uv_timer_init(fa->loop, &chk->timer);
     chk->timer.data = chk;

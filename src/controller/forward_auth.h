@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 
+#include <http_parser.h>
 #include <uv.h>
 
 #include "../common/buf.h"
@@ -46,10 +47,17 @@ struct forward_auth_check *forward_auth_start(struct forward_auth *fa, const str
 /* cb will not run; the check's resources go away in the background. */
 void forward_auth_cancel(struct forward_auth_check *chk);
 
-/*
- * The status code of an HTTP/1.x response whose first bytes are data[0..len):
- * 100-999, 0 if more bytes are needed, -1 if this is not an HTTP response.
- */
-int forward_auth_status(const char *data, size_t len);
+#define ANSWER_MAX 1024 /* bytes of an answer read before its verdict, at most */
+
+/* Reading an answer (http-parser): interim 1xx heads are skipped. */
+struct forward_auth_answer {
+    http_parser hp;
+    int status;   /* 0 so far; the final status; -1: not HTTP, or none within ANSWER_MAX */
+    size_t seen;
+};
+
+void forward_auth_answer_init(struct forward_auth_answer *a);
+/* Feeds the next bytes: 0 while undecided, else the final status or -1. */
+int forward_auth_answer_feed(struct forward_auth_answer *a, const char *data, size_t len);
 
 #endif

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * fuzz_auth_status.c - libFuzzer target for the forward-auth answer: the
- * status line of whatever the auth service sends. Every prefix of the input
- * is offered as the controller would see it arrive, and the verdict must be
- * stable: once a prefix gives a status (or "not HTTP"), longer ones agree.
+ * head of whatever the auth service sends. The verdict must not depend on
+ * how the bytes arrive: fed whole, or split in two at any point, the answer
+ * reader decides the same (a status of 100-999, -1, or still undecided).
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,16 +12,20 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    int first = 0;
+    struct forward_auth_answer whole, split;
+    size_t cut;
+    int a, b;
 
-    for (size_t n = 0; n <= size; n++) {
-        int s = forward_auth_status((const char *)data, n);
-        if (s != 0 && !(s == -1 || (s >= 100 && s <= 999)))
-            abort();
-        if (first == 0)
-            first = s;
-        else if (s != first)
-            abort();
-    }
+    if (size < 1)
+        return 0;
+    cut = data[0] % size;
+    forward_auth_answer_init(&whole);
+    a = forward_auth_answer_feed(&whole, (const char *)data + 1, size - 1);
+    forward_auth_answer_init(&split);
+    b = forward_auth_answer_feed(&split, (const char *)data + 1, cut > 0 ? cut - 1 : 0);
+    if (b == 0)
+        b = forward_auth_answer_feed(&split, (const char *)data + (cut > 0 ? cut : 1), size - (cut > 0 ? cut : 1));
+    if (a != b || !(a == 0 || a == -1 || (a >= 100 && a <= 999)))
+        abort();
     return 0;
 }

@@ -382,11 +382,30 @@ static int hexval(unsigned char ch)
     return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
 }
 
-static bool name_is(const struct h1_chunk_check *k, const char *name)
+/* Whether the field name s[0..len) is name (lower case, '-'), reading s's
+ * letters in any case and '_' as '-'; prefix: s may go on. */
+static bool spelled_as(const char *s, size_t len, const char *name, bool prefix)
 {
     size_t n = strlen(name);
 
-    return k->name_len == n && memcmp(k->name, name, n) == 0;
+    if (len < n || (!prefix && len != n))
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        ch = ch == '_' ? '-' : (unsigned char)tolower(ch);
+        if (ch != (unsigned char)name[i])
+            return false;
+    }
+    return true;
+}
+
+/* x-verified-*, x-forwarded-for and -proto are the proxy's to set, also when
+ * spelled with '_' for '-' (CGI-style backends read X_Verified_User as
+ * X-Verified-User). */
+static bool reserved_field(const char *s, size_t len)
+{
+    return spelled_as(s, len, "x-verified-", true) || spelled_as(s, len, "x-forwarded-for", false) ||
+           spelled_as(s, len, "x-forwarded-proto", false);
 }
 
 /* Trailer fields a backend must never take from a client: the proxy's own,
@@ -394,9 +413,14 @@ static bool name_is(const struct h1_chunk_check *k, const char *name)
  * into the head. */
 static bool protected_trailer(const struct h1_chunk_check *k)
 {
-    return (k->name_len >= 11 && memcmp(k->name, "x-verified-", 11) == 0) || name_is(k, "x-forwarded-for") ||
-           name_is(k, "x-forwarded-proto") || name_is(k, "content-length") || name_is(k, "transfer-encoding") ||
-           name_is(k, "host") || name_is(k, "connection") || name_is(k, "upgrade");
+    static const char *const framing[] = {"content-length", "transfer-encoding", "host", "connection", "upgrade"};
+
+    if (reserved_field(k->name, k->name_len))
+        return true;
+    for (size_t i = 0; i < sizeof(framing) / sizeof(framing[0]); i++)
+        if (spelled_as(k->name, k->name_len, framing[i], false))
+            return true;
+    return false;
 }
 
 /* Checks data[0..len); false when the framing is not strictly valid. */
@@ -481,7 +505,7 @@ static bool chunk_check(struct h1_chunk_check *k, const char *data, size_t len)
             } else if (!tchar[ch]) {
                 goto bad;
             } else if (k->name_len < sizeof(k->name)) {
-                k->name[k->name_len++] = ch == '_' ? '-' : (char)(ch | (ch >= 'A' && ch <= 'Z' ? 0x20 : 0));
+                k->name[k->name_len++] = (char)ch;
             }
             break;
         case CK_TVALUE:
@@ -616,32 +640,6 @@ static void put_span(struct buf *out, const char *head, struct h1_span s)
     buf_append(out, head + s.off, s.len);
 }
 
-/* Whether name (lower case, '-') is what s spells, s's '_' read as '-';
- * prefix: s may go on. */
-static bool spelled_as(const char *head, struct h1_span s, const char *name, bool prefix)
-{
-    size_t n = strlen(name);
-
-    if (s.len < n || (!prefix && s.len != n))
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)head[s.off + i];
-        ch = ch == '_' ? '-' : (unsigned char)tolower(ch);
-        if (ch != (unsigned char)name[i])
-            return false;
-    }
-    return true;
-}
-
-/* x-verified-*, x-forwarded-for and -proto are the proxy's to set, also when
- * spelled with '_' for '-' (CGI-style backends read X_Verified_User as
- * X-Verified-User). */
-static bool reserved_name(const char *head, struct h1_span s)
-{
-    return spelled_as(head, s, "x-verified-", true) || spelled_as(head, s, "x-forwarded-for", false) ||
-           spelled_as(head, s, "x-forwarded-proto", false);
-}
-
 static bool listed_in_connection(const struct h1_parser *p, const char *head, struct h1_span name)
 {
     /* Framing and routing fields stay whatever Connection says: dropping them would change the message. */
@@ -679,7 +677,7 @@ void h1_write_request(const struct h1_parser *p, const char *head, const struct 
     puts_(out, line);
     for (unsigned i = 0; i < p->nfields; i++) {
         const struct h1_field *f = &p->fields[i];
-        if (reserved_name(head, f->name) || hop_by_hop(head, f->name))
+        if (reserved_field(head + f->name.off, f->name.len) || hop_by_hop(head, f->name))
             continue;
         if (h1_span_is(head, f->name, "connection") || h1_span_is(head, f->name, "upgrade")) {
             if (!o->upgrade)

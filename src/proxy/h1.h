@@ -52,7 +52,7 @@ struct h1_chunk_check {
     uint16_t name_len;   /* trailer field name bytes kept in name[] */
     uint32_t line;       /* bytes of the current size line or trailer section */
     uint64_t left;       /* data bytes left in the current chunk */
-    char name[24];       /* start of a trailer field name, lower case, _ read as - */
+    char name[24];       /* the start of a trailer field name, as sent */
 };
 
 struct h1_parser {

@@ -432,10 +432,7 @@ static void up_input(struct stream *s, const char *data, size_t len)
     used = up_process(up, data, len);
     if (s->closing)
         return;
-    if (from_in)
-        stream_consume(s, used);
-    else
-        stream_keep(s, data + used, len - used);
+    stream_used(s, from_in, data, len, used);
     up_update_reading(up);
 }
 

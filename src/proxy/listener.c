@@ -513,10 +513,7 @@ static void conn_input(struct stream *s, const char *data, size_t len)
         c->in_process = false;
         if (s->closing)
             return;
-        if (from_in)
-            stream_consume(s, used);
-        else
-            stream_keep(s, data + used, len - used);
+        stream_used(s, from_in, data, len, used);
         if (!c->again || s->in_len == 0)
             break;
         from_in = true;

@@ -137,6 +137,14 @@ void stream_keep(struct stream *s, const char *data, size_t len)
     s->in_len += len;
 }
 
+void stream_used(struct stream *s, bool from_in, const char *data, size_t len, size_t used)
+{
+    if (from_in)
+        stream_consume(s, used);
+    else
+        stream_keep(s, data + used, len - used);
+}
+
 void stream_consume(struct stream *s, size_t n)
 {
     if (n >= s->in_len) {

@@ -70,6 +70,9 @@ int stream_send(struct stream *s, const char *data, size_t len);
 void stream_keep(struct stream *s, const char *data, size_t len);
 /* Drops the first n bytes of s->in; the buffer is freed when it empties. */
 void stream_consume(struct stream *s, size_t n);
+/* The owner used `used` bytes of the input it handled, data[0..len): from_in
+ * (it was s->in): those bytes go; else (transient) the rest is kept. */
+void stream_used(struct stream *s, bool from_in, const char *data, size_t len, size_t used);
 /* Sends our FIN once every queued write is out (TLS: close_notify first). */
 void stream_shutdown(struct stream *s);
 /* Closes the handle; cb runs once it is closed (free the owner there). */

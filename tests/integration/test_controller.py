@@ -212,8 +212,10 @@ def test_drone_killed_and_restarted(procs, tmp_path, ctrl):
     ctrl.wait_status(new["backend_id"], "ready")
 
 
-def test_silent_drone_is_lost_and_told_when_it_returns(procs, tmp_path):
-    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "10").start()
+def test_silent_drone_is_lost_and_its_key_held_until_it_expires(procs, tmp_path):
+    # Lost after 10 s of silence, but the key lease is 12 s: a drone that is only cut off
+    # may run the backend until its own deadlines, so the key must not move before it expires.
+    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "10", "--key-lease-seconds", "12").start()
     d1 = Drone(procs, tmp_path, ctrl, "dr-quiet").start()
     b = ctrl.connect("k1").json()["backend_id"]
     ctrl.wait_status(b, "ready")
@@ -222,11 +224,17 @@ def test_silent_drone_is_lost_and_told_when_it_returns(procs, tmp_path):
     try:
         s = ctrl.wait_status(b, "terminated", timeout=30)
         assert s["termination_reason"] == "lost"
+        expires, allow_renew = ctrl.sql("SELECT expires_at, allow_renew FROM backend_key WHERE id = ?", b)[0]
+        assert allow_renew == 0
+        if time.time() * 1000 < expires - 500:
+            again = ctrl.connect("k1").json()
+            assert again["spawned"] is False and again["backend_id"] == b
+        wait_for(lambda: time.time() * 1000 > expires + 100, timeout=20, what="the key's expiry")
         new = ctrl.connect("k1").json()
         assert new["spawned"] is True and new["drone"] == "dr-spare"
     finally:
         os.kill(d1.proc.pid, signal.SIGCONT)
-    # Back, it is told to stop the backend it still runs.
+    # Back, it is told to stop the backend it still runs (the mock runtime's backends stop with the drone).
     wait_for(lambda: f"backend {b}: terminated" in d1.logs(), timeout=20, what="lost backend stopped")
 
 

@@ -2,14 +2,15 @@
 # Starts a throwaway PostgreSQL cluster for the tests: its own data directory,
 # loopback only, trust auth, on a free port; prints the URL to use as
 # `--db`. Idempotent: a cluster this script started and that still runs is
-# reused.  Usage: scripts/pg-up.sh [DIR] (default build/pg); scripts/pg-up.sh
-# --stop [DIR] stops it.
+# reused.  Usage: scripts/pg-up.sh [DIR]; scripts/pg-up.sh --stop [DIR] stops
+# it. The default DIR is under /tmp, one per checkout: the server runs as the
+# postgres user, which may not be able to enter the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 stop=0
 [ "${1:-}" = "--stop" ] && { stop=1; shift; }
-dir=$(readlink -f "${1:-build/pg}")
+dir=$(readlink -f "${1:-${TMPDIR:-/tmp}/plane-pg-$(pwd | md5sum | cut -c1-8)}")
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$bin" ] || { echo "pg-up: PostgreSQL is not installed (apt-get install postgresql)" >&2; exit 1; }
 as_pg() { if [ "$(id -u)" -eq 0 ]; then su postgres -s /bin/sh -c "$*"; else sh -c "$*"; fi; }

@@ -313,6 +313,13 @@ static int apply_migrations(struct pg_store *q, struct buf *err)
 
 /* ---- open/close ---- */
 
+/* Notices ("already exists, skipping") are not the operator's business. */
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static int pg_open(struct store **out, const char *url, struct buf *err)
 {
     struct pg_store *q = xcalloc(1, sizeof(*q));
@@ -328,7 +335,7 @@ static int pg_open(struct store **out, const char *url, struct buf *err)
         rc = -ENOTCONN;
         goto fail;
     }
-    PQsetNoticeProcessor(q->conn, NULL, NULL);
+    PQsetNoticeProcessor(q->conn, quiet, NULL);
     if ((rc = apply_migrations(q, err)) < 0)
         goto fail;
     *out = &q->base;

@@ -224,6 +224,7 @@ struct stream {
     bool history_done;
     bool ended;      /* stream_end has run */
     json_t *pending; /* live events that arrived while reading the history */
+    char *backend_id; /* owned */
 };
 
 static void stream_closed(uv_handle_t *h)
@@ -231,6 +232,7 @@ static void stream_closed(uv_handle_t *h)
     struct stream *s = h->data;
 
     json_decref(s->pending);
+    free(s->backend_id);
     free(s);
 }
 
@@ -311,6 +313,7 @@ static void status_stream_route(struct controller *c, struct http_request *req, 
 
     s->c = c;
     s->req = req;
+    s->backend_id = xstrdup(backend_id);
     s->pending = json_array();
     if (last) {
         char *trimmed = xstrdup(last);
@@ -338,6 +341,18 @@ static void status_stream_route(struct controller *c, struct http_request *req, 
     for (size_t i = 0; i < json_array_size(s->pending); i++)
         stream_event(s, EVENT_BACKEND_STATE, backend_id, json_array_get(s->pending, i));
     json_array_clear(s->pending);
+}
+
+void api_streams_resync(struct controller *c)
+{
+    struct list_node *pos, *tmp;
+
+    /* Entries already sent are skipped: the history only fills what was missed. */
+    list_for_each_safe(pos, tmp, &c->streams) {
+        struct stream *s = list_entry(pos, struct stream, node);
+        if (s->history_done)
+            STORE_CALL(c->store, backend_history, s->backend_id, stream_history, s);
+    }
 }
 
 void api_streams_close(struct controller *c)

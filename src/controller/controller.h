@@ -18,6 +18,7 @@
 #include "../common/http_server.h"
 #include "../common/list.h"
 #include "../common/metrics.h"
+#include "bus_pg.h"
 #include "events.h"
 #include "store.h"
 
@@ -57,6 +58,7 @@ struct controller {
     int64_t key_lease_ms;
     int64_t started_at;   /* epoch ms: drone silence counts from here at the earliest */
     struct forward_auth *forward_auth; /* NULL without --forward-auth */
+    struct pg_bus *bus;        /* the other controllers' events (PostgreSQL), or NULL */
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
     struct metrics *metrics;
@@ -80,6 +82,7 @@ void api_error(struct http_request *req, int status, const char *kind, const cha
 /* A store failure rc: 503 DatabaseError when the database cannot be reached, else 500 with message. */
 void api_store_error(struct http_request *req, int rc, const char *message);
 void api_streams_close(struct controller *c);
+void api_streams_resync(struct controller *c);
 /* The request's JSON body; NULL after answering 415 or 400 (§5). */
 json_t *api_json_body(struct http_request *req);
 /* 422: the body has the wrong shape. */
@@ -110,6 +113,8 @@ void connect_request_release(struct connect_req *r);
 /* sockets.c: the drone and proxy WebSocket endpoints */
 void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
 void sockets_close_all(struct controller *c);
+/* Catches up from the store with what the other controllers' lost notifications said. */
+void sockets_resync(struct controller *c);
 /* Whether a node of controller->sessions is a registered drone (else a proxy or not yet registered). */
 bool sockets_is_drone(const struct list_node *session_node);
 

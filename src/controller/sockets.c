@@ -206,6 +206,19 @@ static void held_event(void *arg, enum event_kind kind, const char *key, const j
     buf_release(&err);
 }
 
+/* Looks at the backend's state in the store, as if it had just been published. */
+static void held_recheck(struct held_route *hr)
+{
+    struct backend_row now;
+
+    if (STORE_CALL(hr->s->c->store, backend_get, hr->backend_id, &now) == 0) {
+        json_t *payload = json_pack("{s:o, s:i}", "state", backend_state_to_json(&now.state), "time", 0);
+        held_event(hr, EVENT_BACKEND_STATE, hr->backend_id, payload);
+        json_decref(payload);
+        backend_row_release(&now);
+    }
+}
+
 static void held_timeout(uv_timer_t *t)
 {
     held_end(t->data); /* nothing is sent (§8.3) */
@@ -244,13 +257,7 @@ static void route_request(struct session *s, const char *token)
     uv_timer_start(&hr->timeout, held_timeout, ROUTE_WAIT_MS, 0);
     hr->sub = events_subscribe(s->c->events, EVENT_BACKEND_STATE, hr->backend_id, held_event, hr);
     /* Race guard: it may have become ready between the lookup and the subscription. */
-    struct backend_row now;
-    if (STORE_CALL(s->c->store, backend_get, hr->backend_id, &now) == 0) {
-        json_t *payload = json_pack("{s:o, s:i}", "state", backend_state_to_json(&now.state), "time", 0);
-        held_event(hr, EVENT_BACKEND_STATE, hr->backend_id, payload);
-        json_decref(payload);
-        backend_row_release(&now);
-    }
+    held_recheck(hr);
 }
 
 static void removal_event(void *arg, enum event_kind kind, const char *key, const json_t *payload)
@@ -440,6 +447,22 @@ void sockets_close_all(struct controller *c)
         struct session *s = list_entry(pos, struct session, node);
         http_ws_close(s->ws, 1001);
         session_end(s);
+    }
+}
+
+void sockets_resync(struct controller *c)
+{
+    struct list_node *pos, *tmp, *hp, *htmp;
+
+    list_for_each_safe(pos, tmp, &c->sessions) {
+        struct session *s = list_entry(pos, struct session, node);
+        if (!s->registered || s->closing)
+            continue;
+        if (s->drone)
+            uv_timer_start(&s->resend, resend_cb, 0, RESEND_INTERVAL_MS); /* pending actions now */
+        else
+            list_for_each_safe(hp, htmp, &s->held)
+                held_recheck(list_entry(hp, struct held_route, node));
     }
 }
 

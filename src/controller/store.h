@@ -134,6 +134,8 @@ struct store {
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;
+/* A postgres:// URL with a short connect timeout unless it sets one: for libpq. */
+char *store_pg_conninfo(const char *url);
 
 /* Opens the store url names: a path (SQLite) or postgres://... 0 or -errno with a line in err. */
 int store_open(struct store **out, const char *url, struct buf *err);

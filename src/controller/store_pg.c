@@ -313,6 +313,13 @@ static int apply_migrations(struct pg_store *q, struct buf *err)
 
 /* ---- open/close ---- */
 
+char *store_pg_conninfo(const char *url)
+{
+    /* Fail fast when the server cannot be reached, unless the URL says otherwise. */
+    return strstr(url, "connect_timeout=") ? xstrdup(url)
+                                           : xasprintf("%s%sconnect_timeout=3", url, strchr(url, '?') ? "&" : "?");
+}
+
 /* Notices ("already exists, skipping") are not the operator's business. */
 static void quiet(void *arg, const char *message)
 {
@@ -326,9 +333,7 @@ static int pg_open(struct store **out, const char *url, struct buf *err)
     int rc;
 
     q->base.ops = &store_pg_ops;
-    /* Fail fast when the server cannot be reached, unless the URL says otherwise. */
-    q->url = strstr(url, "connect_timeout=") ? xstrdup(url)
-                                             : xasprintf("%s%sconnect_timeout=3", url, strchr(url, '?') ? "&" : "?");
+    q->url = store_pg_conninfo(url);
     q->conn = PQconnectdb(q->url);
     if (PQstatus(q->conn) != CONNECTION_OK) {
         buf_printf(err, "cannot connect to PostgreSQL: %s", pg_error(q));

@@ -148,7 +148,10 @@ def sse_events(url, headers=None, until="terminated", timeout=15):
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream"
         buf = ""
+        deadline = time.time() + timeout
         for chunk in r.iter_content(chunk_size=None, decode_unicode=True):
+            if time.time() > deadline:  # keep-alive comments would otherwise keep it open for ever
+                raise AssertionError(f"no '{until}' event within {timeout} s: {events}")
             buf += chunk
             raw += chunk
             while "\n\n" in buf:

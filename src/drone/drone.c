@@ -19,6 +19,7 @@
 
 #include "../common/backend_state.h"
 #include "../common/clock.h"
+#include "../common/controller_urls.h"
 #include "../common/json_util.h"
 #include "../common/http_server.h"
 #include "../common/log.h"
@@ -43,8 +44,7 @@
 struct drone {
     uv_loop_t *loop;
     char *name, *cluster, *pool, *ip;
-    char *socket_url;   /* ws://host:port/ctrl/c/<cluster>/drone-socket?pool=... */
-    char *bearer;       /* or NULL */
+    struct controller_urls urls; /* ws://host:port/ctrl/c/<cluster>/drone-socket?pool=..., one per controller */
     struct runtime *rt;
     struct state_store *store;
     struct key_manager *km;
@@ -412,6 +412,7 @@ static void lost(struct drone *d, const char *reason)
         log_info("drone %s: cannot reach the controller: %s", d->name, reason);
     if (d->connected && uv_now(d->loop) - d->connected_at >= STABLE_CONNECTION_MS)
         d->backoff_ms = BACKOFF_FIRST_MS;
+    bool was_connected = d->connected;
     d->connected = false;
     key_manager_set_connected(d->km, false);
     uv_timer_stop(&d->heartbeat);
@@ -419,7 +420,9 @@ static void lost(struct drone *d, const char *reason)
     d->ws = NULL;
     if (d->stopping)
         return;
-    uv_timer_start(&d->reconnect, reconnect_cb, d->backoff_ms, 0);
+    /* Another controller, if there are several: at once after a working connection ended. */
+    controller_urls_next(&d->urls);
+    uv_timer_start(&d->reconnect, reconnect_cb, was_connected && d->urls.n > 1 ? 0 : d->backoff_ms, 0);
     d->backoff_ms = d->backoff_ms * 11 / 10 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d->backoff_ms * 11 / 10;
 }
 
@@ -466,7 +469,8 @@ static void connect_now(struct drone *d)
 
     if (d->ws || d->stopping)
         return;
-    d->ws = ws_client_connect(d->loop, d->socket_url, d->bearer, &ws_handler, d, &err);
+    d->ws = ws_client_connect(d->loop, CONTROLLER_URL_SOCKET(&d->urls), CONTROLLER_URL_BEARER(&d->urls), &ws_handler, d,
+                              &err);
     if (!d->ws) {
         log_error("drone: %s", buf_cstr(&err));
         uv_timer_start(&d->reconnect, reconnect_cb, BACKOFF_MAX_MS, 0);
@@ -481,8 +485,7 @@ static void drone_free(struct drone *d)
 {
     metrics_free(d->metrics);
     state_store_close(d->store);
-    free(d->socket_url);
-    free(d->bearer);
+    controller_urls_release(&d->urls);
     free(d->name);
     free(d->cluster);
     free(d->pool);
@@ -522,30 +525,16 @@ static int terminate_leftovers(struct drone *d)
     return 0;
 }
 
-static int build_socket_url(struct drone *d, const char *controller_url, struct buf *err)
+static int build_socket_urls(struct drone *d, const char *controller_url, struct buf *err)
 {
-    struct url u;
-    char *authority, *cluster, *pool;
-    if (url_parse(controller_url, &u) < 0) {
-        buf_printf(err, "invalid --controller-url '%s'", controller_url);
-        return -EINVAL;
-    }
-    if (strcmp(u.scheme, "https") == 0 || strcmp(u.scheme, "wss") == 0) {
-        buf_printf(err, "TLS to the controller is not supported yet ('%s')", controller_url);
-        url_release(&u);
-        return -EPROTONOSUPPORT;
-    }
-    authority = url_authority(&u);
-    cluster = xstrdup(d->cluster); /* a cluster name is a host[:port]: safe in a path as it is */
-    pool = url_encode(d->pool);
-    d->socket_url = xasprintf("ws://%s/ctrl/c/%s/drone-socket%s%s", authority, cluster, *d->pool ? "?pool=" : "",
-                              *d->pool ? pool : "");
-    d->bearer = u.user ? xstrdup(u.user) : NULL;
-    free(authority);
-    free(cluster);
+    char *pool = url_encode(d->pool);
+    /* a cluster name is a host[:port]: safe in a path as it is */
+    char *path = xasprintf("/ctrl/c/%s/drone-socket%s%s", d->cluster, *d->pool ? "?pool=" : "", *d->pool ? pool : "");
+    int rc = controller_urls_parse(&d->urls, controller_url, path, err);
+
+    free(path);
     free(pool);
-    url_release(&u);
-    return 0;
+    return rc;
 }
 
 int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *cfg, struct buf *err)
@@ -563,7 +552,7 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     d->ip = xstrdup(cfg->ip ? cfg->ip : "127.0.0.1");
     d->backoff_ms = BACKOFF_FIRST_MS;
     list_init(&d->backends);
-    if ((rc_ = build_socket_url(d, cfg->controller_url, err)) < 0)
+    if ((rc_ = build_socket_urls(d, cfg->controller_url, err)) < 0)
         goto fail;
     if ((rc_ = state_store_open(&d->store, cfg->db_path, err)) < 0)
         goto fail;

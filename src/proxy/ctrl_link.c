@@ -22,6 +22,7 @@
 #include <jansson.h>
 
 #include "../common/buf.h"
+#include "../common/controller_urls.h"
 #include "../common/json_util.h"
 #include "../common/list.h"
 #include "../common/log.h"
@@ -44,8 +45,7 @@ struct ctrl_link {
     uv_loop_t *loop;            /* borrowed */
     struct route_cache *cache;  /* borrowed */
     struct monitor *mon;        /* borrowed */
-    char *socket_url;           /* owned */
-    char *bearer;               /* owned; may be NULL */
+    struct controller_urls urls; /* owned: ws://host:port/ctrl/c/<cluster>/proxy-socket, one per controller */
     char *name;                 /* owned; our node name */
     struct ws_client *ws;       /* owned while connecting or connected */
     bool handshaken;
@@ -192,7 +192,9 @@ static void lost(struct ctrl_link *l, const char *reason)
         route_cache_set_link(l->cache, ROUTE_LINK_DOWN);
     if (l->closing)
         return;
-    uv_timer_start(&l->retry, retry_cb, l->backoff_ms, 0);
+    /* Another controller, if there are several: at once after a working connection ended. */
+    controller_urls_next(&l->urls);
+    uv_timer_start(&l->retry, retry_cb, was_up && l->urls.n > 1 ? 0 : l->backoff_ms, 0);
     if (l->backoff_ms == 0)
         l->backoff_ms = CTRL_LINK_BACKOFF_FIRST_MS;
     else
@@ -268,7 +270,8 @@ static void connect_now(struct ctrl_link *l)
 
     if (l->ws || l->closing)
         return;
-    l->ws = ws_client_connect(l->loop, l->socket_url, l->bearer, &ws_handler, l, &err);
+    l->ws = ws_client_connect(l->loop, CONTROLLER_URL_SOCKET(&l->urls), CONTROLLER_URL_BEARER(&l->urls), &ws_handler,
+                              l, &err);
     if (!l->ws) {
         log_error("%s", buf_cstr(&err));
         uv_timer_start(&l->retry, retry_cb, CTRL_LINK_BACKOFF_MAX_MS, 0);
@@ -290,8 +293,7 @@ static void handle_closed(uv_handle_t *h)
         free(list_entry(pos, struct outbox_item, node));
     }
     uv_mutex_destroy(&l->lock);
-    free(l->socket_url);
-    free(l->bearer);
+    controller_urls_release(&l->urls);
     free(l->name);
     free(l);
 }
@@ -300,30 +302,20 @@ struct ctrl_link *ctrl_link_new(uv_loop_t *loop, const char *controller_url, con
                                 const char *name, struct route_cache *cache, struct monitor *mon,
                                 struct buf *err)
 {
-    struct ctrl_link *l;
-    struct url u;
-    char *authority;
+    struct ctrl_link *l = xcalloc(1, sizeof(*l));
+    /* A cluster name is host[:port] (§3.4): safe in a path as it is. */
+    char *path = xasprintf("/ctrl/c/%s/proxy-socket", cluster);
+    int rc = controller_urls_parse(&l->urls, controller_url, path, err);
 
-    if (url_parse(controller_url, &u) < 0) {
-        buf_printf(err, "invalid --controller-url '%s'", controller_url);
+    free(path);
+    if (rc < 0) {
+        free(l);
         return NULL;
     }
-    if (strcmp(u.scheme, "https") == 0 || strcmp(u.scheme, "wss") == 0) {
-        buf_printf(err, "TLS to the controller is not supported yet ('%s')", controller_url);
-        url_release(&u);
-        return NULL;
-    }
-    l = xcalloc(1, sizeof(*l));
     l->loop = loop;
     l->cache = cache;
     l->mon = mon;
-    authority = url_authority(&u);
-    /* A cluster name is host[:port] (§3.4): safe in a path as it is. */
-    l->socket_url = xasprintf("ws://%s/ctrl/c/%s/proxy-socket", authority, cluster);
-    l->bearer = u.user ? xstrdup(u.user) : NULL;
     l->name = xstrdup(name);
-    free(authority);
-    url_release(&u);
     atomic_init(&l->up, false);
     uv_mutex_init(&l->lock);
     list_init(&l->outbox);

@@ -29,6 +29,7 @@
 
 #include "../common/buf.h"
 #include "../common/http_server.h"
+#include "../common/controller_urls.h"
 #include "../common/log.h"
 #include "../common/names.h"
 #include "../common/run_loop.h"
@@ -50,7 +51,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: plane proxy --controller-url URL --cluster NAME [options]\n"
                "\n"
-               "  --controller-url URL     the controller (http://[TOKEN@]host:port/)\n"
+               "  --controller-url URL     the controller (http://[TOKEN@]host:port/); more than once: several,\n"
+               "                           tried in turn\n"
                "  --cluster NAME           the cluster this proxy serves (host[:port])\n"
                "  --name NAME              px-...; random by default\n"
                "  --http-port N            HTTP port (default 9090; 80 with HTTPS)\n"
@@ -434,6 +436,7 @@ void proxy_free(struct proxy *px)
 
 int proxy_main(int argc, char **argv)
 {
+    static char *urls;
     static const struct option longopts[] = {
         {"name", required_argument, NULL, 'n'},
         {"controller-url", required_argument, NULL, 'u'},
@@ -465,7 +468,10 @@ int proxy_main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n': o.name = optarg; break;
-        case 'u': o.controller_url = optarg; break;
+        case 'u': /* more than once: several controllers, tried in turn (kept to the end of the process) */
+            urls = controller_urls_append(urls, optarg);
+            o.controller_url = urls;
+            break;
         case 'c': o.cluster = optarg; break;
         case 's': o.https = true; break;
         case 'C': o.cert_path = optarg; break;

@@ -138,3 +138,30 @@ def test_a_status_stream_on_one_controller_follows_a_backend_run_through_another
     assert statuses[0] == "scheduled" and statuses[-2:] == ["ready", "terminated"]
     assert statuses == sorted(statuses, key=["scheduled", "loading", "starting", "waiting", "ready",
                                              "terminating", "hard-terminating", "terminated"].index)
+
+
+def test_drones_proxies_and_admin_move_to_another_controller(procs, tmp_path):
+    from plane_cluster import free_port
+    from test_proxy import Proxy
+    from conftest import echo_exe
+    a, b = controllers(procs, tmp_path, 2, pg_database())
+    d = Drone(procs, tmp_path, a, "dr-pg", "--controller-url", b.url + "/", runtime="process").start()
+    proxy = Proxy(procs, tmp_path, a.url, "--controller-url", b.url + "/").start()
+    first = b.connect("k1", executable=echo_exe()).json()
+    b.wait_status(first["backend_id"], "ready")
+    assert proxy.get("/" + first["token"] + "/x").status_code == 200
+    a.proc.send_signal(signal.SIGKILL)
+    a.proc.wait()
+    # Both move to b: the drone takes new backends, the proxy resolves new tokens.
+    second = wait_for(lambda: (lambda r: r.json() if r.status_code == 200 else None)(
+        b.connect("k2", executable=echo_exe())), timeout=15, what="a drone on b")
+    b.wait_status(second["backend_id"], "ready", timeout=20)
+    wait_for(lambda: proxy.get("/" + second["token"] + "/y", timeout=5).status_code == 200, timeout=15,
+             what="the proxy on b")
+    assert "connected to controller" in d.logs()
+    # plane admin skips a controller it cannot reach.
+    dead = f"http://127.0.0.1:{free_port()}"
+    out = subprocess.run([PLANE, "admin", "--controller", dead, "--controller", b.url, "status"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert "Status: ok" in out.stdout

@@ -66,16 +66,11 @@ def connect_anywhere(ctrls, key, tries=20):
     raise AssertionError(f"no controller answered a connect for {key}")
 
 
-def test_three_controllers_one_backend_per_key_through_a_controller_kill(procs, tmp_path):
-    db = pg_database()
-    ctrls = controllers(procs, tmp_path, 3, db)
-    Drone(procs, tmp_path, ctrls[0], "dr-pg-a").start()
-    Drone(procs, tmp_path, ctrls[1], "dr-pg-b").start()
-    keys = [f"key-{i}" for i in range(30)] * 10
-    random.shuffle(keys)
-    seen, errors = {}, []
+def connect_load(ctrls, keys, at_count, fault):
+    """Connects for every key in keys from 10 threads, any controller; fault() once at_count have answered.
+    Returns {key: {backend ids}}."""
+    seen, errors, done = {}, [], []
     lock = threading.Lock()
-    done = []
 
     def worker(chunk):
         for k in chunk:
@@ -87,23 +82,70 @@ def test_three_controllers_one_backend_per_key_through_a_controller_kill(procs, 
             with lock:
                 seen.setdefault(k, set()).add(r["backend_id"])
                 done.append(k)
-                if len(done) == 60:
-                    ctrls[2].proc.send_signal(signal.SIGKILL)  # in the middle of the load
+                if len(done) == at_count:
+                    fault()  # in the middle of the load
 
     threads = [threading.Thread(target=worker, args=(keys[i::10],)) for i in range(10)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(180)
     assert not errors, errors[:3]
-    assert ctrls[2].proc.wait(5) == -signal.SIGKILL
     assert sorted(seen) == sorted(set(keys))
     assert all(len(ids) == 1 for ids in seen.values()), {k: v for k, v in seen.items() if len(v) > 1}
+    return seen
+
+
+def test_three_controllers_one_backend_per_key_through_a_controller_kill(procs, tmp_path):
+    db = pg_database()
+    ctrls = controllers(procs, tmp_path, 3, db)
+    Drone(procs, tmp_path, ctrls[0], "dr-pg-a").start()
+    Drone(procs, tmp_path, ctrls[1], "dr-pg-b").start()
+    keys = [f"key-{i}" for i in range(30)] * 10
+    random.shuffle(keys)
+    seen = connect_load(ctrls, keys, 60, lambda: ctrls[2].proc.send_signal(signal.SIGKILL))
+    assert ctrls[2].proc.wait(5) == -signal.SIGKILL
     rows = ctrls[0].sql("SELECT count(*), count(DISTINCT id) FROM backend")
     assert rows == [(30, 30)]
     # Every one of them reaches its drone (a drone's socket is on one controller, the connect on another).
     for ids in seen.values():
         ctrls[0].wait_status(next(iter(ids)), "ready", timeout=30)
+
+
+def test_three_controllers_through_a_postgres_restart(procs, tmp_path):
+    db = pg_database()
+    ctrls = controllers(procs, tmp_path, 3, db)
+    Drone(procs, tmp_path, ctrls[0], "dr-pg-a").start()
+    keys = [f"key-{i}" for i in range(15)] * 10
+    random.shuffle(keys)
+
+    def restart():
+        pg = os.path.join(ROOT, "scripts", "pg-up.sh")
+        subprocess.run([pg, "--stop"], check=True, cwd=ROOT)
+        subprocess.run([pg], check=True, cwd=ROOT, capture_output=True)
+
+    seen = connect_load(ctrls, keys, 40, restart)
+    assert ctrls[1].sql("SELECT count(*), count(DISTINCT id) FROM backend") == [(15, 15)]
+    for ids in seen.values():
+        ctrls[2].wait_status(next(iter(ids)), "ready", timeout=30)
+    assert all(c.proc.poll() is None for c in ctrls)
+
+
+def test_a_status_stream_resumes_on_another_controller_without_a_gap(procs, tmp_path):
+    from plane_cluster import sse_events
+    a, b = controllers(procs, tmp_path, 2, pg_database())
+    Drone(procs, tmp_path, b, "dr-pg").start()
+    r = b.connect("k", executable={"image": "m", "mock": {"ready_delay_ms": 200}}).json()
+    events, _ = sse_events(f"{a.url}/pub/b/{r['backend_id']}/status-stream", until="ready")
+    last = events[-1][0]
+    a.proc.send_signal(signal.SIGKILL)
+    b.terminate(r["backend_id"])
+    rest, _ = sse_events(f"{b.url}/pub/b/{r['backend_id']}/status-stream", headers={"Last-Event-ID": last})
+    order = ["scheduled", "loading", "starting", "waiting", "ready", "terminating", "hard-terminating",
+             "terminated"]
+    got = [s for s, _ in events] + [s for s, _ in rest]
+    assert got == sorted(set(got), key=order.index)  # each once, in order
+    assert got[-1] == "terminated" and rest[0][1]["status"] == "terminating"
 
 
 def test_postgres_down_is_503_and_service_resumes(procs, tmp_path):

@@ -301,9 +301,9 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         .drone_id = drone_id,
         /* Any value counts, as in Plane: <= 0 is swept once the backend has left scheduled. */
         .has_lifetime = r->lifetime_s != CONNECT_UNSET,
-        .lifetime_ms = r->lifetime_s * 1000,
+        .lifetime_ms = r->lifetime_s != CONNECT_UNSET ? r->lifetime_s * 1000 : 0,
         .has_max_idle = r->idle_s != CONNECT_UNSET,
-        .max_idle_ms = r->idle_s * 1000,
+        .max_idle_ms = r->idle_s != CONNECT_UNSET ? r->idle_s * 1000 : 0,
         .key_namespace = r->key_ns,
         .key_name = r->key_name,
         .key_tag = r->key_tag,

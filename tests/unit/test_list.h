@@ -15,6 +15,7 @@
     X(proto_rejects_bad_lines)                                                                     \
     X(proto_encode_matches_plane_shapes)                                                           \
     X(proto_round_trip)                                                                            \
+    X(proto_backend_process_extension)                                                             \
     X(store_contract_sqlite)                                                                       \
     X(store_contract_postgres)                                                                     \
     X(fence_kills_at_the_deadline_not_when_disarmed)                                               \

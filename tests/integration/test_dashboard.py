@@ -313,3 +313,37 @@ def test_forward_auth_guards_the_dashboard_and_viewers_get_no_buttons(procs, tmp
         assert browser.eval("document.getElementById('mode').hidden") is True
     finally:
         auth.stop()
+
+
+def test_controller_stops_cleanly_with_pages_open_and_checks_pending(procs, tmp_path):
+    """One stream open, one waiting for its control check: SIGTERM ends both and the controller exits 0."""
+    import signal
+    release = threading.Event()
+    posts = []
+
+    def allow(method, headers):
+        if method == "POST":
+            posts.append(method)
+            if len(posts) > 1:
+                release.wait(10)  # the second control check hangs until the test is done
+        return True
+
+    auth = AuthServer(allow)
+    try:
+        ctrl = Controller(procs, tmp_path, "--forward-auth", f"http://127.0.0.1:{auth.port}/check").start()
+        s1 = DashStream(ctrl.url)
+        assert s1.next()[0] == "snapshot"
+        pending = {}
+        t = threading.Thread(target=lambda: pending.update(
+            r=requests.get(ctrl.url + "/dashboard/events", timeout=20)), daemon=True)
+        t.start()
+        wait_for(lambda: sum(c["method"] == "POST" for c in auth.seen) >= 2, what="both control checks")
+        assert not t.is_alive() or "r" not in pending
+        ctrl.proc.send_signal(signal.SIGTERM)
+        assert ctrl.proc.wait(10) == 0, open(ctrl.log).read()
+        t.join(10)
+        assert pending["r"].status_code == 503
+        s1.close()
+    finally:
+        release.set()
+        auth.stop()

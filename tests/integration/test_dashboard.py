@@ -17,6 +17,7 @@ from browser import CHROMIUM, Browser
 from conftest import wait_for
 from plane_cluster import Controller, Drone
 from test_controller import AuthServer
+from test_readme import dev  # noqa: F401 (a fixture)
 
 CLUSTER = "localhost:9090"
 needs_chromium = pytest.mark.skipif(not CHROMIUM, reason="chromium is not installed (scripts/install-deps.sh)")
@@ -178,6 +179,13 @@ def test_a_burst_of_changes_is_sent_in_batches(cluster):
         assert updates < 200, updates
     finally:
         s.close()
+
+
+def test_plane_dev_prints_the_dashboard_url(dev, tmp_path):
+    _, cport, _, _ = dev
+    url = f"http://127.0.0.1:{cport}/dashboard"
+    wait_for(lambda: url in open(tmp_path / "dev.log").read(), what="the dashboard's URL in the output")
+    assert requests.get(url, timeout=5).status_code == 200
 
 
 # ---- in Chromium ----

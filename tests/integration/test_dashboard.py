@@ -96,7 +96,7 @@ def open_page(browser, url):
 
 
 def row_status(browser, backend_id):
-    return browser.eval(f"(document.querySelector('#backends tr[data-id={json.dumps(backend_id)}]') || {{}})"
+    return browser.eval(f"(document.querySelector('#backends .row[data-id={json.dumps(backend_id)}]') || {{}})"
                         ".dataset?.status || null")
 
 
@@ -194,7 +194,7 @@ def test_plane_dev_prints_the_dashboard_url(dev, tmp_path):
 def test_connect_makes_a_row_that_moves_through_its_states(cluster, browser):
     ctrl, _ = cluster
     open_page(browser, ctrl.url)
-    browser.wait("document.querySelector('#drones tr[data-id] .col-name')?.textContent === 'dr-one'",
+    browser.wait("document.querySelector('#drones .row[data-id] .col-name')?.textContent === 'dr-one'",
                  what="the drone's row")
     browser.eval("window.notReloaded = true")
     backend = connect(ctrl, "moving", spawn_delay_ms=400, ready_delay_ms=1200)
@@ -209,12 +209,12 @@ def test_connect_makes_a_row_that_moves_through_its_states(cluster, browser):
     order = ["scheduled", "loading", "starting", "waiting", "ready"]
     assert seen == sorted(seen, key=order.index) and "waiting" in seen and len(seen) >= 2, seen
     assert browser.eval("window.notReloaded") is True
-    row = f"#backends tr[data-id='{backend}']"
+    row = f"#backends .row[data-id='{backend}']"
     assert browser.eval(f"document.querySelector(\"{row} .col-key\").textContent") == "moving"
     assert browser.eval(f"document.querySelector(\"{row} .col-drone\").textContent") == "dr-one"
     history = browser.eval(f"document.querySelector(\"{row} .col-history\").textContent")
     assert history.startswith("scheduled") and "waiting" in history and "ready" in history
-    assert browser.eval("document.querySelector('#drones tr[data-id] .col-backends').textContent") == "1"
+    assert browser.eval("document.querySelector('#drones .row[data-id] .col-backends').textContent") == "1"
 
 
 @needs_chromium
@@ -223,7 +223,7 @@ def test_terminate_from_the_page_ends_the_backend(cluster, browser):
     backend = connect(ctrl, "doomed")
     ctrl.wait_status(backend, "ready")
     open_page(browser, ctrl.url)
-    button = f"#backends tr[data-id='{backend}'] button[data-action=terminate]"
+    button = f"#backends .row[data-id='{backend}'] button[data-action=terminate]"
     browser.wait(f"!!document.querySelector(\"{button}\")", what="the terminate button")
     browser.click(button)
     # The first click only asks for confirmation.
@@ -233,7 +233,7 @@ def test_terminate_from_the_page_ends_the_backend(cluster, browser):
     wait_for(lambda: row_status(browser, backend) == "terminated", timeout=15, what="terminated on the page")
     st = ctrl.status(backend)
     assert (st["status"], st["termination_reason"]) == ("terminated", "external")
-    assert browser.eval(f"document.querySelector(\"#backends tr[data-id='{backend}'] .col-exit\").textContent") == "0"
+    assert browser.eval(f"document.querySelector(\"#backends .row[data-id='{backend}'] .col-exit\").textContent") == "0"
     assert browser.eval(f"document.querySelector(\"{button}\")") is None
 
 
@@ -242,26 +242,26 @@ def test_a_drained_drone_shows_as_draining(procs, tmp_path, cluster, browser):
     ctrl, _ = cluster
     Drone(procs, tmp_path, ctrl, "dr-two").start()
     open_page(browser, ctrl.url)
-    row = "#drones tr[data-id]"
+    row = "#drones .row[data-id]"
     browser.wait(f"document.querySelectorAll('{row}').length === 2", what="both drones")
     one = browser.eval(f"[...document.querySelectorAll('{row}')].find(r => r.textContent.includes('dr-one')).dataset.id")
     two = browser.eval(f"[...document.querySelectorAll('{row}')].find(r => r.textContent.includes('dr-two')).dataset.id")
     # From the page: two clicks on Drain.
-    button = f"#drones tr[data-id='{one}'] button[data-action=drain]"
+    button = f"#drones .row[data-id='{one}'] button[data-action=drain]"
     browser.click(button)
     browser.click(button)
-    browser.wait(f"document.querySelector(\"#drones tr[data-id='{one}']\").dataset.draining === 'true'",
+    browser.wait(f"document.querySelector(\"#drones .row[data-id='{one}']\").dataset.draining === 'true'",
                  what="dr-one draining on the page")
     drones = {d["node"]["name"]["Drone"]: d for d in ctrl.state()["drones"]}
     assert drones["dr-one"]["draining"] and not drones["dr-two"]["draining"]
-    assert browser.eval(f"document.querySelector(\"#drones tr[data-id='{one}'] .col-state\").textContent") == \
+    assert browser.eval(f"document.querySelector(\"#drones .row[data-id='{one}'] .col-state\").textContent") == \
         "connecteddraining"
     assert browser.eval(f"document.querySelector(\"{button}\")") is None
     # Through the API: the open page sees it without a reload.
     browser.eval("window.notReloaded = true")
     r = requests.post(f"{ctrl.url}/ctrl/c/{CLUSTER}/d/dr-two/drain", timeout=5)
     assert r.json() == {"updated": True}
-    browser.wait(f"document.querySelector(\"#drones tr[data-id='{two}']\").dataset.draining === 'true'",
+    browser.wait(f"document.querySelector(\"#drones .row[data-id='{two}']\").dataset.draining === 'true'",
                  what="dr-two draining on the page")
     assert browser.eval("window.notReloaded") is True
 
@@ -310,13 +310,13 @@ def test_forward_auth_guards_the_dashboard_and_viewers_get_no_buttons(procs, tmp
         browser.page("Network.enable")
         browser.page("Network.setExtraHTTPHeaders", headers={"Authorization": "Bearer viewer"})
         open_page(browser, ctrl.url)
-        browser.wait(f"!!document.querySelector(\"#backends tr[data-id='{backend}']\")", what="the backend's row")
+        browser.wait(f"!!document.querySelector(\"#backends .row[data-id='{backend}']\")", what="the backend's row")
         assert browser.eval("document.getElementById('mode').hidden") is False
         assert browser.eval("document.querySelectorAll('button[data-action]').length") == 0
 
         browser.page("Network.setExtraHTTPHeaders", headers={"Authorization": "Bearer admin"})
         open_page(browser, ctrl.url)
-        browser.wait(f"!!document.querySelector(\"#backends tr[data-id='{backend}'] button[data-action=terminate]\")",
+        browser.wait(f"!!document.querySelector(\"#backends .row[data-id='{backend}'] button[data-action=terminate]\")",
                      what="the terminate button")
         assert browser.eval("document.getElementById('mode').hidden") is True
     finally:

@@ -20,6 +20,13 @@
   const backends = new Map(); // id -> {data, tr, cells}
   const drones = new Map();   // id -> {data, tr, cells}
   const pending = { backends: new Set(), drones: new Set(), removed: new Set() };
+  const onScreen = new Set(); // backend rows in or near the viewport: only these tick
+  const visibility = new IntersectionObserver((entries) => {
+    for (const e of entries) {
+      if (e.isIntersecting) onScreen.add(e.target.dataset.id);
+      else onScreen.delete(e.target.dataset.id);
+    }
+  }, { rootMargin: '200px' });
   let control = false;
   let skew = 0;               // the controller's clock minus ours, ms
   let frameQueued = false;
@@ -88,16 +95,25 @@
     }).join(' → ');
   }
 
-  function backendRow(id) {
-    const tr = el('tr');
+  // A row: a grid of cells (not a <table>: an off-screen row costs no layout or paint).
+  function gridRow(id, names) {
+    const tr = el('div', 'row');
+    tr.setAttribute('role', 'row');
     tr.dataset.id = id;
     const cells = {};
-    for (const name of ['key', 'id', 'drone', 'state', 'history', 'age', 'idle', 'exit', 'actions']) {
-      cells[name] = el('td', 'col-' + name);
+    for (const name of names) {
+      cells[name] = el('span', 'col-' + name);
+      cells[name].setAttribute('role', 'cell');
       tr.appendChild(cells[name]);
     }
+    return { tr, cells };
+  }
+
+  function backendRow(id) {
+    const { tr, cells } = gridRow(id, ['key', 'id', 'drone', 'state', 'history', 'age', 'idle', 'exit', 'actions']);
     cells.id.classList.add('mono');
     cells.exit.classList.add('mono');
+    visibility.observe(tr);
     return { tr, cells, data: null };
   }
 
@@ -120,6 +136,7 @@
     if (d.st.status === 'terminated' && d.st.last_status) why.push('after ' + d.st.last_status);
     if (why.length) c.state.appendChild(el('span', 'reason' + (d.failed ? ' bad' : ''), why.join(', ')));
     c.history.textContent = historyText(d.hist);
+    c.history.title = c.history.textContent;
     c.exit.textContent = typeof d.st.exit_code === 'number' ? String(d.st.exit_code) : '';
     drawBackendActions(row);
     tickBackend(row);
@@ -136,17 +153,21 @@
       'terminate ' + row.data.id));
   }
 
+  // Sets a cell's text only when it differs: an unchanged cell costs no layout.
+  function setText(cell, text) {
+    if (cell.textContent !== text) cell.textContent = text;
+  }
+
   function tickBackend(row) {
     const b = row.data;
     const t = now();
-    row.cells.age.textContent = duration(t - row.d.created);
+    setText(row.cells.age, duration(t - row.d.created));
+    let idle = '';
     if (row.d.live && b.last_keepalive) {
-      let idle = duration(t - b.last_keepalive);
+      idle = duration(t - b.last_keepalive);
       if (typeof b.allowed_idle_ms === 'number') idle += ' / ' + duration(b.allowed_idle_ms);
-      row.cells.idle.textContent = idle;
-    } else {
-      row.cells.idle.textContent = '';
     }
+    setText(row.cells.idle, idle);
   }
 
   function backendVisible(row) {
@@ -164,13 +185,7 @@
   // ---- drones ----
 
   function droneRow(id) {
-    const tr = el('tr');
-    tr.dataset.id = id;
-    const cells = {};
-    for (const name of ['name', 'cluster', 'pool', 'state', 'backends', 'heartbeat', 'actions']) {
-      cells[name] = el('td', 'col-' + name);
-      tr.appendChild(cells[name]);
-    }
+    const { tr, cells } = gridRow(id, ['name', 'cluster', 'pool', 'state', 'backends', 'heartbeat', 'actions']);
     cells.name.classList.add('mono');
     return { tr, cells, data: null };
   }
@@ -202,8 +217,8 @@
     for (const b of backends.values()) {
       if (b.data.drone_id === dr.id && b.data.state && b.data.state.status !== 'terminated') live++;
     }
-    row.cells.backends.textContent = String(live);
-    row.cells.heartbeat.textContent = dr.last_heartbeat ? duration(now() - dr.last_heartbeat) + ' ago' : 'never';
+    setText(row.cells.backends, String(live));
+    setText(row.cells.heartbeat, dr.last_heartbeat ? duration(now() - dr.last_heartbeat) + ' ago' : 'never');
   }
 
   // ---- actions ----
@@ -260,11 +275,13 @@
   function render() {
     frameQueued = false;
     let budget = RENDER_BATCH;
-    const dbody = $('drones').tBodies[0];
-    const bbody = $('backends').tBodies[0];
+    const dbody = $('drones').querySelector('.body');
+    const bbody = $('backends').querySelector('.body');
     for (const id of take(pending.removed, budget)) {
       const row = backends.get(id);
       if (row) {
+        visibility.unobserve(row.tr);
+        onScreen.delete(id);
         row.tr.remove();
         backends.delete(id);
       }
@@ -321,7 +338,10 @@
   }
 
   function tick() {
-    for (const row of backends.values()) if (row.d && !row.tr.hidden) tickBackend(row);
+    for (const id of onScreen) {
+      const row = backends.get(id);
+      if (row && row.d && !row.tr.hidden) tickBackend(row);
+    }
     for (const row of drones.values()) if (row.tr.parentNode) tickDrone(row);
   }
 
@@ -342,7 +362,11 @@
     skew = msg.now - Date.now();
     control = !!msg.control;
     $('mode').hidden = control;
-    for (const row of backends.values()) row.tr.remove();
+    for (const row of backends.values()) {
+      visibility.unobserve(row.tr);
+      row.tr.remove();
+    }
+    onScreen.clear();
     for (const row of drones.values()) row.tr.remove();
     backends.clear();
     drones.clear();

@@ -355,3 +355,39 @@ def test_controller_stops_cleanly_with_pages_open_and_checks_pending(procs, tmp_
     finally:
         release.set()
         auth.stop()
+
+
+@needs_chromium
+def test_screenshot_of_a_few_backends(procs, tmp_path, cluster, browser):
+    """The page with backends in several states, as a PNG. DASHBOARD_SCREENSHOT=docs/dashboard.png
+    writes it there too (that is how the README's picture is made)."""
+    import shutil
+    import struct
+    ctrl, _ = cluster
+    Drone(procs, tmp_path, ctrl, "dr-two").start()
+    ready = [connect(ctrl, k) for k in ("editor-41", "editor-7", "whiteboard-3")]
+    starting = connect(ctrl, "notebook-12", ready_delay_ms=60000)
+    stopping = connect(ctrl, "render-9", ignore_soft_terminate=True)
+    failed = connect(ctrl, "import-job-5", exit_after_ms=800, exit_code=3)
+    done = connect(ctrl, "editor-2")
+    for b in ready + [stopping, done]:
+        ctrl.wait_status(b, "ready")
+    ctrl.terminate(stopping)
+    ctrl.terminate(done)
+    ctrl.wait_status(done, "terminated")
+    ctrl.wait_status(failed, "terminated")
+    ctrl.wait_status(starting, "waiting")
+    requests.post(f"{ctrl.url}/ctrl/c/{CLUSTER}/d/dr-two/drain", timeout=5)
+    open_page(browser, ctrl.url)
+    browser.wait("document.querySelectorAll('#backends .body .row').length === 7 && "
+                 "document.querySelector('#drones .row[data-draining=true]') !== null", what="the whole scene")
+    browser.wait(f"document.querySelector(\"#backends .row[data-id='{stopping}']\").dataset.status === 'terminating'",
+                 what="render-9 terminating")
+    browser.page("Emulation.setDeviceMetricsOverride", width=1400, height=720, deviceScaleFactor=1, mobile=False)
+    browser.eval("document.activeElement.blur(); window.scrollTo(0, 0); true")
+    path = tmp_path / "dashboard.png"
+    browser.screenshot(str(path))
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (1400, 720)
+    if os.environ.get("DASHBOARD_SCREENSHOT"):
+        shutil.copy(path, os.environ["DASHBOARD_SCREENSHOT"])

@@ -27,6 +27,8 @@ import requests
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 from browser import Browser  # noqa: E402
+from conftest import wait_for  # noqa: E402
+from plane_cluster import free_port  # noqa: E402
 
 PLANE = os.path.join(ROOT, "build", "plane")
 PROBE = """
@@ -46,15 +48,6 @@ window.probe = {gaps: [], longtasks: 0, longtaskMs: 0, terminated: {}};
 RESET = "probe.gaps = []; probe.longtasks = 0; probe.longtaskMs = 0; true"
 
 
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def cpu_seconds(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -66,14 +59,6 @@ def pct(values, p):
         return float("nan")
     v = sorted(values)
     return v[min(len(v) - 1, int(len(v) * p / 100))]
-
-
-def wait_for(cond, timeout, what):
-    deadline = time.time() + timeout
-    while not cond():
-        if time.time() > deadline:
-            raise SystemExit(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def ready_count(url):
@@ -98,12 +83,12 @@ def main():
         procs.append(subprocess.Popen([PLANE, "controller", "--db", f"{tmp}/c.db", "--port", str(port),
                                        "--default-cluster", "localhost:9090"], env=env,
                                       stderr=open(f"{tmp}/c.log", "wb")))
-        wait_for(lambda: _up(url), 10, "controller")
+        wait_for(lambda: _up(url), timeout=10, what="controller")
         procs.append(subprocess.Popen([PLANE, "drone", "--controller-url", url + "/", "--cluster", "localhost:9090",
                                        "--name", "dr-bench", "--runtime", "mock", "--db", f"{tmp}/d.db",
                                        "--data-dir", f"{tmp}/dd"], env=env, stderr=open(f"{tmp}/d.log", "wb")))
         wait_for(lambda: b'"ready":true' in requests.get(url + "/ctrl/c/localhost:9090/state", timeout=1).content,
-                 10, "drone")
+                 timeout=10, what="drone")
         time.sleep(1.5)  # its first heartbeat makes it schedulable
 
         def connect(i):
@@ -114,7 +99,7 @@ def main():
         t0 = time.time()
         with ThreadPoolExecutor(16) as pool:
             ids = list(pool.map(connect, range(n)))
-        wait_for(lambda: ready_count(url) >= n, 60, f"{n} backends ready")
+        wait_for(lambda: ready_count(url) >= n, timeout=60, what=f"{n} backends ready")
         print(f"{n} backends connected and ready in {time.time() - t0:.1f} s")
 
         browser = Browser(width=1400, height=900, timeout=60)
@@ -160,8 +145,8 @@ def main():
         load = browser.eval("({gaps: probe.gaps, longtasks: probe.longtasks, longtaskMs: probe.longtaskMs})")
         load_cpu, m1 = cpu_seconds(ctrl_pid) - cpu0, metrics()
         load["main"] = {k: m1[k] - m0[k] for k in m0}
-        wait_for(lambda: browser.eval(f"Object.keys(probe.terminated).length >= {len(victims)}"), 30,
-                 "every terminated row on the page")
+        wait_for(lambda: browser.eval(f"Object.keys(probe.terminated).length >= {len(victims)}"), timeout=30,
+                 what="every terminated row on the page")
         shown = browser.eval("probe.terminated")
         delays = [shown[b] - requested[b] for b in victims if b in shown]
         changes = 2 * len(victims) / secs

@@ -20,6 +20,8 @@ import tempfile
 import threading
 import time
 
+from conftest import framed_json
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -76,18 +78,8 @@ class Browser:
         return high
 
     def _read(self):
-        buf = b""
-        while True:
-            try:
-                chunk = os.read(self.out_r, 1 << 16)
-            except OSError:
-                break
-            if not chunk:
-                break
-            buf += chunk
-            while b"\0" in buf:
-                raw, buf = buf.split(b"\0", 1)
-                msg = json.loads(raw)
+        try:
+            for msg in framed_json(lambda: os.read(self.out_r, 1 << 16), b"\0"):
                 if "id" in msg:
                     with self.lock:
                         q = self.waiters.pop(msg["id"], None)
@@ -97,6 +89,8 @@ class Browser:
                     self.exceptions.append(msg["params"]["exceptionDetails"])
                 else:
                     self.events.put(msg)
+        except OSError:
+            pass  # closed by close()
 
     def _send(self, method, params, session, timeout=None):
         mid = next(self.ids)

@@ -2,8 +2,8 @@
 /*
  * api.c - the controller's HTTP routes (spec §5.1): status and health,
  * cluster state, drain, terminate, revoke, backend status and the
- * server-sent status stream, CORS on /pub, and dispatch to connect and the
- * WebSocket endpoints. Errors carry the ApiError JSON of §4.8.
+ * server-sent status stream, CORS on /pub, and dispatch to connect, the
+ * WebSocket endpoints and the dashboard. Errors carry the ApiError JSON of §4.8.
  */
 #include <errno.h>
 #include <stdio.h>

@@ -173,14 +173,16 @@ static void prune(struct dashboard *d, json_t *removed)
     json_t *row, **ended;
     size_t n = 0, k = 0;
 
-    json_object_foreach(d->backends, id, row)
+    json_object_foreach(d->backends, id, row) {
         n += row_terminated(row);
+    }
     if (n <= DASHBOARD_TERMINATED_SHOWN)
         return;
     ended = xcalloc(n, sizeof(*ended));
-    json_object_foreach(d->backends, id, row)
+    json_object_foreach(d->backends, id, row) {
         if (row_terminated(row))
             ended[k++] = row;
+    }
     qsort(ended, n, sizeof(*ended), by_time);
     for (k = 0; k < n - DASHBOARD_TERMINATED_SHOWN; k++)
         json_array_append(removed, json_object_get(ended[k], "id"));
@@ -239,11 +241,11 @@ static void client_abort(void *arg)
 }
 
 /* One event to one client. A write that fails means the client is going: on_abort follows. */
-static void client_send(struct dash_client *cl, const char *event, const char *data)
+static void client_send(struct http_request *req, const char *event, const char *data)
 {
     char *msg = xasprintf("event:%s\ndata:%s\n\n", event, data);
 
-    http_stream_write(cl->req, msg, strlen(msg));
+    http_stream_write(req, msg, strlen(msg));
     free(msg);
 }
 
@@ -255,7 +257,7 @@ static void broadcast(struct dashboard *d, const char *event, const char *data)
     list_for_each_safe(pos, tmp, &d->clients) {
         struct dash_client *cl = list_entry(pos, struct dash_client, node);
         if (cl->streaming)
-            client_send(cl, event, data);
+            client_send(cl->req, event, data);
     }
     d->broadcasting = false;
     if (d->streaming == 0 && d->backends)
@@ -268,8 +270,9 @@ static json_t *values(json_t *map)
     const char *key;
     json_t *v;
 
-    json_object_foreach(map, key, v)
+    json_object_foreach(map, key, v) {
         json_array_append(out, v);
+    }
     return out;
 }
 
@@ -280,16 +283,22 @@ static void publish(struct dashboard *d, bool drones)
     json_t *removed = json_array();
     const char *id;
     json_t *v;
+    size_t i;
 
-    json_object_foreach(d->dirty, id, v)
+    json_object_foreach(d->dirty, id, v) {
         json_array_append_new(ids, json_string(id));
+    }
     json_object_clear(d->dirty);
     if (json_array_size(ids) > 0) {
-        if (STORE_CALL(d->c->store, backend_overview, ids, 0, &rows) == 0)
+        if (STORE_CALL(d->c->store, backend_overview, ids, 0, &rows) == 0) {
             merge(d->backends, rows, false, changed);
-        else
-            log_warn("dashboard: cannot read %zu backends; they are read again at the next refresh",
-                     json_array_size(ids));
+        } else {
+            /* They stay dirty: the next flush or refresh tries again. */
+            log_warn("dashboard: cannot read %zu changed backends", json_array_size(ids));
+            json_array_foreach(ids, i, v) {
+                json_object_set_new(d->dirty, json_string_value(v), json_true());
+            }
+        }
         json_decref(rows);
         rows = NULL;
         prune(d, removed);
@@ -329,9 +338,10 @@ static void refresh_cb(uv_timer_t *t)
     if (!d->backends)
         return;
     /* Idle times move without events: every backend still running is read again. */
-    json_object_foreach(d->backends, id, row)
+    json_object_foreach(d->backends, id, row) {
         if (!row_terminated(row))
             json_object_set_new(d->dirty, id, json_true());
+    }
     uv_timer_stop(&d->flush_timer);
     publish(d, true);
 }
@@ -360,11 +370,17 @@ void dashboard_drones_changed(struct controller *c)
         uv_timer_start(&d->refresh_timer, refresh_cb, 0, DASHBOARD_REFRESH_MS);
 }
 
-/* Opens cl's stream with a snapshot; the model is loaded first if nobody was looking. */
+/*
+ * Opens cl's stream with a snapshot; the model is loaded first if nobody was
+ * looking. Once the stream starts, a failed write can end cl (on_abort) at
+ * once: everything is prepared before, and cl is not touched after.
+ */
 static void client_start(struct dash_client *cl)
 {
     struct dashboard *d = cl->d;
     struct http_request *req = cl->req;
+    json_t *msg;
+    char *text;
 
     if (!d->backends && hub_load(d) < 0) {
         req->on_abort = NULL;
@@ -372,15 +388,16 @@ static void client_start(struct dash_client *cl)
         api_error(req, 500, "Other", "Database error");
         return;
     }
+    log_debug("dashboard: page at %s opened (%s)", req->peer_ip, cl->control ? "may act" : "read-only");
+    msg = json_pack("{s:I, s:b, s:o, s:o}", "now", (json_int_t)controller_now(), "control", cl->control,
+                    "backends", values(d->backends), "drones", values(d->drones));
+    text = json_dumps(msg, JSON_COMPACT);
+    json_decref(msg);
     cl->streaming = true;
     d->streaming++;
     http_stream_start(req, 200, "text/event-stream", "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n");
-    json_t *msg = json_pack("{s:I, s:b, s:o, s:o}", "now", (json_int_t)controller_now(), "control", cl->control,
-                            "backends", values(d->backends), "drones", values(d->drones));
-    char *text = json_dumps(msg, JSON_COMPACT);
-    client_send(cl, "snapshot", text);
+    client_send(req, "snapshot", text);
     free(text);
-    json_decref(msg);
 }
 
 static void control_checked(void *arg, enum forward_auth_verdict v)

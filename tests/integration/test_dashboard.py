@@ -2,11 +2,14 @@
 """The controller's /dashboard: its stream read directly, and the page in a real headless
 Chromium (tests/integration/browser.py): rows appear and move on their own, terminate and
 drain from the page, read-only viewers under forward auth."""
+import http.client
 import json
 import os
 import queue
+import socket
 import sys
 import threading
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -27,23 +30,27 @@ class DashStream:
     """/dashboard/events read on a thread: (event, data) pairs land in a queue."""
 
     def __init__(self, url, headers=None):
+        u = urllib.parse.urlsplit(url)
         self.events = queue.Queue()
-        self.resp = requests.get(url + "/dashboard/events", headers=headers or {}, stream=True, timeout=30)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port, timeout=30)
+        self.conn.request("GET", "/dashboard/events", headers=headers or {})
+        self.resp = self.conn.getresponse()
+        assert self.resp.status == 200 and self.resp.getheader("content-type") == "text/event-stream"
         self.thread = threading.Thread(target=self._read, daemon=True)
         self.thread.start()
 
     def _read(self):
         buf = ""
         try:
-            for chunk in self.resp.iter_content(chunk_size=None, decode_unicode=True):
-                buf += chunk
+            while chunk := self.resp.read1(65536):
+                buf += chunk.decode()
                 while "\n\n" in buf:
                     block, buf = buf.split("\n\n", 1)
                     fields = dict(line.split(":", 1) for line in block.split("\n") if line and line[0] != ":")
                     if "event" in fields:
                         self.events.put((fields["event"], json.loads(fields["data"])))
-        except (requests.RequestException, ValueError, AttributeError):
-            pass  # closed by the test (urllib3 may then read from a released connection)
+        except (OSError, ValueError, http.client.HTTPException):
+            pass  # closed by the test
 
     def next(self, timeout=15):
         return self.events.get(timeout=timeout)
@@ -61,7 +68,13 @@ class DashStream:
                 return seen
 
     def close(self):
-        self.resp.close()
+        # Shut the socket down first: the reader thread may be blocked in a read.
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.thread.join(5)
+        self.conn.close()
 
 
 def backend_status(data, backend_id):
@@ -235,6 +248,49 @@ def test_terminate_from_the_page_ends_the_backend(cluster, browser):
     assert (st["status"], st["termination_reason"]) == ("terminated", "external")
     assert browser.eval(f"document.querySelector(\"#backends .row[data-id='{backend}'] .col-exit\").textContent") == "0"
     assert browser.eval(f"document.querySelector(\"{button}\")") is None
+
+
+@needs_chromium
+def test_filters_by_state_key_and_cluster(procs, tmp_path, cluster, browser):
+    ctrl, _ = cluster
+    other = "other.example:9090"
+    Drone(procs, tmp_path, ctrl, "dr-other", cluster=other).start()
+    alpha, beta = connect(ctrl, "alpha-1"), connect(ctrl, "beta-1")
+    elsewhere = ctrl.connect(key="alpha-3", executable={"image": "mock"}, cluster=other).json()["backend_id"]
+    gone = connect(ctrl, "alpha-2")
+    ctrl.wait_status(gone, "ready")
+    ctrl.terminate(gone)
+    ctrl.wait_status(gone, "terminated")
+    open_page(browser, ctrl.url)
+    browser.wait("document.querySelectorAll('#backends .body .row').length === 4", what="four rows")
+
+    def shown():
+        return sorted(browser.eval("[...document.querySelectorAll('#backends .body .row')]"
+                                   ".filter(r => !r.hidden).map(r => r.dataset.id)"))
+
+    def choose(select, value):
+        browser.eval(f"(() => {{ const s = document.getElementById('{select}'); s.value = {json.dumps(value)};"
+                     " s.dispatchEvent(new Event('change')); return true; })()")
+
+    assert shown() == sorted([alpha, beta, elsewhere, gone])
+    choose("f-state", "live")
+    assert shown() == sorted([alpha, beta, elsewhere])
+    choose("f-state", "terminated")
+    assert shown() == [gone]
+    choose("f-state", "")
+    browser.click("#f-key")
+    browser.page("Input.insertText", text="alpha")
+    browser.wait(f"document.querySelector(\"#backends .row[data-id='{beta}']\").hidden", what="beta hidden")
+    assert shown() == sorted([alpha, elsewhere, gone])
+    assert browser.eval("document.getElementById('backends-count').textContent") == "3 shown of 4"
+    assert browser.eval("[...document.getElementById('f-cluster').options].map(o => o.value)") == \
+        ["", CLUSTER, other]
+    choose("f-cluster", other)
+    assert shown() == [elsewhere]
+    assert browser.eval("[...document.querySelectorAll('#drones .body .row')].filter(r => !r.hidden)"
+                        ".map(r => r.textContent.includes('dr-other'))") == [True]
+    choose("f-cluster", CLUSTER)
+    assert shown() == sorted([alpha, gone])
 
 
 @needs_chromium

@@ -356,6 +356,7 @@ void api_streams_resync(struct controller *c)
         if (s->history_done)
             STORE_CALL(c->store, backend_history, s->backend_id, stream_history, s);
     }
+    dashboard_resync(c);
 }
 
 void api_streams_close(struct controller *c)

@@ -276,21 +276,28 @@ static json_t *values(json_t *map)
     return out;
 }
 
-/* Reads the dirty backends (and with drones, every drone) again and sends what changed. */
-static void publish(struct dashboard *d, bool drones)
+/*
+ * Reads the dirty backends again (with everything, every backend worth
+ * showing: after the event bus was down, any of them may have changed or be
+ * new), with drones every drone too, and sends what changed.
+ */
+static void publish(struct dashboard *d, bool drones, bool everything)
 {
     json_t *ids = json_array(), *rows = NULL, *changed = json_array(), *changed_drones = json_array();
     json_t *removed = json_array();
     const char *id;
     json_t *v;
     size_t i;
+    int rc;
 
     json_object_foreach(d->dirty, id, v) {
         json_array_append_new(ids, json_string(id));
     }
     json_object_clear(d->dirty);
-    if (json_array_size(ids) > 0) {
-        if (STORE_CALL(d->c->store, backend_overview, ids, 0, &rows) == 0) {
+    if (everything || json_array_size(ids) > 0) {
+        rc = everything ? STORE_CALL(d->c->store, backend_overview, NULL, DASHBOARD_TERMINATED_SHOWN, &rows)
+                        : STORE_CALL(d->c->store, backend_overview, ids, 0, &rows);
+        if (rc == 0) {
             merge(d->backends, rows, false, changed);
         } else {
             /* They stay dirty: the next flush or refresh tries again. */
@@ -326,7 +333,7 @@ static void flush_cb(uv_timer_t *t)
     struct dashboard *d = t->data;
 
     if (d->backends)
-        publish(d, false);
+        publish(d, false, false);
 }
 
 static void refresh_cb(uv_timer_t *t)
@@ -343,7 +350,7 @@ static void refresh_cb(uv_timer_t *t)
             json_object_set_new(d->dirty, id, json_true());
     }
     uv_timer_stop(&d->flush_timer);
-    publish(d, true);
+    publish(d, true, false);
 }
 
 static void keepalive_cb(uv_timer_t *t)
@@ -360,6 +367,14 @@ static void keepalive_cb(uv_timer_t *t)
     d->broadcasting = false;
     if (d->streaming == 0 && d->backends)
         hub_unload(d);
+}
+
+void dashboard_resync(struct controller *c)
+{
+    struct dashboard *d = c->dashboard;
+
+    if (d && d->backends)
+        publish(d, true, true);
 }
 
 void dashboard_drones_changed(struct controller *c)

@@ -39,6 +39,9 @@ void dashboard_route(struct controller *c, struct http_request *req, char **seg,
  */
 char *dashboard_auth_path(char *const *seg, int n);
 
+/* Events may have been missed (the bus between controllers reconnected): pages are brought up to date. */
+void dashboard_resync(struct controller *c);
+
 /* Drones changed (a drain): pages hear of it now rather than at the next refresh. */
 void dashboard_drones_changed(struct controller *c);
 

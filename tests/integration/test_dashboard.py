@@ -18,7 +18,7 @@ import requests
 sys.path.insert(0, os.path.dirname(__file__))
 from browser import CHROMIUM, Browser
 from conftest import wait_for
-from plane_cluster import Controller, Drone
+from plane_cluster import Controller, Drone, pg_database
 from test_controller import AuthServer
 from test_readme import dev  # noqa: F401 (a fixture)
 
@@ -199,6 +199,25 @@ def test_plane_dev_prints_the_dashboard_url(dev, tmp_path):
     url = f"http://127.0.0.1:{cport}/dashboard"
     wait_for(lambda: url in open(tmp_path / "dev.log").read(), what="the dashboard's URL in the output")
     assert requests.get(url, timeout=5).status_code == 200
+
+
+def test_on_postgres_a_page_follows_backends_run_through_another_controller(procs, tmp_path):
+    db = pg_database()
+    one, two = (Controller(procs, tmp_path, db=db, name=f"controller{i}", default_cluster=CLUSTER).start()
+                for i in range(2))
+    Drone(procs, tmp_path, one, "dr-pg").start()
+    s = DashStream(two.url)
+    try:
+        ev, snap = s.next()
+        assert ev == "snapshot" and [d["name"] for d in snap["drones"]] == ["dr-pg"]
+        backend = connect(one, "elsewhere", ready_delay_ms=300)
+        seen = s.until(lambda ev, d: backend_status(d, backend) == "ready", what="ready through the other controller")
+        row = next(b for _, d in seen for b in d["backends"] if b["id"] == backend)
+        assert row["key"]["name"] == "elsewhere" and row["drone"] == "dr-pg"
+        assert two.terminate(backend).status_code == 200
+        s.until(lambda ev, d: backend_status(d, backend) == "terminated", what="terminated")
+    finally:
+        s.close()
 
 
 # ---- in Chromium ----

@@ -410,7 +410,9 @@ static void client_start(struct dash_client *cl)
     json_decref(msg);
     cl->streaming = true;
     d->streaming++;
-    http_stream_start(req, 200, "text/event-stream", "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\n");
+    /* X-Accel-Buffering: a reverse proxy in front (nginx) must pass events on as they come. */
+    http_stream_start(req, 200, "text/event-stream",
+                      "Cache-Control: no-cache\r\nX-Content-Type-Options: nosniff\r\nX-Accel-Buffering: no\r\n");
     client_send(req, "snapshot", text);
     free(text);
 }

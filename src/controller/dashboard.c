@@ -108,6 +108,7 @@ static void backend_event(void *arg, enum event_kind kind, const char *key, cons
         uv_timer_start(&d->flush_timer, flush_cb, DASHBOARD_FLUSH_MS, 0);
 }
 
+/* rows (objects with an "id") as an object keyed by id; numeric ids as decimal strings. New reference. */
 static json_t *by_id(json_t *rows, bool numeric)
 {
     json_t *map = json_object();

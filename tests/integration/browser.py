@@ -173,7 +173,7 @@ class Browser:
                 except subprocess.TimeoutExpired:
                     self.proc.kill()
                     self.proc.wait()
-            # Its helpers (renderer, GPU, zygote) are in the session it leads: none may outlive it.
+            # Its child processes (renderer, GPU, zygote) are in the session it leads: none may outlive it.
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except (ProcessLookupError, PermissionError):

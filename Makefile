@@ -49,6 +49,10 @@ $(BUILD)/src/common/version.o: $(BUILD)/git_hash.h
 $(BUILD)/src/common/version.o: CFLAGS += -I$(BUILD) -DPLANE_HAVE_GIT_HASH
 FORCE:
 
+# The dashboard's page is assembled into dashboard.o (.incbin): a change to the page rebuilds it.
+DASHBOARD_ASSETS := $(wildcard src/controller/dashboard/*)
+$(BUILD)/src/controller/dashboard.o build/fuzz/obj/src/controller/dashboard.o: $(DASHBOARD_ASSETS)
+
 $(PLANE): $(OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

@@ -10,6 +10,7 @@ pkgs=(
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
     postgresql
+    chromium        # the dashboard's tests drive the page in headless Chromium
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
 

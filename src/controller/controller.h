@@ -61,6 +61,7 @@ struct controller {
     struct pg_bus *bus;        /* the other controllers' events (PostgreSQL), or NULL */
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
+    struct dashboard *dashboard; /* the dashboard's streams (dashboard.c); NULL until a page is opened */
     struct metrics *metrics;
     struct metric_counter *connects_spawned, *connects_existing, *connects_failed;
     struct metric_histogram *spawn_ready;  /* scheduled -> ready */

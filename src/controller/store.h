@@ -126,6 +126,27 @@ struct store_ops {
     int (*backend_counts)(struct store *s, json_t **out);
     /* A test and operator hook: stop renewals of backend_id's key (db-cli prevent-renew). */
     int (*prevent_renew)(struct store *s, const char *backend_id);
+
+    /* ---- reads for the dashboard (dashboard.c) ---- */
+    /*
+     * Every drone of every cluster, connected or not, ordered by cluster and
+     * name: a JSON array (new reference in *out) of {"id", "name", "cluster",
+     * "pool", "ip", "ready", "draining", "connected", "last_heartbeat" (ms or
+     * null), "backends" (how many are not terminated)}.
+     */
+    int (*drone_overview)(struct store *s, json_t **out);
+    /*
+     * Backends as the dashboard shows them: those named in ids (a JSON array
+     * of backend ids; unknown ones are left out), or, when ids is NULL, every
+     * backend not terminated plus the `terminated` most recently terminated.
+     * A JSON array (new reference in *out) of {"id", "cluster", "drone",
+     * "drone_id", "key" ({"namespace","name","tag"} or null), "state" (§4.2),
+     * "last_status_time", "last_keepalive", "allowed_idle_ms" (or null),
+     * "expiration_time" (or null), "history" ([[state, time], ...], in no set
+     * order)}. A terminated backend's key row is gone: with ids NULL its key
+     * is read from its Spawn action instead; with ids it is null.
+     */
+    int (*backend_overview)(struct store *s, const json_t *ids, int terminated, json_t **out);
 };
 
 struct store {

@@ -949,6 +949,83 @@ static int pg_prevent_renew(struct store *s, const char *backend_id)
     return exec_p(to_pg(s), sql, &p, "prevent renew", NULL);
 }
 
+/* ---- reads for the dashboard ---- */
+
+/* The rows of sql (each one JSON text) as a JSON array in *out. */
+static int json_rows(struct pg_store *q, const char *sql, const struct params *p, json_t **out, const char *what)
+{
+    int rc;
+    PGresult *r = run(q, sql, p, what, &rc);
+
+    if (!r)
+        return rc;
+    *out = json_array();
+    for (int i = 0; i < PQntuples(r); i++) {
+        json_t *row = json_loads(PQgetvalue(r, i, 0), 0, NULL);
+        if (row)
+            json_array_append_new(*out, row);
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int pg_drone_overview(struct store *s, json_t **out)
+{
+    static const char sql[] =
+        "SELECT json_build_object('id', node.id, 'name', node.name, 'cluster', node.cluster, 'pool', drone.pool,"
+        " 'ip', node.ip, 'ready', drone.ready, 'draining', drone.draining,"
+        " 'connected', node.controller IS NOT NULL, 'last_heartbeat', drone.last_heartbeat,"
+        " 'backends', (SELECT count(*) FROM backend WHERE backend.drone_id = node.id"
+        " AND last_status <> 'terminated'))::text"
+        " FROM node JOIN drone ON drone.id = node.id ORDER BY node.cluster, node.name";
+
+    return json_rows(to_pg(s), sql, NULL, out, "drone overview");
+}
+
+/* One backend as the dashboard shows it; KEY is the expression of its key object. */
+#define PG_OVERVIEW_ROW(KEY)                                                                                \
+    "SELECT json_build_object('id', b.id, 'cluster', b.cluster, 'drone', n.name, 'drone_id', b.drone_id,"   \
+    " 'key', " KEY ", 'state', b.state::json, 'last_status_time', b.last_status_time,"                      \
+    " 'last_keepalive', b.last_keepalive, 'allowed_idle_ms', b.allowed_idle_ms,"                            \
+    " 'expiration_time', b.expiration_time,"                                                               \
+    " 'history', (SELECT coalesce(json_agg(json_build_array(h.state::json, h.created_at) ORDER BY h.id),"   \
+    " '[]'::json) FROM backend_state h WHERE h.backend_id = b.id))::text"
+#define PG_OVERVIEW_KEY_ROW \
+    "CASE WHEN k.id IS NULL THEN NULL ELSE json_build_object('namespace', k.namespace, 'name', k.key_name," \
+    " 'tag', k.tag) END"
+#define PG_OVERVIEW_JOINS " LEFT JOIN node n ON n.id = b.drone_id LEFT JOIN backend_key k ON k.id = b.id"
+
+static int pg_backend_overview(struct store *s, const json_t *ids, int terminated, json_t **out)
+{
+    /* The Spawn actions are read once, for the shown backends only. */
+    static const char all_sql[] =
+        "WITH shown AS MATERIALIZED (SELECT id FROM backend WHERE last_status <> 'terminated'"
+        " UNION ALL (SELECT id FROM backend WHERE last_status = 'terminated'"
+        " ORDER BY last_status_time DESC LIMIT $1)),"
+        " spawn AS MATERIALIZED (SELECT backend_id, action::json -> 'action' -> 'Spawn' -> 'key' -> 'key' AS key"
+        " FROM backend_action WHERE backend_id IN (SELECT id FROM shown) AND action LIKE '%\"Spawn\"%')"
+        " " PG_OVERVIEW_ROW("coalesce(" PG_OVERVIEW_KEY_ROW ", spawn.key)")
+        " FROM shown JOIN backend b ON b.id = shown.id" PG_OVERVIEW_JOINS
+        " LEFT JOIN spawn ON spawn.backend_id = b.id";
+    static const char ids_sql[] =
+        PG_OVERVIEW_ROW(PG_OVERVIEW_KEY_ROW)
+        " FROM json_array_elements_text($1::json) AS j(id) JOIN backend b ON b.id = j.id" PG_OVERVIEW_JOINS;
+    struct params p = {0};
+    char *text = NULL;
+    int rc;
+
+    if (ids) {
+        text = json_dumps(ids, JSON_COMPACT);
+        p_str(&p, text);
+        rc = json_rows(to_pg(s), ids_sql, &p, out, "backend overview");
+    } else {
+        p_int(&p, terminated);
+        rc = json_rows(to_pg(s), all_sql, &p, out, "backend overview");
+    }
+    free(text);
+    return rc;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -981,4 +1058,6 @@ const struct store_ops store_pg_ops = {
     .cleanup_tokens = pg_cleanup_tokens,
     .backend_counts = pg_backend_counts,
     .prevent_renew = pg_prevent_renew,
+    .drone_overview = pg_drone_overview,
+    .backend_overview = pg_backend_overview,
 };

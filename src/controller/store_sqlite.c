@@ -936,6 +936,85 @@ static int sqlite_prevent_renew(struct store *s, const char *backend_id)
     return exec_stmt(q, st, "prevent renew");
 }
 
+/* ---- reads for the dashboard ---- */
+
+/* Runs st, whose rows are each one JSON text, into a JSON array. */
+static int json_rows(struct sqlite_store *q, sqlite3_stmt *st, json_t **out, const char *what)
+{
+    json_t *rows = json_array();
+    int rc;
+
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        json_t *row = json_loads((const char *)sqlite3_column_text(st, 0), 0, NULL);
+        if (row)
+            json_array_append_new(rows, row);
+    }
+    done(st);
+    if (rc != SQLITE_DONE) {
+        json_decref(rows);
+        return db_error(q, what);
+    }
+    *out = rows;
+    return 0;
+}
+
+static int sqlite_drone_overview(struct store *s, json_t **out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT json_object('id', node.id, 'name', node.name, 'cluster', node.cluster, 'pool', drone.pool,"
+        " 'ip', node.ip, 'ready', json(iif(drone.ready, 'true', 'false')),"
+        " 'draining', json(iif(drone.draining, 'true', 'false')),"
+        " 'connected', json(iif(node.controller IS NOT NULL, 'true', 'false')),"
+        " 'last_heartbeat', drone.last_heartbeat,"
+        " 'backends', (SELECT count(*) FROM backend WHERE backend.drone_id = node.id"
+        " AND last_status != 'terminated'))"
+        " FROM node JOIN drone ON drone.id = node.id ORDER BY node.cluster, node.name";
+
+    return json_rows(q, stmt(q, sql), out, "drone overview");
+}
+
+/* One backend as the dashboard shows it; KEY is the expression of its key object. */
+#define OVERVIEW_ROW(KEY)                                                                                   \
+    "SELECT json_object('id', b.id, 'cluster', b.cluster, 'drone', n.name, 'drone_id', b.drone_id,"         \
+    " 'key', " KEY ", 'state', json(b.state), 'last_status_time', b.last_status_time,"                      \
+    " 'last_keepalive', b.last_keepalive, 'allowed_idle_ms', b.allowed_idle_ms,"                            \
+    " 'expiration_time', b.expiration_time,"                                                               \
+    " 'history', (SELECT json_group_array(json_array(json(h.state), h.created_at)) FROM backend_state h"   \
+    " WHERE h.backend_id = b.id))"
+#define OVERVIEW_KEY_ROW "json_object('namespace', k.namespace, 'name', k.key_name, 'tag', k.tag)"
+#define OVERVIEW_JOINS " LEFT JOIN node n ON n.id = b.drone_id LEFT JOIN backend_key k ON k.id = b.id"
+
+static int sqlite_backend_overview(struct store *s, const json_t *ids, int terminated, json_t **out)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    /* The Spawn actions are read once, for the shown backends only. */
+    static const char all_sql[] =
+        "WITH shown(id) AS MATERIALIZED (SELECT id FROM backend WHERE last_status != 'terminated'"
+        " UNION ALL SELECT * FROM (SELECT id FROM backend WHERE last_status = 'terminated'"
+        " ORDER BY last_status_time DESC LIMIT ?1)),"
+        " spawn(backend_id, key) AS MATERIALIZED (SELECT backend_id, json_extract(action, '$.action.Spawn.key.key')"
+        " FROM backend_action WHERE backend_id IN (SELECT id FROM shown) AND action LIKE '%\"Spawn\"%')"
+        " " OVERVIEW_ROW("json(coalesce(iif(k.id IS NULL, NULL, " OVERVIEW_KEY_ROW "), spawn.key))")
+        " FROM shown JOIN backend b ON b.id = shown.id" OVERVIEW_JOINS
+        " LEFT JOIN spawn ON spawn.backend_id = b.id";
+    static const char ids_sql[] =
+        OVERVIEW_ROW("json(iif(k.id IS NULL, NULL, " OVERVIEW_KEY_ROW "))")
+        " FROM json_each(?1) j JOIN backend b ON b.id = j.value" OVERVIEW_JOINS;
+    sqlite3_stmt *st;
+
+    if (ids) {
+        char *text = json_dumps(ids, JSON_COMPACT);
+        st = stmt(q, ids_sql);
+        sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
+        free(text);
+    } else {
+        st = stmt(q, all_sql);
+        sqlite3_bind_int(st, 1, terminated);
+    }
+    return json_rows(q, st, out, "backend overview");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -967,4 +1046,6 @@ const struct store_ops store_sqlite_ops = {
     .cleanup_tokens = sqlite_cleanup_tokens,
     .backend_counts = sqlite_backend_counts,
     .prevent_renew = sqlite_prevent_renew,
+    .drone_overview = sqlite_drone_overview,
+    .backend_overview = sqlite_backend_overview,
 };

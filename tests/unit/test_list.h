@@ -89,4 +89,5 @@
     X(route_cache_link_down_answers_lookups_in_flight) \
     X(route_cache_backend_removed_turns_routes_to_none) \
     X(route_from_json_renders_the_verified_headers) \
-    X(monitor_keepalives_follow_activity)
+    X(monitor_keepalives_follow_activity) \
+    X(dashboard_auth_path_encodes_what_a_header_cannot_carry)

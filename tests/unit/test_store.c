@@ -58,6 +58,79 @@ static void count_history(void *arg, const struct backend_state *st, int64_t t)
     (*(int *)arg)++;
 }
 
+static const json_t *by_id(const json_t *rows, const char *id)
+{
+    size_t i;
+    json_t *row;
+
+    json_array_foreach(rows, i, row) {
+        if (strcmp(json_string_value(json_object_get(row, "id")), id) == 0)
+            return row;
+    }
+    return NULL;
+}
+
+/* The dashboard's reads, on what contract() left: b4 ready on dr-a (draining), b1 and b3 terminated. */
+static void dashboard_reads(struct store *s, int64_t token)
+{
+    static const char spawn[] = "{\"action_id\":\"ak-b5\",\"action\":{\"Spawn\":{\"key\":{\"key\":"
+                                "{\"name\":\"k5\",\"namespace\":\"ns\",\"tag\":\"t\"}}}}}";
+    struct new_backend nb = {.id = "b5", .cluster = "c.test", .key_namespace = "ns", .key_name = "k5",
+                             .key_tag = "t", .key_expires_at = T0 + 60000, .fencing_token = token,
+                             .action_id = "ak-b5", .action_json = spawn, .now = T0 + 50};
+    struct backend_state done = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED};
+    json_t *rows, *ids;
+    const json_t *row;
+    bool b;
+
+    ASSERT_OK(STORE_CALL(s, drone_overview, &rows));
+    ASSERT_EQ(json_array_size(rows), 2);
+    row = json_array_get(rows, 0);
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "name")), "dr-a");
+    nb.drone_id = json_integer_value(json_object_get(row, "id"));
+    ASSERT_TRUE(json_is_true(json_object_get(row, "draining")) && json_is_true(json_object_get(row, "connected")));
+    ASSERT_EQ(json_integer_value(json_object_get(row, "backends")), 1);
+    ASSERT_EQ(json_integer_value(json_object_get(row, "last_heartbeat")), T0);
+    row = json_array_get(rows, 1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "name")), "dr-b");
+    ASSERT_TRUE(json_is_false(json_object_get(row, "draining")) && json_is_null(json_object_get(row, "last_heartbeat")));
+    json_decref(rows);
+
+    /* b5 ends at once: its key row goes, the key is read back from its Spawn action. */
+    ASSERT_OK(STORE_CALL(s, backend_create, &nb));
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b5", &done, T0 + 60, true, &b));
+    ASSERT_OK(STORE_CALL(s, backend_overview, NULL, 10, &rows));
+    ASSERT_EQ(json_array_size(rows), 4);
+    row = by_id(rows, "b4");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "name")), "k4");
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "drone")), "dr-a");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "state"), "status")), "ready");
+    ASSERT_EQ(json_array_size(json_object_get(row, "history")), 2);
+    row = by_id(rows, "b5");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "namespace")), "ns");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "tag")), "t");
+    /* The history in no set order: scheduled at T0 + 50, terminated at T0 + 60. */
+    const json_t *h = json_object_get(row, "history");
+    ASSERT_EQ(json_array_size(h), 2);
+    ASSERT_EQ(json_integer_value(json_array_get(json_array_get(h, 0), 1)) +
+                  json_integer_value(json_array_get(json_array_get(h, 1), 1)),
+              2 * T0 + 110);
+    json_decref(rows);
+    /* Of the terminated, the most recent only. */
+    ASSERT_OK(STORE_CALL(s, backend_overview, NULL, 1, &rows));
+    ASSERT_EQ(json_array_size(rows), 2);
+    ASSERT_NOT_NULL(by_id(rows, "b4"));
+    ASSERT_NOT_NULL(by_id(rows, "b5"));
+    json_decref(rows);
+    /* By id: unknown ids are left out; a terminated backend's key is not looked for. */
+    ids = json_pack("[s, s]", "b5", "nope");
+    ASSERT_OK(STORE_CALL(s, backend_overview, ids, 0, &rows));
+    ASSERT_EQ(json_array_size(rows), 1);
+    ASSERT_TRUE(json_is_null(json_object_get(json_array_get(rows, 0), "key")));
+    json_decref(rows);
+    json_decref(ids);
+}
+
 static void contract(struct store *s)
 {
     int64_t drone, other, tok[3], offset;
@@ -203,6 +276,7 @@ static void contract(struct store *s)
     ASSERT_OK(STORE_CALL(s, drone_drain, "c.test", "dr-a", &b));
     ASSERT_FALSE(b);
     ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
+    dashboard_reads(s, tok[2] + 2);
     ASSERT_OK(STORE_CALL(s, ping));
 }
 

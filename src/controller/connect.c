@@ -188,28 +188,22 @@ static int new_token(struct controller *c, const char *backend_id, const struct 
 static enum outcome existing(struct controller *c, struct http_request *http, const struct connect_req *r,
                              const struct key_row *key)
 {
-    struct backend_row row;
     char *token = NULL, *secret = NULL;
+    int rc;
 
     if (strcmp(key->tag, r->key_tag) != 0) {
         conn_error(c, http, 409, "KeyHeld", "Lock is held but tag does not match.");
         return DONE;
     }
-    int rc = STORE_CALL(c->store, backend_get, key->backend_id, &row);
-    if (rc < 0) {
+    if (key->static_token)
+        respond(c, http, key->backend_id, false, key->status, key->static_token, NULL, key->cluster, key->subdomain,
+                NULL);
+    else if ((rc = new_token(c, key->backend_id, r, &token, &secret)) < 0)
         store_error(c, http, rc);
-        return DONE;
-    }
-    if (row.static_token) {
-        respond(c, http, row.id, false, row.state.status, row.static_token, NULL, row.cluster, row.subdomain, NULL);
-    } else if ((rc = new_token(c, row.id, r, &token, &secret)) < 0) {
-        store_error(c, http, rc);
-    } else {
-        respond(c, http, row.id, false, row.state.status, token, secret, row.cluster, row.subdomain, NULL);
-    }
+    else
+        respond(c, http, key->backend_id, false, key->status, token, secret, key->cluster, key->subdomain, NULL);
     free(token);
     free(secret);
-    backend_row_release(&row);
     return DONE;
 }
 

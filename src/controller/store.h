@@ -36,10 +36,13 @@ struct backend_row {
     int64_t last_keepalive;
 };
 
+/* A key and what a connect needs to answer with its backend (one read). */
 struct key_row {
     char *backend_id, *tag; /* owned */
     int64_t expires_at;
     int64_t fencing_token;
+    char *cluster, *static_token, *subdomain; /* the backend's, owned; the last two may be NULL */
+    enum backend_status status;               /* the backend's */
 };
 
 /* Everything connect writes for a new backend, in one transaction (§5.2.1 step 6). */

@@ -544,7 +544,9 @@ static int pg_drone_pick(struct store *s, const char *cluster, const char *pool,
 static int pg_key_get(struct store *s, const char *ns, const char *name, struct key_row *out)
 {
     static const char sql[] =
-        "SELECT id, tag, expires_at, fencing_token FROM backend_key WHERE namespace = $1 AND key_name = $2";
+        "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
+        " backend.subdomain, backend.last_status_number FROM backend_key JOIN backend ON backend.id = backend_key.id"
+        " WHERE namespace = $1 AND key_name = $2";
     struct params p = {0};
     int rc;
     PGresult *r;
@@ -561,6 +563,10 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
         out->tag = val(r, 0, 1);
         out->expires_at = ival(r, 0, 2);
         out->fencing_token = ival(r, 0, 3);
+        out->cluster = val(r, 0, 4);
+        out->static_token = val(r, 0, 5);
+        out->subdomain = val(r, 0, 6);
+        out->status = (enum backend_status)ival(r, 0, 7);
     }
     PQclear(r);
     return rc;

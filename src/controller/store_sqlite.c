@@ -498,7 +498,9 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
 {
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
-        "SELECT id, tag, expires_at, fencing_token FROM backend_key WHERE namespace = ?1 AND key_name = ?2";
+        "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
+        " backend.subdomain, backend.last_status_number FROM backend_key JOIN backend ON backend.id = backend_key.id"
+        " WHERE namespace = ?1 AND key_name = ?2";
     sqlite3_stmt *st = stmt(q, sql);
     int rc;
 
@@ -511,6 +513,10 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
         out->tag = col_text(st, 1);
         out->expires_at = sqlite3_column_int64(st, 2);
         out->fencing_token = sqlite3_column_int64(st, 3);
+        out->cluster = col_text(st, 4);
+        out->static_token = col_text(st, 5);
+        out->subdomain = col_text(st, 6);
+        out->status = (enum backend_status)sqlite3_column_int(st, 7);
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "key lookup");

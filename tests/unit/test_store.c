@@ -165,6 +165,9 @@ static void contract(struct store *s)
     ASSERT_STR_EQ(key.backend_id, "b1");
     ASSERT_EQ(key.fencing_token, tok[0]);
     ASSERT_EQ(key.expires_at, T0 + 60000);
+    ASSERT_STR_EQ(key.cluster, "c.test"); /* and what a connect answers with */
+    ASSERT_EQ(key.status, BACKEND_SCHEDULED);
+    ASSERT_TRUE(key.static_token == NULL && key.subdomain == NULL);
     key_row_release(&key);
     ASSERT_EQ(STORE_CALL(s, backend_get, "b2", &(struct backend_row){0}), -ENOENT); /* rolled back whole */
     ASSERT_EQ(STORE_CALL(s, key_get, "other", "k1", &key), -ENOENT);

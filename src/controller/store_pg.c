@@ -167,6 +167,19 @@ static PGresult *run(struct pg_store *q, const char *sql, const struct params *p
     return r;
 }
 
+/* run() for a statement that must find a row: NULL with *rc = -ENOENT when it finds none. */
+static PGresult *run_row(struct pg_store *q, const char *sql, const struct params *p, const char *what, int *rc)
+{
+    PGresult *r = run(q, sql, p, what, rc);
+
+    if (r && PQntuples(r) == 0) {
+        PQclear(r);
+        *rc = -ENOENT;
+        return NULL;
+    }
+    return r;
+}
+
 /* Runs sql for its effect; *changed (if not NULL) says whether it touched a row. */
 static int exec_p(struct pg_store *q, const char *sql, const struct params *p, const char *what, bool *changed)
 {
@@ -452,12 +465,8 @@ static int pg_drone_drain(struct store *s, const char *cluster, const char *name
 
     p_str(&p, cluster);
     p_str(&p, name);
-    if (!(r = run(q, find, &p, "drain", &rc)))
+    if (!(r = run_row(q, find, &p, "drain", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     int64_t id = ival(r, 0, 0);
     bool is_drone = strcmp(PQgetvalue(r, 0, 1), "Drone") == 0;
     *updated = !PQgetisnull(r, 0, 2) && !bval(r, 0, 2);
@@ -526,15 +535,11 @@ static int pg_drone_pick(struct store *s, const char *cluster, const char *pool,
     p_str(&p, pool ? pool : "");
     p_int(&p, healthy_since);
     p_int(&p, best_of > 0 ? best_of : 2);
-    if (!(r = run(to_pg(s), sql, &p, "schedule", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "schedule", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        rc = -ENOENT;
-    } else {
-        *drone_id = ival(r, 0, 0);
-        *drone_name = val(r, 0, 1);
-        *clock_offset = ival(r, 0, 2);
-    }
+    *drone_id = ival(r, 0, 0);
+    *drone_name = val(r, 0, 1);
+    *clock_offset = ival(r, 0, 2);
     PQclear(r);
     return rc;
 }
@@ -554,20 +559,16 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
     memset(out, 0, sizeof(*out));
     p_str(&p, ns);
     p_str(&p, name);
-    if (!(r = run(to_pg(s), sql, &p, "key lookup", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "key lookup", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        rc = -ENOENT;
-    } else {
-        out->backend_id = val(r, 0, 0);
-        out->tag = val(r, 0, 1);
-        out->expires_at = ival(r, 0, 2);
-        out->fencing_token = ival(r, 0, 3);
-        out->cluster = val(r, 0, 4);
-        out->static_token = val(r, 0, 5);
-        out->subdomain = val(r, 0, 6);
-        out->status = (enum backend_status)ival(r, 0, 7);
-    }
+    out->backend_id = val(r, 0, 0);
+    out->tag = val(r, 0, 1);
+    out->expires_at = ival(r, 0, 2);
+    out->fencing_token = ival(r, 0, 3);
+    out->cluster = val(r, 0, 4);
+    out->static_token = val(r, 0, 5);
+    out->subdomain = val(r, 0, 6);
+    out->status = (enum backend_status)ival(r, 0, 7);
     PQclear(r);
     return rc;
 }
@@ -682,12 +683,8 @@ static int pg_backend_get(struct store *s, const char *id, struct backend_row *o
 
     memset(out, 0, sizeof(*out));
     p_str(&p, id);
-    if (!(r = run(to_pg(s), sql, &p, "backend get", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "backend get", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     out->id = val(r, 0, 0);
     out->cluster = val(r, 0, 1);
     out->static_token = val(r, 0, 2);
@@ -889,12 +886,8 @@ static int pg_route_get(struct store *s, const char *token, struct route_row *ou
 
     memset(out, 0, sizeof(*out));
     p_str(&p, token);
-    if (!(r = run(to_pg(s), strncmp(token, "s.", 2) == 0 ? by_static : by_token, &p, "route", &rc)))
+    if (!(r = run_row(to_pg(s), strncmp(token, "s.", 2) == 0 ? by_static : by_token, &p, "route", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     out->backend_id = val(r, 0, 0);
     out->secret_token = val(r, 0, 1);
     out->cluster = val(r, 0, 2);

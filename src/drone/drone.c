@@ -169,14 +169,20 @@ static struct backend *find_backend(struct drone *d, const char *id)
  * terminate had its chance, well before the key expires at the controller
  * (as long after the hard deadline as the hard deadline is after the soft).
  */
-static void fence_backend(struct drone *d, const struct backend *b)
+static void fence_backend(struct drone *d, struct backend *b)
 {
     int64_t soft, hard;
 
     if (b->pid <= 0 || !key_manager_deadlines(d->km, b->id, &soft, &hard))
         return;
     int64_t slack = (hard - soft) / 4;
-    fence_arm(d->fence, b->id, b->pid, hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack));
+    int64_t deadline = hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack);
+    if (b->fenced) {
+        fence_move(d->fence, b->id, deadline);
+    } else {
+        fence_arm(d->fence, b->id, b->pid, deadline);
+        b->fenced = true;
+    }
 }
 
 static void on_state(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st, int64_t ts)
@@ -189,7 +195,7 @@ static void on_state(void *arg, struct backend *b, int64_t event_id, const struc
         fence_backend(d, b); /* spawned: its process is known */
     if (st->status == BACKEND_TERMINATED) {
         /* Renewals stop with the backend (§7.4), and so does our bookkeeping. */
-        if (b->pid > 0)
+        if (b->fenced)
             fence_disarm(d->fence, b->id);
         key_manager_unregister(d->km, b->id);
         backend_free(b);
@@ -605,7 +611,7 @@ fail:
         backend_free(list_entry(pos, struct backend, node));
     if (d->km)
         key_manager_free(d->km);
-    fence_release(d->fence);
+    fence_detach(d->fence);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
     drone_free(d);
@@ -643,7 +649,7 @@ void drone_stop(struct drone *d)
         backend_free(list_entry(pos, struct backend, node));
     key_manager_free(d->km);
     d->km = NULL;
-    fence_release(d->fence);
+    fence_detach(d->fence);
     d->fence = NULL;
     runtime_close(d->rt, NULL, NULL);
     uv_close((uv_handle_t *)&d->heartbeat, handle_closed);

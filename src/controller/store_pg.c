@@ -30,6 +30,8 @@
 #include "store.h"
 
 #define MAX_STMTS 64
+/* The database's time in epoch ms: keys expire by it, whatever the controllers' clocks say. */
+#define DB_NOW "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 #define MAX_PARAMS 12
 #define RECONNECT_MS 500
 
@@ -39,6 +41,7 @@ struct pg_store {
     char *url;                 /* owned */
     int64_t next_connect;      /* boot ms before which no reconnect is tried */
     bool down_logged;
+    bool in_tx;                /* BEGIN sent: a broken connection must not be replaced mid-transaction */
     struct {
         const char *sql;
         bool prepared;         /* on the current connection */
@@ -80,11 +83,13 @@ static const char *pg_error(const struct pg_store *q)
     return *e ? e : "unknown error";
 }
 
-/* Whether the connection is usable, reconnecting if it may. */
+/* Whether the connection is usable, reconnecting if it may (never inside a transaction). */
 static bool connected(struct pg_store *q)
 {
     if (q->conn && PQstatus(q->conn) == CONNECTION_OK)
         return true;
+    if (q->in_tx)
+        return false; /* what was written in it is gone: the transaction fails, it is not continued elsewhere */
     if (clock_boot_ms() < q->next_connect)
         return false;
     q->next_connect = clock_boot_ms() + RECONNECT_MS;
@@ -207,15 +212,24 @@ static int simple(struct pg_store *q, const char *sql, const char *what)
 
 static int begin(struct pg_store *q)
 {
-    return simple(q, "BEGIN", "begin");
+    int rc = simple(q, "BEGIN", "begin");
+
+    q->in_tx = rc == 0;
+    return rc;
 }
 
+/* Ends the transaction: COMMIT if rc is 0 and the session that began it is still there, else ROLLBACK. */
 static int commit(struct pg_store *q, int rc)
 {
+    bool same_session = PQstatus(q->conn) == CONNECTION_OK && PQtransactionStatus(q->conn) == PQTRANS_INTRANS;
+
+    if (rc == 0 && !same_session)
+        rc = PQstatus(q->conn) == CONNECTION_OK ? -EIO : -ENOTCONN;
     if (rc == 0)
-        return simple(q, "COMMIT", "commit");
-    if (rc != -ENOTCONN)
+        rc = simple(q, "COMMIT", "commit");
+    else if (PQstatus(q->conn) == CONNECTION_OK)
         simple(q, "ROLLBACK", "rollback");
+    q->in_tx = false;
     return rc;
 }
 
@@ -328,9 +342,26 @@ static int apply_migrations(struct pg_store *q, struct buf *err)
 
 char *store_pg_conninfo(const char *url)
 {
-    /* Fail fast when the server cannot be reached, unless the URL says otherwise. */
-    return strstr(url, "connect_timeout=") ? xstrdup(url)
-                                           : xasprintf("%s%sconnect_timeout=3", url, strchr(url, '?') ? "&" : "?");
+    /*
+     * Unless the URL says otherwise: fail fast when the server cannot be
+     * reached, and notice within seconds a server that stops answering (the
+     * loop waits on every statement), rather than after TCP's minutes.
+     */
+    static const char *const defaults[][2] = {
+        {"connect_timeout=", "3"},   {"keepalives=", "1"},        {"keepalives_idle=", "5"},
+        {"keepalives_interval=", "2"}, {"keepalives_count=", "3"}, {"tcp_user_timeout=", "10000"},
+        {"options=", "-c%20statement_timeout%3D10000"},
+    };
+    char *out = xstrdup(url);
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        if (strstr(url, defaults[i][0]))
+            continue;
+        char *next = xasprintf("%s%s%s%s", out, strchr(out, '?') ? "&" : "?", defaults[i][0], defaults[i][1]);
+        free(out);
+        out = next;
+    }
+    return out;
 }
 
 /* Notices ("already exists, skipping") are not the operator's business. */
@@ -382,7 +413,7 @@ static int pg_ping(struct store *s)
 
 static int pg_clock(struct store *s, int64_t *db_ms)
 {
-    static const char sql[] = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+    static const char sql[] = "SELECT " DB_NOW;
     int rc;
     PGresult *r = run(to_pg(s), sql, NULL, "clock", &rc);
 
@@ -575,12 +606,12 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
 
 static int pg_key_delete_expired(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted)
 {
-    static const char sql[] = "DELETE FROM backend_key WHERE namespace = $1 AND key_name = $2 AND expires_at <= $3";
+    static const char sql[] = "DELETE FROM backend_key WHERE namespace = $1 AND key_name = $2 AND expires_at <= " DB_NOW;
     struct params p = {0};
 
+    (void)now;
     p_str(&p, ns);
     p_str(&p, name);
-    p_int(&p, now);
     return exec_p(to_pg(s), sql, &p, "key delete", deleted);
 }
 
@@ -617,8 +648,9 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         "INSERT INTO backend(id, cluster, last_status, last_status_time, last_status_number, drone_id,"
         " expiration_time, last_keepalive, allowed_idle_ms, state, static_token, subdomain)"
         " VALUES($1, $2, 'scheduled', $3, 10, $4, $5, $3, $6, '{\"status\":\"scheduled\"}', $7, $8)";
+    /* The lease as the caller meant it (its expiry minus its now), from the database's now. */
     static const char key_sql[] = "INSERT INTO backend_key(id, namespace, key_name, tag, expires_at, fencing_token)"
-                                  " VALUES($1, $2, $3, $4, $5, $6)";
+                                  " VALUES($1, $2, $3, $4, " DB_NOW " + ($5::bigint - $7::bigint), $6)";
     struct params b = {0}, k = {0};
     int rc = begin(q);
 
@@ -646,6 +678,7 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         p_str(&k, nb->key_tag);
         p_int(&k, nb->key_expires_at);
         p_int(&k, nb->fencing_token);
+        p_int(&k, nb->now);
         rc = exec_p(q, key_sql, &k, "key insert", NULL);
     }
     if (rc == 0)
@@ -818,8 +851,8 @@ static int pg_action_ack(struct store *s, int64_t drone_id, const char *action_i
 static int pg_key_renew(struct store *s, const char *backend_id, int64_t drone_id, int64_t now, int64_t expires_at,
                         bool *renewed)
 {
-    static const char sql[] = "UPDATE backend_key SET expires_at = $2 WHERE id = $1 AND allow_renew"
-                              " AND expires_at > $4"
+    static const char sql[] = "UPDATE backend_key SET expires_at = " DB_NOW " + ($2::bigint - $4::bigint)"
+                              " WHERE id = $1 AND allow_renew AND expires_at > " DB_NOW
                               " AND EXISTS (SELECT 1 FROM backend WHERE backend.id = $1 AND drone_id = $3)";
     struct params p = {0};
 

@@ -38,6 +38,7 @@
 struct outbox_item {
     struct list_node node;
     size_t len;
+    bool message;   /* token is a whole message's text, not a token */
     char token[];
 };
 
@@ -57,6 +58,8 @@ struct ctrl_link {
     uv_async_t async;           /* the outbox has items */
     uv_mutex_t lock;
     struct list_node outbox;    /* of struct outbox_item, under lock */
+    ctrl_link_cert_fn *cert_fn; /* CertManagerResponse goes here, or is dropped */
+    void *cert_arg;
     unsigned open_handles;
     bool closing;
 };
@@ -84,17 +87,44 @@ void ctrl_link_keepalive(struct ctrl_link *l, const char *backend_id)
         send_json(l, wire_variant("KeepAlive", json_string(backend_id)));
 }
 
-void ctrl_link_request(struct ctrl_link *l, const char *token, size_t len)
+static void outbox_put(struct ctrl_link *l, const char *text, size_t len, bool message)
 {
     struct outbox_item *it = xmalloc(sizeof(*it) + len + 1);
 
-    memcpy(it->token, token, len);
+    memcpy(it->token, text, len);
     it->token[len] = '\0';
     it->len = len;
+    it->message = message;
     uv_mutex_lock(&l->lock);
     list_insert_tail(&l->outbox, &it->node);
     uv_mutex_unlock(&l->lock);
     uv_async_send(&l->async);
+}
+
+void ctrl_link_request(struct ctrl_link *l, const char *token, size_t len)
+{
+    outbox_put(l, token, len, false);
+}
+
+int ctrl_link_send(struct ctrl_link *l, json_t *msg)
+{
+    char *text;
+
+    if (!ctrl_link_is_up(l)) {
+        json_decref(msg);
+        return -ENOTCONN;
+    }
+    text = wire_text(msg);
+    json_decref(msg);
+    outbox_put(l, text, strlen(text), true);
+    free(text);
+    return 0;
+}
+
+void ctrl_link_on_cert_response(struct ctrl_link *l, ctrl_link_cert_fn *fn, void *arg)
+{
+    l->cert_fn = fn;
+    l->cert_arg = arg;
 }
 
 static void outbox_cb(uv_async_t *a)
@@ -114,7 +144,9 @@ static void outbox_cb(uv_async_t *a)
         list_remove(pos);
         /* A request made while the link was up but sent after it dropped: the
          * drop already answered its waiters. */
-        if (ctrl_link_is_up(l) && !l->closing)
+        if (ctrl_link_is_up(l) && !l->closing && it->message)
+            ws_client_send_text(l->ws, it->token, it->len);
+        else if (ctrl_link_is_up(l) && !l->closing)
             send_json(l, wire_variant("RouteInfoRequest", json_pack("{s:s}", "token", it->token)));
         free(it);
     }
@@ -160,7 +192,13 @@ static void handle_message(struct ctrl_link *l, const json_t *j)
             monitor_removed(l->mon, b);
         }
     } else if (strcmp(tag, "CertManagerResponse") == 0) {
-        /* ACME is not part of this proxy yet: nothing asked for it. */
+        json_t *inner;
+        const char *kind = wire_variant_of(payload, &inner);
+        json_t *accepted = json_object_get(inner, "accepted");
+        if (!kind || !json_is_boolean(accepted))
+            log_warn("dropped a malformed CertManagerResponse");
+        else if (l->cert_fn)
+            l->cert_fn(l->cert_arg, kind, json_is_true(accepted));
     } else {
         log_warn("dropped a '%s' message from the controller", tag);
     }

@@ -7,9 +7,10 @@
 #include <string.h>
 
 #include "buf.h"
+#include "controller_urls.h"
 #include "log.h"
+#include "names.h"
 #include "node_link.h"
-#include "url.h"
 #include "wire.h"
 #include "ws_client.h"
 #include "xalloc.h"
@@ -22,12 +23,16 @@ struct node_link {
     uv_loop_t *loop;       /* borrowed */
     struct node_link_handler h;
     void *arg;
-    char *url, *bearer, *name; /* owned; bearer may be NULL */
+    struct controller_urls urls; /* owned: the socket URL of each controller, tried in turn */
+    char *name;            /* owned */
     struct ws_client *ws;  /* owned while connecting or connected */
     bool up;
     uint64_t up_since;
     unsigned backoff_ms;   /* before the next attempt */
     uv_timer_t retry;
+    uv_timer_t cycle;      /* voluntary reconnect, when cycle_ms */
+    unsigned cycle_ms, cycle_jitter_ms;
+    unsigned open_handles;
     bool closing;
 };
 
@@ -68,14 +73,32 @@ static void lost(struct node_link *l, const char *reason)
     ws_client_free(l->ws);
     l->ws = NULL;
     l->up = false;
+    uv_timer_stop(&l->cycle);
     if (was_up && uv_now(l->loop) - l->up_since >= STABLE_MS)
         l->backoff_ms = 0;
-    uv_timer_start(&l->retry, retry_cb, l->backoff_ms, 0);
+    /* Another controller, if there are several: at once after a working connection ended. */
+    controller_urls_next(&l->urls);
+    uv_timer_start(&l->retry, retry_cb, was_up && l->urls.n > 1 ? 0 : l->backoff_ms, 0);
     l->backoff_ms = l->backoff_ms == 0 ? BACKOFF_FIRST_MS
                     : l->backoff_ms * 11 / 10 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS
                                                                : l->backoff_ms * 11 / 10;
     if (was_up && l->h.on_down)
         l->h.on_down(l->arg);
+}
+
+static void cycle_cb(uv_timer_t *t)
+{
+    struct node_link *l = t->data;
+
+    log_info("%s: periodic reconnect to the controller", l->name);
+    l->backoff_ms = 0;
+    lost(l, "periodic reconnect");
+}
+
+void node_link_cycle(struct node_link *l, unsigned period_ms, unsigned jitter_ms)
+{
+    l->cycle_ms = period_ms;
+    l->cycle_jitter_ms = jitter_ms;
 }
 
 static void ws_open(void *arg)
@@ -106,6 +129,15 @@ static void ws_text(void *arg, const char *msg, size_t len)
             log_info("%s: connected to controller %s", l->name, controller);
             l->up = true;
             l->up_since = uv_now(l->loop);
+            if (l->cycle_ms) {
+                unsigned jitter = 0;
+                if (l->cycle_jitter_ms)
+                    random_bytes(&jitter, sizeof(jitter));
+                uv_timer_start(&l->cycle, cycle_cb,
+                               l->cycle_ms - l->cycle_jitter_ms +
+                                   (l->cycle_jitter_ms ? jitter % (2 * l->cycle_jitter_ms) : 0),
+                               0);
+            }
             if (l->h.on_up)
                 l->h.on_up(l->arg);
         } else {
@@ -132,7 +164,8 @@ static void connect_now(struct node_link *l)
 
     if (l->ws || l->closing)
         return;
-    l->ws = ws_client_connect(l->loop, l->url, l->bearer, &ws_handler, l, &err);
+    l->ws = ws_client_connect(l->loop, CONTROLLER_URL_SOCKET(&l->urls), CONTROLLER_URL_BEARER(&l->urls),
+                              &ws_handler, l, &err);
     if (!l->ws) {
         log_error("%s: %s", l->name, buf_cstr(&err));
         uv_timer_start(&l->retry, retry_cb, BACKOFF_MAX_MS, 0);
@@ -143,42 +176,32 @@ static void connect_now(struct node_link *l)
 struct node_link *node_link_new(uv_loop_t *loop, const char *controller_url, const char *path, const char *name,
                                 const struct node_link_handler *h, void *arg, struct buf *err)
 {
-    struct node_link *l;
-    struct url u;
-    char *authority;
+    struct node_link *l = xcalloc(1, sizeof(*l));
 
-    if (url_parse(controller_url, &u) < 0) {
-        buf_printf(err, "invalid --controller-url '%s'", controller_url);
+    if (controller_urls_parse(&l->urls, controller_url, path, err) < 0) {
+        free(l);
         return NULL;
     }
-    if (strcmp(u.scheme, "https") == 0 || strcmp(u.scheme, "wss") == 0) {
-        buf_printf(err, "TLS to the controller is not supported yet ('%s')", controller_url);
-        url_release(&u);
-        return NULL;
-    }
-    l = xcalloc(1, sizeof(*l));
     l->loop = loop;
     l->h = *h;
     l->arg = arg;
-    authority = url_authority(&u);
-    l->url = xasprintf("ws://%s%s", authority, path);
-    l->bearer = u.user ? xstrdup(u.user) : NULL;
     l->name = xstrdup(name);
-    free(authority);
-    url_release(&u);
     uv_timer_init(loop, &l->retry);
-    l->retry.data = l;
+    uv_timer_init(loop, &l->cycle);
+    l->retry.data = l->cycle.data = l;
+    l->open_handles = 2;
     l->backoff_ms = BACKOFF_FIRST_MS;
     connect_now(l);
     return l;
 }
 
-static void retry_closed(uv_handle_t *h)
+static void handle_closed(uv_handle_t *h)
 {
     struct node_link *l = h->data;
 
-    free(l->url);
-    free(l->bearer);
+    if (--l->open_handles > 0)
+        return;
+    controller_urls_release(&l->urls);
     free(l->name);
     free(l);
 }
@@ -192,5 +215,7 @@ void node_link_free(struct node_link *l)
     ws_client_free(l->ws);
     l->ws = NULL;
     uv_timer_stop(&l->retry);
-    uv_close((uv_handle_t *)&l->retry, retry_closed);
+    uv_timer_stop(&l->cycle);
+    uv_close((uv_handle_t *)&l->retry, handle_closed);
+    uv_close((uv_handle_t *)&l->cycle, handle_closed);
 }

@@ -1016,6 +1016,8 @@ static int sqlite_backend_overview(struct store *s, const json_t *ids, int termi
         sqlite3_bind_int(st, 1, terminated);
     }
     return json_rows(q, st, out, "backend overview");
+}
+
 /* ---- ACME DNS-01: the cluster's certificate lease and TXT value (§8.4, §9) ---- */
 
 static int sqlite_cert_lease(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,

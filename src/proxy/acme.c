@@ -456,14 +456,19 @@ static int post(struct acme_client *c, const char *url, const char *payload, boo
     }
 }
 
-/* POST-as-GET of an object: its JSON on 200 (new reference), else NULL with a line in err. */
-static json_t *fetch(struct acme_client *c, const char *url, const char *what, struct buf *err)
+/*
+ * POST-as-GET of an object: its JSON on 200 (new reference), else NULL with
+ * a line in err. *retry_ms (if not NULL) gets the answer's Retry-After, or 0.
+ */
+static json_t *fetch(struct acme_client *c, const char *url, const char *what, unsigned *retry_ms, struct buf *err)
 {
     struct response r;
     json_t *j = NULL;
 
     if (post(c, url, NULL, false, &r, err) < 0)
         return NULL;
+    if (retry_ms)
+        *retry_ms = r.retry_after_ms;
     if (r.status == 200)
         j = response_json(&r);
     if (!json_is_object(j)) {
@@ -572,7 +577,8 @@ static int poll_status(struct acme_client *c, const char *url, const char *waiti
     unsigned delay = POLL_FIRST_MS, waited = 0;
 
     for (;;) {
-        json_t *j = fetch(c, url, what, err);
+        unsigned retry_ms = 0;
+        json_t *j = fetch(c, url, what, &retry_ms, err);
         const char *st = json_get_str(j, "status");
         char key[64];
 
@@ -588,6 +594,8 @@ static int poll_status(struct acme_client *c, const char *url, const char *waiti
             buf_printf(err, "%s still '%s' after %u s", what, st, POLL_LIMIT_MS / 1000);
             return -ETIMEDOUT;
         }
+        if (retry_ms > delay) /* the server's Retry-After, within our bounds */
+            delay = retry_ms > POLL_MAX_MS ? POLL_MAX_MS : retry_ms;
         if (!c->hooks.sleep(c->hooks.arg, delay))
             return -ECANCELED;
         waited += delay;
@@ -614,7 +622,7 @@ static void challenge_error(const json_t *authz, struct buf *err)
 /* Satisfies one authorization through its dns-01 challenge. */
 static int authorize(struct acme_client *c, const char *url, struct buf *err)
 {
-    json_t *authz = fetch(c, url, "ACME authorization", err), *ch, *dns01 = NULL, *done = NULL;
+    json_t *authz = fetch(c, url, "ACME authorization", NULL, err), *ch, *dns01 = NULL, *done = NULL;
     const char *status = json_get_str(authz, "status"), *token, *ch_url;
     unsigned char digest[32];
     char *keyauth, *value;

@@ -2,7 +2,7 @@
 /*
  * ctrl_link.h - the proxy's connection to the controller (spec §6, §8,
  * §16.4): the WebSocket to <controller>/ctrl/c/<cluster>/proxy-socket,
- * the handshake, reconnects with backoff, RouteInfoRequest out and
+ * the handshake, reconnects with backoff (a node_link), RouteInfoRequest out and
  * RouteInfoResponse/BackendRemoved in, and the certificate manager's
  * requests and answers (§8.1, §8.2). It lives on the control loop;
  * ctrl_link_request() and ctrl_link_is_up() may be called from any thread.
@@ -20,9 +20,6 @@ struct ctrl_link;
 struct monitor;
 struct route_cache;
 
-#define CTRL_LINK_BACKOFF_FIRST_MS 1000
-#define CTRL_LINK_BACKOFF_MAX_MS 60000
-#define CTRL_LINK_STABLE_MS 60000                 /* up this long: the next attempt is immediate */
 #define CTRL_LINK_RECONNECT_MS (60 * 60 * 1000)   /* voluntary reconnect, ±10 min */
 #define CTRL_LINK_RECONNECT_JITTER_MS (10 * 60 * 1000)
 

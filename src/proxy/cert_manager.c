@@ -65,13 +65,6 @@ struct cert_manager {
 
 /* ---- waiting ---- */
 
-/* Waits up to ms, or until stop or a renewal request; false on stop. Called with lock held. */
-static bool wait_locked(struct cert_manager *m, uint64_t ms)
-{
-    if (!atomic_load(&m->stop) && !m->force)
-        uv_cond_timedwait(&m->wake, &m->lock, ms * 1000000);
-    return !atomic_load(&m->stop);
-}
 
 static bool sleep_hook(void *arg, unsigned ms)
 {
@@ -290,8 +283,13 @@ static bool renewal_due(struct cert_manager *m, int64_t now)
 
     uv_mutex_lock(&m->lock);
     force = m->force;
-    if (force)
+    if (force && !m->acme) {
+        /* Nothing to order: SIGUSR1 reads the file again. */
+        m->force = false;
+        memset(&m->file_seen, 0, sizeof(m->file_seen));
+    } else if (force) {
         m->next_attempt = 0; /* asked for: now, whatever the backoff */
+    }
     uv_mutex_unlock(&m->lock);
     /* A lease needs the controller: without it, wait (the file may still change). */
     return m->acme && now >= m->next_attempt && ctrl_link_is_up(m->link) &&
@@ -328,8 +326,10 @@ static void thread_main(void *arg)
             }
             continue;
         }
+        /* Until the next look at the file, or a renewal request, or stop. */
         uv_mutex_lock(&m->lock);
-        wait_locked(m, CERT_FILE_CHECK_MS);
+        if (!atomic_load(&m->stop))
+            uv_cond_timedwait(&m->wake, &m->lock, (uint64_t)CERT_FILE_CHECK_MS * 1000000);
         uv_mutex_unlock(&m->lock);
     }
 }

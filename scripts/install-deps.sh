@@ -11,7 +11,7 @@ pkgs=(
     clang libclang-rt-14-dev curl
     postgresql
     chromium        # the dashboard's tests drive the page in headless Chromium
-    pebble bind9-dnsutils
+    pebble bind9-dnsutils openssl   # ACME tests: a real CA, dig, certificates
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
 

@@ -366,7 +366,7 @@ static const char *dir_url(struct acme_client *c, const char *what, struct buf *
 
 static int directory(struct acme_client *c, struct buf *err)
 {
-    struct response r;
+    struct response r = {0};
     int rc;
 
     if (c->dir)
@@ -387,7 +387,7 @@ static int directory(struct acme_client *c, struct buf *err)
 static int fresh_nonce(struct acme_client *c, struct buf *err)
 {
     const char *url = dir_url(c, "newNonce", err);
-    struct response r;
+    struct response r = {0};
     int rc;
 
     if (!url)
@@ -462,7 +462,7 @@ static int post(struct acme_client *c, const char *url, const char *payload, boo
  */
 static json_t *fetch(struct acme_client *c, const char *url, const char *what, unsigned *retry_ms, struct buf *err)
 {
-    struct response r;
+    struct response r = {0};
     json_t *j = NULL;
 
     if (post(c, url, NULL, false, &r, err) < 0)
@@ -522,7 +522,7 @@ static int account(struct acme_client *c, struct buf *err)
     const char *url;
     json_t *req;
     char *text;
-    struct response r;
+    struct response r = {0};
     int rc;
 
     if (c->kid)
@@ -626,7 +626,7 @@ static int authorize(struct acme_client *c, const char *url, struct buf *err)
     const char *status = json_get_str(authz, "status"), *token, *ch_url;
     unsigned char digest[32];
     char *keyauth, *value;
-    struct response r;
+    struct response r = {0};
     size_t i;
     int rc;
 

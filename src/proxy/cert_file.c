@@ -62,11 +62,20 @@ int cert_file_write(const char *path, const char *chain, const char *key, struct
     return rc;
 }
 
-int cert_not_after(const char *chain, int64_t *epoch_ms, struct buf *err)
+static int asn1_ms(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+
+    if (ASN1_TIME_to_tm(t, &tm) != 1)
+        return -EINVAL;
+    *out = (int64_t)timegm(&tm) * 1000;
+    return 0;
+}
+
+int cert_validity(const char *chain, int64_t *not_before, int64_t *not_after, struct buf *err)
 {
     BIO *bio = BIO_new_mem_buf(chain, -1);
     X509 *x = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    struct tm tm;
     int rc = -EINVAL;
 
     BIO_free(bio);
@@ -75,12 +84,17 @@ int cert_not_after(const char *chain, int64_t *epoch_ms, struct buf *err)
         buf_printf(err, "no PEM certificate in the chain");
         return rc;
     }
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1) {
-        *epoch_ms = (int64_t)timegm(&tm) * 1000;
+    if (asn1_ms(X509_get0_notBefore(x), not_before) == 0 && asn1_ms(X509_get0_notAfter(x), not_after) == 0)
         rc = 0;
-    } else {
-        buf_printf(err, "the certificate's notAfter cannot be read");
-    }
+    else
+        buf_printf(err, "the certificate's validity cannot be read");
     X509_free(x);
     return rc;
+}
+
+int64_t cert_renew_at(int64_t not_before, int64_t not_after, int64_t window_ms)
+{
+    int64_t third = (not_after - not_before) / 3;
+
+    return not_after - (third < window_ms ? third : window_ms);
 }

@@ -15,7 +15,14 @@ struct buf;
 int cert_file_read(const char *path, char **chain, char **key, struct buf *err);
 /* Writes path atomically with mode 0600. 0, or -errno with a line in err. */
 int cert_file_write(const char *path, const char *chain, const char *key, struct buf *err);
-/* The first certificate's notAfter as epoch ms. 0, or -EINVAL with a line in err. */
-int cert_not_after(const char *chain, int64_t *epoch_ms, struct buf *err);
+/* The first certificate's notBefore and notAfter as epoch ms. 0, or -EINVAL with a line in err. */
+int cert_validity(const char *chain, int64_t *not_before, int64_t *not_after, struct buf *err);
+/*
+ * When a certificate valid from not_before to not_after is due for renewal:
+ * 30 days before its end (§16.5), or with a third of its life left if it
+ * lives less than 90 days (so a short-lived certificate is not renewed
+ * again and again).
+ */
+int64_t cert_renew_at(int64_t not_before, int64_t not_after, int64_t window_ms);
 
 #endif

@@ -58,6 +58,7 @@ struct cert_manager {
     /* The thread's own. */
     char *chain;               /* served now, or NULL */
     int64_t not_after;         /* of chain, epoch ms */
+    int64_t renew_at;          /* of chain, epoch ms (cert_renew_at) */
     struct stat file_seen;     /* the file as last read */
     int64_t next_attempt;      /* epoch ms */
     int64_t failure_delay;
@@ -149,17 +150,18 @@ static void format_time(int64_t ms, char out[32])
 /* Serves chain and key unless chain is what is served already. 0, or -errno with a line in err. */
 static int install(struct cert_manager *m, const char *chain, const char *key, const char *from, struct buf *err)
 {
-    int64_t not_after;
+    int64_t not_before, not_after;
     char until[32];
     int rc;
 
     if (m->chain && strcmp(m->chain, chain) == 0)
         return 0;
-    if ((rc = cert_not_after(chain, &not_after, err)) < 0 || (rc = tls_ctx_use(m->tls, chain, key, err)) < 0)
+    if ((rc = cert_validity(chain, &not_before, &not_after, err)) < 0 || (rc = tls_ctx_use(m->tls, chain, key, err)) < 0)
         return rc;
     free(m->chain);
     m->chain = xstrdup(chain);
     m->not_after = not_after;
+    m->renew_at = cert_renew_at(not_before, not_after, CERT_RENEW_BEFORE_MS);
     format_time(not_after, until);
     log_info("certificate for %s from %s is served now (valid until %s)", m->cluster, from, until);
     uv_async_send(&m->notify);
@@ -250,7 +252,7 @@ static enum attempt attempt(struct cert_manager *m)
     uv_mutex_lock(&m->lock);
     bool forced = m->force;
     uv_mutex_unlock(&m->lock);
-    if (!forced && m->chain && clock_epoch_ms() < m->not_after - CERT_RENEW_BEFORE_MS) {
+    if (!forced && m->chain && clock_epoch_ms() < m->renew_at) {
         ctrl_link_send(m->link, wire_variant("CertManagerRequest", json_string("ReleaseCertLease")));
         return ATTEMPT_DONE;
     }
@@ -293,7 +295,7 @@ static bool renewal_due(struct cert_manager *m, int64_t now)
     uv_mutex_unlock(&m->lock);
     /* A lease needs the controller: without it, wait (the file may still change). */
     return m->acme && now >= m->next_attempt && ctrl_link_is_up(m->link) &&
-           (force || !m->chain || now >= m->not_after - CERT_RENEW_BEFORE_MS);
+           (force || !m->chain || now >= m->renew_at);
 }
 
 static void thread_main(void *arg)

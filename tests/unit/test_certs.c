@@ -81,7 +81,7 @@ TEST(cert_file_round_trip_mode_and_expiry)
     char *path, *chain, *key, *c2 = NULL, *k2 = NULL;
     struct buf err = BUF_INIT;
     struct stat st;
-    int64_t not_after = 0;
+    int64_t not_before = 0, not_after = 0;
     DIR *d;
     struct dirent *e;
     int files = 0;
@@ -97,10 +97,16 @@ TEST(cert_file_round_trip_mode_and_expiry)
     ASSERT_OK(cert_file_read(path, &c2, &k2, &err));
     ASSERT_STR_EQ(c2, chain);
     ASSERT_STR_EQ(k2, key);
-    ASSERT_OK(cert_not_after(chain, &not_after, &err));
+    ASSERT_OK(cert_validity(chain, &not_before, &not_after, &err));
+    ASSERT_TRUE(not_before <= (int64_t)time(NULL) * 1000);
     ASSERT_TRUE(not_after > (int64_t)time(NULL) * 1000 + 9LL * 86400 * 1000);
     ASSERT_TRUE(not_after < (int64_t)time(NULL) * 1000 + 11LL * 86400 * 1000);
-    ASSERT_EQ(cert_not_after("not a certificate", &not_after, &err), -EINVAL);
+    ASSERT_EQ(cert_validity("not a certificate", &not_before, &not_after, &err), -EINVAL);
+    /* Renewal: 30 days before the end, or a third of a short life before it. */
+    const int64_t day = 86400000;
+    ASSERT_EQ(cert_renew_at(0, 90 * day, 30 * day), 60 * day);
+    ASSERT_EQ(cert_renew_at(0, 365 * day, 30 * day), 335 * day);
+    ASSERT_EQ(cert_renew_at(0, 6 * day, 30 * day), 4 * day);
     d = opendir(dir);
     while ((e = readdir(d)))
         files += e->d_name[0] != '.';

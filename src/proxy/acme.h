@@ -49,7 +49,4 @@ void acme_client_free(struct acme_client *c);
 int acme_order(struct acme_client *c, const char *const *names, size_t n, char **chain, char **key,
                struct buf *err);
 
-/* Decodes base64url (padding optional) into a new buffer of *len bytes; NULL if s is not base64url. */
-unsigned char *base64url_decode(const char *s, size_t *len);
-
 #endif

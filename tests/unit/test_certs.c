@@ -16,8 +16,8 @@
 #include <openssl/x509.h>
 
 #include "../../src/common/buf.h"
+#include "../../src/common/names.h"
 #include "../../src/common/xalloc.h"
-#include "../../src/proxy/acme.h"
 #include "../../src/proxy/cert_file.h"
 #include "../../src/proxy/tls.h"
 #include "test.h"

@@ -149,8 +149,8 @@ struct store_ops {
     int (*backend_overview)(struct store *s, const json_t *ids, int terminated, json_t **out);
     /*
      * ACME DNS-01 (§8.4, §9; table acme_txt_entries). cert_lease takes the
-     * cluster's certificate lease for node_id unless a lease younger than
-     * valid_ms exists (whoever holds it). txt_set sets the TXT value only
+     * cluster's certificate lease for node_id unless a lease at most
+     * valid_ms old exists (whoever holds it); the TXT value stays. txt_set sets the TXT value only
      * under node_id's lease. cert_release drops node_id's lease and its
      * value. txt_get: *value is the value (owned) or NULL when there is none.
      */

@@ -1028,7 +1028,7 @@ static int sqlite_cert_lease(struct store *s, const char *cluster, int64_t node_
     static const char sql[] =
         "INSERT INTO acme_txt_entries(cluster, leased_at, leased_by) VALUES(?1, ?2, ?3)"
         " ON CONFLICT(cluster) DO UPDATE SET leased_at = excluded.leased_at, leased_by = excluded.leased_by"
-        " WHERE acme_txt_entries.leased_at <= ?2 - ?4";
+        " WHERE acme_txt_entries.leased_at < ?2 - ?4";
     sqlite3_stmt *st = stmt(q, sql);
     int rc;
 

@@ -24,6 +24,7 @@
 #include <uv.h>
 
 #include "../common/buf.h"
+#include "../common/controller_urls.h"
 #include "../common/json_util.h"
 #include "../common/list.h"
 #include "../common/log.h"
@@ -380,7 +381,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: plane dns --controller-url URL [options]\n"
                "\n"
-               "  --controller-url URL  the controller (http://[TOKEN@]host:port/)\n"
+               "  --controller-url URL  the controller (http://[TOKEN@]host:port/); more than once: several,\n"
+               "                        tried in turn\n"
                "  --zone ZONE           answer <cluster>.<ZONE>; without it, _acme-challenge.<cluster>\n"
                "  --port N              UDP and TCP port (default 53)\n"
                "  --host IP             listen address (default 0.0.0.0)\n"
@@ -398,6 +400,7 @@ int dns_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
+    static char *urls; /* kept to the end of the process, like the other commands' */
     const char *name = NULL, *url = NULL, *zone = NULL, *host = "0.0.0.0";
     struct dns_server srv = {0};
     struct buf err = BUF_INIT;
@@ -409,7 +412,10 @@ int dns_main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         switch (opt) {
         case 'n': name = optarg; break;
-        case 'u': url = optarg; break;
+        case 'u': /* more than once: several controllers, tried in turn */
+            urls = controller_urls_append(urls, optarg);
+            url = urls;
+            break;
         case 'z': zone = optarg; break;
         case 'H': host = optarg; break;
         case 'p':

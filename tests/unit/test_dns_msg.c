@@ -39,37 +39,37 @@ static enum dns_verdict verdict(const char *name, ldns_rr_type type, ldns_rr_cla
 
 TEST(dns_query_verdicts)
 {
+    static const struct {
+        const char *name;
+        ldns_rr_type type;
+        ldns_rr_class cls;
+        const char *zone;
+        enum dns_verdict verdict;
+        int rcode;           /* DNS_ANSWER */
+        const char *cluster; /* DNS_LOOKUP */
+    } cases[] = {
+        {"_acme-challenge.plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, DNS_LOOKUP, 0, "plane.test"},
+        {"_ACME-Challenge.Plane.Test.", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, DNS_LOOKUP, 0, "plane.test"},
+        {"_acme-challenge.plane.test", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, NULL, DNS_ANSWER, LDNS_RCODE_NOTIMPL, NULL},
+        {"_acme-challenge.plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_CH, NULL, DNS_ANSWER, LDNS_RCODE_REFUSED, NULL},
+        {"plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, DNS_ANSWER, LDNS_RCODE_REFUSED, NULL},
+        {"_acme-challenge.a_b.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, DNS_ANSWER, LDNS_RCODE_NXDOMAIN, NULL},
+        /* With a zone: <cluster>.<zone>, at a label boundary; the apex exists. */
+        {"foo.bar.baz.example.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", DNS_LOOKUP, 0, "foo.bar.baz"},
+        {"fooexample.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", DNS_ANSWER, LDNS_RCODE_REFUSED, NULL},
+        {"example.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", DNS_ANSWER, LDNS_RCODE_NOERROR, NULL},
+    };
     struct dns_query q;
 
-    ASSERT_EQ(verdict("_acme-challenge.plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, &q), DNS_LOOKUP);
-    ASSERT_STR_EQ(q.cluster, "plane.test");
-    ASSERT_EQ(q.id, 4242);
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("_ACME-Challenge.Plane.Test.", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, &q), DNS_LOOKUP);
-    ASSERT_STR_EQ(q.cluster, "plane.test");
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("_acme-challenge.plane.test", LDNS_RR_TYPE_A, LDNS_RR_CLASS_IN, NULL, &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_NOTIMPL);
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("_acme-challenge.plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_CH, NULL, &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_REFUSED);
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("plane.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_REFUSED);
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("_acme-challenge.a_b.test", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, NULL, &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_NXDOMAIN);
-    dns_query_release(&q);
-    /* With a zone: <cluster>.<zone>, at a label boundary. */
-    ASSERT_EQ(verdict("foo.bar.baz.example.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", &q), DNS_LOOKUP);
-    ASSERT_STR_EQ(q.cluster, "foo.bar.baz");
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("fooexample.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_REFUSED);
-    dns_query_release(&q);
-    ASSERT_EQ(verdict("example.com", LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, "example.com", &q), DNS_ANSWER);
-    ASSERT_EQ(q.rcode, LDNS_RCODE_NOERROR);
-    dns_query_release(&q);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        ASSERT_EQ(verdict(cases[i].name, cases[i].type, cases[i].cls, cases[i].zone, &q), cases[i].verdict);
+        ASSERT_EQ(q.id, 4242);
+        if (cases[i].verdict == DNS_ANSWER)
+            ASSERT_EQ(q.rcode, cases[i].rcode);
+        else
+            ASSERT_STR_EQ(q.cluster, cases[i].cluster);
+        dns_query_release(&q);
+    }
 }
 
 TEST(dns_bad_messages)

@@ -111,8 +111,8 @@ struct connect_req {
 bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *why);
 void connect_request_release(struct connect_req *r);
 
-/* sockets.c: the drone and proxy WebSocket endpoints */
-void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
+/* sockets.c: the drone, proxy and DNS server WebSocket endpoints; cluster is NULL for NODE_DNS */
+void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, enum node_kind kind);
 void sockets_close_all(struct controller *c);
 /* Catches up from the store with what the other controllers' lost notifications said. */
 void sockets_resync(struct controller *c);

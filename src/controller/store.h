@@ -150,6 +150,18 @@ struct store_ops {
      * is read from its Spawn action instead; with ids it is null.
      */
     int (*backend_overview)(struct store *s, const json_t *ids, int terminated, json_t **out);
+    /*
+     * ACME DNS-01 (§8.4, §9; table acme_txt_entries). cert_lease takes the
+     * cluster's certificate lease for node_id unless a lease at most
+     * valid_ms old exists (whoever holds it); the TXT value stays. txt_set sets the TXT value only
+     * under node_id's lease. cert_release drops node_id's lease and its
+     * value. txt_get: *value is the value (owned) or NULL when there is none.
+     */
+    int (*cert_lease)(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                      bool *accepted);
+    int (*txt_set)(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted);
+    int (*cert_release)(struct store *s, const char *cluster, int64_t node_id);
+    int (*txt_get)(struct store *s, const char *cluster, char **value);
 };
 
 struct store {

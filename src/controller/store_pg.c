@@ -295,6 +295,9 @@ static const char *const migrations[] = {
     /* Counted, never read from a clock; started at the time in ms, as tokens once were. */
     "CREATE SEQUENCE fencing_token;"
     "SELECT setval('fencing_token', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);",
+    /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
+    "CREATE TABLE acme_txt_entries (cluster text PRIMARY KEY, leased_at bigint NOT NULL,"
+    " leased_by bigint NOT NULL, txt_value text);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1058,6 +1061,63 @@ static int pg_backend_overview(struct store *s, const json_t *ids, int terminate
     return rc;
 }
 
+/* ---- ACME DNS-01: the cluster's certificate lease and TXT value (§8.4, §9) ---- */
+
+static int pg_cert_lease(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                         bool *accepted)
+{
+    /* One statement: controllers sharing the database race on the row, and one wins. */
+    static const char sql[] =
+        "INSERT INTO acme_txt_entries(cluster, leased_at, leased_by) VALUES($1, $2, $3)"
+        " ON CONFLICT (cluster) DO UPDATE SET leased_at = excluded.leased_at, leased_by = excluded.leased_by"
+        " WHERE acme_txt_entries.leased_at < $2::bigint - $4::bigint";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, now);
+    p_int(&p, node_id);
+    p_int(&p, valid_ms);
+    return exec_p(to_pg(s), sql, &p, "cert lease", accepted);
+}
+
+static int pg_txt_set(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted)
+{
+    static const char sql[] = "UPDATE acme_txt_entries SET txt_value = $3 WHERE cluster = $1 AND leased_by = $2";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, node_id);
+    p_str(&p, value);
+    return exec_p(to_pg(s), sql, &p, "set txt record", accepted);
+}
+
+static int pg_cert_release(struct store *s, const char *cluster, int64_t node_id)
+{
+    static const char sql[] = "DELETE FROM acme_txt_entries WHERE cluster = $1 AND leased_by = $2";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, node_id);
+    return exec_p(to_pg(s), sql, &p, "release cert lease", NULL);
+}
+
+static int pg_txt_get(struct store *s, const char *cluster, char **value)
+{
+    static const char sql[] = "SELECT txt_value FROM acme_txt_entries WHERE cluster = $1";
+    struct params p = {0};
+    int rc;
+    PGresult *r;
+
+    *value = NULL;
+    p_str(&p, cluster);
+    if (!(r = run(to_pg(s), sql, &p, "txt record", &rc)))
+        return rc;
+    if (PQntuples(r) > 0)
+        *value = val(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -1092,4 +1152,8 @@ const struct store_ops store_pg_ops = {
     .prevent_renew = pg_prevent_renew,
     .drone_overview = pg_drone_overview,
     .backend_overview = pg_backend_overview,
+    .cert_lease = pg_cert_lease,
+    .txt_set = pg_txt_set,
+    .cert_release = pg_cert_release,
+    .txt_get = pg_txt_get,
 };

@@ -83,6 +83,9 @@ static const char *const migrations[] = {
     " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);"
     "CREATE TABLE IF NOT EXISTS fencing (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);",
+    /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
+    "CREATE TABLE acme_txt_entries (cluster TEXT PRIMARY KEY, leased_at INTEGER NOT NULL,"
+    " leased_by INTEGER NOT NULL, txt_value TEXT);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -1021,6 +1024,71 @@ static int sqlite_backend_overview(struct store *s, const json_t *ids, int termi
     return json_rows(q, st, out, "backend overview");
 }
 
+/* ---- ACME DNS-01: the cluster's certificate lease and TXT value (§8.4, §9) ---- */
+
+static int sqlite_cert_lease(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                             bool *accepted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    /* A lease younger than valid_ms holds, even against its own holder (§8.4). */
+    static const char sql[] =
+        "INSERT INTO acme_txt_entries(cluster, leased_at, leased_by) VALUES(?1, ?2, ?3)"
+        " ON CONFLICT(cluster) DO UPDATE SET leased_at = excluded.leased_at, leased_by = excluded.leased_by"
+        " WHERE acme_txt_entries.leased_at < ?2 - ?4";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, node_id);
+    sqlite3_bind_int64(st, 4, valid_ms);
+    rc = exec_stmt(q, st, "cert lease");
+    *accepted = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int sqlite_txt_set(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE acme_txt_entries SET txt_value = ?3 WHERE cluster = ?1 AND leased_by = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, node_id);
+    sqlite3_bind_text(st, 3, value, -1, SQLITE_TRANSIENT);
+    rc = exec_stmt(q, st, "set txt record");
+    *accepted = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int sqlite_cert_release(struct store *s, const char *cluster, int64_t node_id)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "DELETE FROM acme_txt_entries WHERE cluster = ?1 AND leased_by = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, node_id);
+    return exec_stmt(q, st, "release cert lease");
+}
+
+static int sqlite_txt_get(struct store *s, const char *cluster, char **value)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "SELECT txt_value FROM acme_txt_entries WHERE cluster = ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    *value = NULL;
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *value = col_text(st, 0);
+    done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(q, "txt record");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -1054,4 +1122,8 @@ const struct store_ops store_sqlite_ops = {
     .prevent_renew = sqlite_prevent_renew,
     .drone_overview = sqlite_drone_overview,
     .backend_overview = sqlite_backend_overview,
+    .cert_lease = sqlite_cert_lease,
+    .txt_set = sqlite_txt_set,
+    .cert_release = sqlite_cert_release,
+    .txt_get = sqlite_txt_get,
 };

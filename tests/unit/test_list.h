@@ -90,4 +90,10 @@
     X(route_cache_backend_removed_turns_routes_to_none) \
     X(route_from_json_renders_the_verified_headers) \
     X(monitor_keepalives_follow_activity) \
-    X(dashboard_auth_path_encodes_what_a_header_cannot_carry)
+    X(dashboard_auth_path_encodes_what_a_header_cannot_carry) \
+    X(base64url_decode_accepts_padding_and_refuses_junk) \
+    X(cert_file_round_trip_mode_and_expiry) \
+    X(tls_ctx_swaps_certificates_and_keeps_a_good_one) \
+    X(dns_query_verdicts) \
+    X(dns_bad_messages) \
+    X(dns_answers_carry_the_value_and_truncate)

@@ -300,6 +300,41 @@ static void contract(struct store *s)
     ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
     dashboard_reads(s, tok[2] + 2);
     ASSERT_OK(STORE_CALL(s, ping));
+
+    /* ACME DNS-01 (§8.4, §9): one lease per cluster, holding a minute even against its holder; the TXT value under it. */
+    char *txt;
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0, 60000, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60000, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0 + 1, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 8, "not-the-holder", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v1", &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "other.test", 8, T0, 60000, &b)); /* per cluster */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60001, 60000, &b)); /* lapsed */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v2", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 7)); /* not its lease any more: nothing */
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 8));
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 9, T0 + 60002, 60000, &b)); /* free again */
+    ASSERT_TRUE(b);
 }
 
 TEST(store_contract_sqlite)

@@ -8,7 +8,7 @@ pkgs=(
     libuv1-dev libhttp-parser-dev libwslay-dev libjansson-dev
     libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev
     python3 python3-pytest python3-requests python3-websockets
-    clang libclang-rt-14-dev curl
+    clang libclang-rt-14-dev curl crun
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
 

@@ -119,6 +119,10 @@ void cgroup_host_detect(struct cgroup_host *h)
             if (cself)
                 h->cpu_base = join_base(cpumount, cself);
             free(cself);
+            char *fself = self_group("freezer");
+            if (fself && access(CGROUP_FS "/freezer/cgroup.procs", F_OK) == 0)
+                h->freezer_base = join_base(CGROUP_FS "/freezer", fself);
+            free(fself);
         }
         free(parent);
         free(mount);
@@ -143,6 +147,7 @@ void cgroup_host_release(struct cgroup_host *h)
 {
     free(h->mem_base);
     free(h->cpu_base);
+    free(h->freezer_base);
     free(h->why_not);
     memset(h, 0, sizeof(*h));
 }
@@ -161,6 +166,7 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
     int rc;
 
     memset(out, 0, sizeof(*out));
+    out->version = h->version;
     if (h->version == 0) {
         buf_printf(err, "resource limits need cgroups: %s", h->why_not ? h->why_not : "unavailable");
         return -ENOTSUP;
@@ -192,6 +198,16 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
             rc = ensure_dir(out->cpu_path);
         if (rc < 0) {
             buf_printf(err, "cannot create cgroup '%s': %s", out->cpu_path, strerror(-rc));
+            goto fail;
+        }
+    }
+    if (h->version == 1 && h->freezer_base) {
+        rc = ensure_dir(h->freezer_base);
+        out->freezer_path = xasprintf("%s/%s", h->freezer_base, id);
+        if (rc == 0)
+            rc = ensure_dir(out->freezer_path);
+        if (rc < 0) {
+            buf_printf(err, "cannot create cgroup '%s': %s", out->freezer_path, strerror(-rc));
             goto fail;
         }
     }
@@ -232,15 +248,72 @@ fail:
     return rc;
 }
 
-int cgroup_add_pid(const struct cgroup *cg, pid_t pid)
+int cgroup_open_procs(const struct cgroup *cg, int fds[CGROUP_MAX_PROCS_FILES])
 {
-    char val[32];
+    const char *dirs[CGROUP_MAX_PROCS_FILES] = {cg->mem_path, cg->cpu_path, cg->freezer_path};
+    int n = 0;
+
+    for (int i = 0; i < CGROUP_MAX_PROCS_FILES; i++) {
+        if (!dirs[i])
+            continue;
+        char *path = xasprintf("%s/cgroup.procs", dirs[i]);
+        fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+        free(path);
+        if (fds[n] == -1) {
+            int rc = -errno;
+            while (n > 0)
+                close(fds[--n]);
+            return rc;
+        }
+        n++;
+    }
+    return n;
+}
+
+bool cgroup_can_freeze(const struct cgroup *cg)
+{
+    return cg->mem_path && (cg->version == 2 || cg->freezer_path);
+}
+
+int cgroup_freeze(const struct cgroup *cg, bool frozen)
+{
+    char state[32];
     int rc;
 
-    snprintf(val, sizeof(val), "%d", (int)pid);
-    rc = write_file(cg->mem_path, "cgroup.procs", val);
-    if (rc == 0 && cg->cpu_path)
-        rc = write_file(cg->cpu_path, "cgroup.procs", val);
+    if (!cgroup_can_freeze(cg))
+        return -ENOTSUP;
+    if (cg->version == 2) {
+        /* cgroup.freeze answers at once; "frozen 1" in cgroup.events follows. */
+        rc = write_file(cg->mem_path, "cgroup.freeze", frozen ? "1" : "0");
+        if (rc < 0 || !frozen)
+            return rc;
+        char *events = xasprintf("%s/cgroup.events", cg->mem_path);
+        char text[512];
+        rc = -ETIMEDOUT;
+        for (int i = 0; i < 1000; i++) {
+            if (read_file(events, text, sizeof(text)) > 0 && strstr(text, "frozen 1")) {
+                rc = 0;
+                break;
+            }
+            usleep(1000);
+        }
+        free(events);
+        return rc;
+    }
+    /* v1: FREEZING until every task has stopped; THAWED is immediate. */
+    rc = write_file(cg->freezer_path, "freezer.state", frozen ? "FROZEN" : "THAWED");
+    if (rc < 0 || !frozen)
+        return rc;
+    char *path = xasprintf("%s/freezer.state", cg->freezer_path);
+    rc = -ETIMEDOUT;
+    for (int i = 0; i < 1000; i++) {
+        if (read_file(path, state, sizeof(state)) > 0 && strncmp(state, "FROZEN", 6) == 0) {
+            rc = 0;
+            break;
+        }
+        usleep(1000);
+    }
+    free(path);
     return rc;
 }
 
@@ -262,11 +335,17 @@ int cgroup_kill_all(const struct cgroup *cg)
         if (pid > 1 && kill(pid, SIGKILL) == 0)
             n++;
     fclose(f);
+    /* v1 freezes SIGKILL too: a frozen group dies only once thawed (v2 lets it through). */
+    if (cg->freezer_path)
+        write_file(cg->freezer_path, "freezer.state", "THAWED");
     return n;
 }
 
 void cgroup_destroy(struct cgroup *cg)
 {
+    /* A frozen v1 group cannot empty: thaw it so its killed tasks can die. */
+    if (cg->freezer_path)
+        write_file(cg->freezer_path, "freezer.state", "THAWED");
     /* rmdir fails while the last killed process is still being reaped; retry briefly. */
     for (int i = 0; cg->mem_path && i < 50; i++) {
         if (rmdir(cg->mem_path) == 0 || errno == ENOENT)
@@ -275,8 +354,16 @@ void cgroup_destroy(struct cgroup *cg)
     }
     if (cg->cpu_path)
         rmdir(cg->cpu_path);
+    if (cg->freezer_path) {
+        for (int i = 0; i < 50; i++) {
+            if (rmdir(cg->freezer_path) == 0 || errno == ENOENT)
+                break;
+            usleep(1000);
+        }
+    }
     free(cg->mem_path);
     free(cg->cpu_path);
+    free(cg->freezer_path);
     memset(cg, 0, sizeof(*cg));
 }
 

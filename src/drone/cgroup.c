@@ -14,6 +14,7 @@
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "cgroup.h"
+#include "procfs.h"
 #include "runtime.h"
 
 #define CGROUP_FS "/sys/fs/cgroup"
@@ -268,6 +269,22 @@ int cgroup_open_procs(const struct cgroup *cg, int fds[CGROUP_MAX_PROCS_FILES])
         n++;
     }
     return n;
+}
+
+uint64_t cgroup_cpu_ns(const struct cgroup *cg)
+{
+    char *path = xasprintf("%s/cgroup.procs", cg->mem_path);
+    FILE *f = fopen(path, "re");
+    uint64_t sum = 0;
+    int pid;
+
+    free(path);
+    if (!f)
+        return 0;
+    while (fscanf(f, "%d", &pid) == 1)
+        sum += procfs_cpu_ns(pid);
+    fclose(f);
+    return sum;
 }
 
 bool cgroup_can_freeze(const struct cgroup *cg)

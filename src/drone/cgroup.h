@@ -55,6 +55,8 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
  * that writes "0" to each enters the group. Returns how many, or -errno.
  */
 int cgroup_open_procs(const struct cgroup *cg, int fds[CGROUP_MAX_PROCS_FILES]);
+/* CPU time of the processes in the group now (from /proc), in ns. */
+uint64_t cgroup_cpu_ns(const struct cgroup *cg);
 /* Whether the group can be frozen (v2, or v1 with the freezer hierarchy). */
 bool cgroup_can_freeze(const struct cgroup *cg);
 /*

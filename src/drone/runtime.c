@@ -25,6 +25,7 @@ static const struct runtime_ops *const runtimes[] = {
     &runtime_mock_ops,
     &runtime_executor_ops,
     &runtime_docker_ops,
+    &runtime_oci_ops,
 };
 
 #define DEFAULT_GRACE_MS 30000u          /* spec §14.5, §19 */
@@ -41,7 +42,7 @@ const struct runtime_ops *runtime_find(const char *name)
 
 const char *runtime_names(void)
 {
-    return "process|mock|executor|docker";
+    return "process|mock|executor|docker|oci";
 }
 
 static void deliver_cb(uv_check_t *check);

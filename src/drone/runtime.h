@@ -96,6 +96,7 @@ struct runtime_config {
     const char *docker_log_config;   /* docker: HostConfig.LogConfig as JSON, or NULL */
     const char *mount_base;          /* docker: base directory of backend mounts (spec §14.4), or NULL */
     bool prune_images;               /* docker: cleanup also prunes unused images */
+    const char *oci_runtime;         /* oci: the crun program (default: crun on PATH) */
     runtime_exit_fn *on_exit;        /* required */
     runtime_metrics_fn *on_metrics;  /* may be NULL */
     void *cb_arg;                    /* passed to on_exit and on_metrics */
@@ -162,11 +163,12 @@ struct runtime {
     void *close_arg;
 };
 
-extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops, runtime_docker_ops;
+extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops, runtime_docker_ops,
+    runtime_oci_ops;
 
 /* The runtime named name (see runtime_names()), or NULL. */
 const struct runtime_ops *runtime_find(const char *name);
-/* "process|mock|executor|docker": the names runtime_find() knows. */
+/* "process|mock|executor|docker|oci": the names runtime_find() knows. */
 const char *runtime_names(void);
 
 /*

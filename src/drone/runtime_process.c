@@ -901,7 +901,8 @@ static void metrics_cb(uv_timer_t *t)
             continue;
         if (!c->cg.mem_path || cgroup_sample(&c->cg, &m) < 0)
             procfs_memory(c->pid, &m);
-        uint64_t cpu = procfs_cpu_ns(c->pid);
+        /* A leader that runs the backend as its child (crun) is not where the CPU goes. */
+        uint64_t cpu = c->cg.mem_path ? cgroup_cpu_ns(&c->cg) : procfs_cpu_ns(c->pid);
         m.cpu_used = cpu > c->last_cpu_ns ? cpu - c->last_cpu_ns : 0;
         c->last_cpu_ns = cpu;
         m.sys_cpu = sys_delta;

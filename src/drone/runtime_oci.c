@@ -1,0 +1,652 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * runtime_oci.c - backends as OCI containers run by crun, without a
+ * container daemon: a flavour of the process runtime's machinery
+ * (runtime_process.h) whose command is `crun run` of a bundle.
+ *
+ * The executable is {"image": "name:tag"} or {"rootfs": "/abs/dir"}, with
+ * optional "command" (argv, replacing the image's entrypoint and cmd),
+ * "env", "cwd" and "resource_limits" as for the process runtime. prepare
+ * exports an image's filesystem once per image id into
+ * <data_dir>/oci/images/ (oci_image.h, on the thread pool); spawn writes
+ * <data_dir>/oci/bundles/<id>/config.json: that root read-only, tmpfs on
+ * /tmp, /run and /dev, new pid, mount, ipc and uts namespaces, the host's
+ * network (the backend listens on PORT, as with the process runtime). crun
+ * runs in the foreground as the backend's leader: it forwards the soft
+ * terminate's SIGTERM to the container and exits with its exit code.
+ *
+ * crun creates no cgroup (--cgroup-manager=disabled): crun enters the
+ * backend's cgroup, made by the machinery with the limits applied, before
+ * it execs, so the container is in it from its first instruction, and
+ * metrics, freezing and killing work as for the process runtime. On a
+ * hybrid host whose cgroup2 mount has controllers (crun refuses those),
+ * crun starts in a mount namespace without /sys/fs/cgroup/unified.
+ */
+#include <assert.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pwd.h>
+#include <grp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "../common/list.h"
+#include "../common/log.h"
+#include "../common/xalloc.h"
+#include "oci_image.h"
+#include "runtime_process.h"
+
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#define MAX_ARGS 4096
+
+struct image_entry {
+    struct list_node node; /* in oci_data.images */
+    char *name;            /* owned: the reference prepare was given */
+    struct oci_image img;
+};
+
+struct oci_data {
+    struct process_flavour flavour; /* ours, with the host's hide_cgroup2 */
+    char *crun;                     /* owned: absolute path */
+    char *docker_socket;            /* owned */
+    char *state_dir;                /* crun --root: <data>/oci/state */
+    char *bundles_dir;              /* <data>/oci/bundles */
+    char *images_dir;               /* <data>/oci/images */
+    struct list_node images;        /* of struct image_entry: what prepare found, by name */
+    struct list_node fetches;       /* of struct fetch in flight */
+};
+
+/* An image fetch on the thread pool; it outlives the runtime if the runtime closes first. */
+struct fetch {
+    uv_work_t work;
+    struct list_node node;   /* in oci_data.fetches */
+    struct oci_data *d;      /* NULL once the runtime has closed */
+    struct runtime_op *op;   /* NULL once the runtime has closed */
+    char *socket, *cache, *name; /* owned copies: the thread reads only these */
+    struct oci_image img;
+    struct buf err;
+    int rc;
+};
+
+/* What the executable says; strings borrowed from the JSON. */
+struct oci_exec {
+    const char *image;   /* or NULL */
+    const char *rootfs;  /* or NULL */
+    const json_t *command; /* array, or NULL: the image's */
+    const json_t *env;   /* object, or NULL */
+    const char *cwd;     /* or NULL */
+    struct process_command limits; /* only its limits */
+};
+
+static int parse_exec(const json_t *x, struct oci_exec *e, struct buf *err)
+{
+    const json_t *image = json_object_get(x, "image");
+    const json_t *rootfs = json_object_get(x, "rootfs");
+    const json_t *cwd = json_object_get(x, "cwd");
+
+    memset(e, 0, sizeof(*e));
+    if (!json_is_object(x)) {
+        buf_printf(err, "executable must be an object with an \"image\" or a \"rootfs\"");
+        return -EINVAL;
+    }
+    if (image && !json_is_null(image)) {
+        if (!oci_image_name_ok(json_string_value(image))) {
+            buf_printf(err, "executable.image must be an image reference");
+            return -EINVAL;
+        }
+        e->image = json_string_value(image);
+    }
+    if (rootfs && !json_is_null(rootfs)) {
+        if (!json_is_string(rootfs) || json_string_value(rootfs)[0] != '/' ||
+            strlen(json_string_value(rootfs)) != json_string_length(rootfs)) {
+            buf_printf(err, "executable.rootfs must be an absolute path");
+            return -EINVAL;
+        }
+        e->rootfs = json_string_value(rootfs);
+    }
+    if (!e->image == !e->rootfs) {
+        buf_printf(err, "executable needs exactly one of \"image\" and \"rootfs\"");
+        return -EINVAL;
+    }
+    e->command = json_object_get(x, "command");
+    if (e->command && json_is_null(e->command))
+        e->command = NULL;
+    if (e->command) {
+        size_t i;
+        const json_t *a;
+        if (!json_is_array(e->command) || json_array_size(e->command) == 0 ||
+            json_array_size(e->command) > MAX_ARGS) {
+            buf_printf(err, "executable.command must be a non-empty array of strings");
+            return -EINVAL;
+        }
+        json_array_foreach(e->command, i, a) {
+            if (!json_is_string(a) || strlen(json_string_value(a)) != json_string_length(a)) {
+                buf_printf(err, "executable.command[%zu] must be a string without NUL bytes", i);
+                return -EINVAL;
+            }
+        }
+    }
+    e->env = json_object_get(x, "env");
+    if (e->env && json_is_null(e->env))
+        e->env = NULL;
+    if (e->env && process_check_env(e->env, err) < 0)
+        return -EINVAL;
+    if (cwd && !json_is_null(cwd)) {
+        if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/') {
+            buf_printf(err, "executable.cwd must be an absolute path");
+            return -EINVAL;
+        }
+        e->cwd = json_string_value(cwd);
+    }
+    return process_limits(json_object_get(x, "resource_limits"), &e->limits, err);
+}
+
+static struct image_entry *image_find(struct oci_data *d, const char *name)
+{
+    struct list_node *pos, *tmp;
+
+    list_for_each_safe(pos, tmp, &d->images) {
+        struct image_entry *ie = list_entry(pos, struct image_entry, node);
+        if (strcmp(ie->name, name) == 0)
+            return ie;
+    }
+    return NULL;
+}
+
+static void image_entry_free(struct image_entry *ie)
+{
+    list_remove(&ie->node);
+    oci_image_release(&ie->img);
+    free(ie->name);
+    free(ie);
+}
+
+/* ---- prepare ---- */
+
+static void fetch_work(uv_work_t *w)
+{
+    struct fetch *f = container_of(w, struct fetch, work);
+
+    f->rc = oci_image_fetch(f->socket, f->cache, f->name, &f->img, &f->err);
+}
+
+static void fetch_done(uv_work_t *w, int status)
+{
+    struct fetch *f = container_of(w, struct fetch, work);
+    struct oci_data *d = f->d;
+
+    (void)status;
+    list_remove(&f->node);
+    if (d) {
+        if (f->rc == 0) {
+            /* The name now means this image (a tag may have moved since the last prepare). */
+            struct image_entry *ie = image_find(d, f->name);
+            if (ie)
+                image_entry_free(ie);
+            ie = xcalloc(1, sizeof(*ie));
+            ie->name = xstrdup(f->name);
+            ie->img = f->img;
+            memset(&f->img, 0, sizeof(f->img));
+            list_insert_tail(&d->images, &ie->node);
+            log_info("oci runtime: image '%s' is %s", ie->name, ie->img.id);
+            runtime_op_complete(f->op, 0, NULL);
+        } else {
+            runtime_op_complete(f->op, f->rc, "%s", buf_cstr(&f->err));
+        }
+    }
+    oci_image_release(&f->img);
+    buf_release(&f->err);
+    free(f->socket);
+    free(f->cache);
+    free(f->name);
+    free(f);
+}
+
+static void oci_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable)
+{
+    struct oci_data *d = process_runtime_data(rt);
+    struct buf err = BUF_INIT;
+    struct oci_exec e;
+    struct stat st;
+    int rc;
+
+    rc = parse_exec(executable, &e, &err);
+    if (rc == 0 && e.rootfs && (stat(e.rootfs, &st) == -1 || !S_ISDIR(st.st_mode))) {
+        rc = errno ? -errno : -ENOTDIR;
+        buf_printf(&err, "executable.rootfs '%s' is not a directory", e.rootfs);
+    }
+    if (rc < 0 || e.rootfs) {
+        if (rc < 0)
+            runtime_op_complete(op, rc, "%s", buf_cstr(&err));
+        else
+            runtime_op_complete(op, 0, NULL);
+        buf_release(&err);
+        return;
+    }
+    buf_release(&err);
+    struct fetch *f = xcalloc(1, sizeof(*f));
+    f->d = d;
+    f->op = op;
+    f->socket = xstrdup(d->docker_socket);
+    f->cache = xstrdup(d->images_dir);
+    f->name = xstrdup(e.image);
+    list_insert_tail(&d->fetches, &f->node);
+    uv_queue_work(rt->loop, &f->work, fetch_work, fetch_done);
+}
+
+/* ---- the bundle ---- */
+
+/* uid and gid of an image's User: numeric, or a name in the root's /etc/passwd and /etc/group. */
+static int resolve_user(const char *rootfs, const char *user, uint32_t *uid, uint32_t *gid, struct buf *err)
+{
+    char *name = xstrdup(user ? user : "");
+    char *group = strchr(name, ':');
+    char *end;
+    int rc = 0;
+
+    *uid = *gid = 0;
+    if (group)
+        *group++ = '\0';
+    if (*name) {
+        unsigned long v = strtoul(name, &end, 10);
+        if (*end == '\0') {
+            *uid = (uint32_t)v;
+        } else {
+            char *path = xasprintf("%s/etc/passwd", rootfs);
+            FILE *f = fopen(path, "re");
+            struct passwd *pw;
+            rc = -ENOENT;
+            while (f && (pw = fgetpwent(f))) {
+                if (strcmp(pw->pw_name, name) == 0) {
+                    *uid = pw->pw_uid;
+                    *gid = pw->pw_gid;
+                    rc = 0;
+                    break;
+                }
+            }
+            if (f)
+                fclose(f);
+            free(path);
+            if (rc < 0) {
+                buf_printf(err, "user '%s' of the image is not in its /etc/passwd", name);
+                goto out;
+            }
+        }
+    }
+    if (group && *group) {
+        unsigned long v = strtoul(group, &end, 10);
+        if (*end == '\0') {
+            *gid = (uint32_t)v;
+        } else {
+            char *path = xasprintf("%s/etc/group", rootfs);
+            FILE *f = fopen(path, "re");
+            struct group *gr;
+            rc = -ENOENT;
+            while (f && (gr = fgetgrent(f))) {
+                if (strcmp(gr->gr_name, group) == 0) {
+                    *gid = gr->gr_gid;
+                    rc = 0;
+                    break;
+                }
+            }
+            if (f)
+                fclose(f);
+            free(path);
+            if (rc < 0)
+                buf_printf(err, "group '%s' of the image is not in its /etc/group", group);
+        }
+    }
+out:
+    free(name);
+    return rc;
+}
+
+static json_t *mount_entry(const char *dest, const char *type, const char *source, const char *options)
+{
+    json_t *m = json_pack("{s:s, s:s, s:s}", "destination", dest, "type", type, "source", source);
+    json_t *opts = json_array();
+    char *copy = xstrdup(options);
+
+    for (char *save = NULL, *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save))
+        json_array_append_new(opts, json_string(t));
+    free(copy);
+    json_object_set_new(m, "options", opts);
+    return m;
+}
+
+static json_t *strings(const char *const *v)
+{
+    json_t *a = json_array();
+
+    for (size_t i = 0; v[i]; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+/* The OCI runtime spec's config.json for one backend. New reference, or NULL with a line in err. */
+static json_t *bundle_config(const struct oci_exec *e, const char *rootfs, const json_t *image_config,
+                             const struct spawn_spec *spec, uint16_t port, struct buf *err)
+{
+    /* Docker's default capabilities: what images expect of a container. */
+    static const char *const caps[] = {
+        "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW",
+        "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT",
+        "CAP_KILL", "CAP_AUDIT_WRITE", NULL};
+    static const char *const masked[] = {
+        "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list",
+        "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware", NULL};
+    static const char *const readonly[] = {"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+                                           NULL};
+    const json_t *entrypoint = json_object_get(image_config, "Entrypoint");
+    const json_t *cmd = json_object_get(image_config, "Cmd");
+    const json_t *image_env = json_object_get(image_config, "Env");
+    const char *workdir = json_string_value(json_object_get(image_config, "WorkingDir"));
+    json_t *args = json_array();
+    const char **base = NULL;
+    char **env = NULL;
+    uint32_t uid, gid;
+    struct rlimit nofile;
+    size_t i, n = 0;
+    const json_t *a;
+
+    if (e->command) {
+        json_array_extend(args, (json_t *)e->command);
+    } else {
+        if (json_is_array(entrypoint))
+            json_array_extend(args, (json_t *)entrypoint);
+        if (json_is_array(cmd))
+            json_array_extend(args, (json_t *)cmd);
+    }
+    json_array_foreach(args, i, a) {
+        if (!json_is_string(a)) {
+            buf_printf(err, "the image's entrypoint and cmd must be strings");
+            json_decref(args);
+            return NULL;
+        }
+    }
+    if (json_array_size(args) == 0) {
+        buf_printf(err, "no command: executable.command is not given and the image has no entrypoint or cmd");
+        json_decref(args);
+        return NULL;
+    }
+    if (resolve_user(rootfs, json_string_value(json_object_get(image_config, "User")), &uid, &gid, err) < 0) {
+        json_decref(args);
+        return NULL;
+    }
+    /* Environment: a default PATH, the image's, the user's, ours (process_env's order). */
+    base = xcalloc(json_array_size(image_env) + 2, sizeof(*base));
+    base[n++] = DEFAULT_PATH;
+    json_array_foreach(image_env, i, a) {
+        const char *kv = json_string_value(a);
+        if (!kv || !strchr(kv, '='))
+            continue;
+        if (strncmp(kv, "PATH=", 5) == 0)
+            base[0] = kv;
+        else
+            base[n++] = kv;
+    }
+    env = process_env(base, e->env, spec, port);
+    free(base);
+    if (getrlimit(RLIMIT_NOFILE, &nofile) == -1)
+        nofile.rlim_cur = nofile.rlim_max = 1024;
+
+    json_t *mounts = json_array();
+    json_array_append_new(mounts, mount_entry("/proc", "proc", "proc", "nosuid,noexec,nodev"));
+    json_array_append_new(mounts, mount_entry("/dev", "tmpfs", "tmpfs", "nosuid,strictatime,mode=755,size=65536k"));
+    json_array_append_new(mounts, mount_entry("/dev/pts", "devpts", "devpts",
+                                              "nosuid,noexec,newinstance,ptmxmode=0666,mode=0620"));
+    json_array_append_new(mounts, mount_entry("/dev/shm", "tmpfs", "shm", "nosuid,noexec,nodev,mode=1777,size=65536k"));
+    json_array_append_new(mounts, mount_entry("/dev/mqueue", "mqueue", "mqueue", "nosuid,noexec,nodev"));
+    json_array_append_new(mounts, mount_entry("/sys", "sysfs", "sysfs", "nosuid,noexec,nodev,ro"));
+    json_array_append_new(mounts, mount_entry("/tmp", "tmpfs", "tmpfs", "nosuid,nodev,mode=1777"));
+    json_array_append_new(mounts, mount_entry("/run", "tmpfs", "tmpfs", "nosuid,nodev,mode=755"));
+    /* Host networking: the host's name resolution, where the root has a place for it. */
+    static const char *const host_files[] = {"/etc/hosts", "/etc/resolv.conf", NULL};
+    for (i = 0; host_files[i]; i++) {
+        char *in_root = xasprintf("%s%s", rootfs, host_files[i]);
+        struct stat st;
+        if (stat(in_root, &st) == 0 && S_ISREG(st.st_mode) && access(host_files[i], R_OK) == 0)
+            json_array_append_new(mounts, mount_entry(host_files[i], "bind", host_files[i], "rbind,ro,nosuid,nodev"));
+        free(in_root);
+    }
+
+    json_t *capset = strings(caps);
+    json_t *process = json_pack(
+        "{s:b, s:{s:i, s:i}, s:o, s:o, s:s, s:{s:O, s:O, s:O}, s:[{s:s, s:I, s:I}]}", "terminal", 0, "user",
+        "uid", (int)uid, "gid", (int)gid, "args", args, "env", strings((const char *const *)env), "cwd",
+        e->cwd ? e->cwd : (workdir && *workdir == '/' ? workdir : "/"), "capabilities", "bounding", capset,
+        "effective", capset, "permitted", capset, "rlimits", "type", "RLIMIT_NOFILE", "hard",
+        (json_int_t)nofile.rlim_max, "soft", (json_int_t)nofile.rlim_cur);
+    json_decref(capset);
+    process_strv_free(env);
+    json_t *linux_ = json_pack("{s:[{s:s}, {s:s}, {s:s}, {s:s}], s:o, s:o}", "namespaces", "type", "pid", "type",
+                               "mount", "type", "ipc", "type", "uts", "maskedPaths", strings(masked),
+                               "readonlyPaths", strings(readonly));
+    return json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process", process, "root",
+                     "path", rootfs, "readonly", 1, "hostname", spec->backend_id, "mounts", mounts, "linux",
+                     linux_);
+}
+
+static char *bundle_dir(struct oci_data *d, const char *id)
+{
+    return xasprintf("%s/%s", d->bundles_dir, id);
+}
+
+static int oci_command(struct runtime *rt, const struct spawn_spec *spec, uint16_t port, const char *dir,
+                       struct process_command *out, struct buf *err)
+{
+    struct oci_data *d = process_runtime_data(rt);
+    const json_t *image_config = NULL;
+    const char *rootfs;
+    struct oci_exec e;
+    json_t *config = NULL;
+    char *bundle = NULL, *path = NULL;
+    int rc;
+
+    (void)dir;
+    rc = parse_exec(spec->executable, &e, err);
+    if (rc < 0)
+        return rc;
+    if (e.image) {
+        struct image_entry *ie = image_find(d, e.image);
+        if (!ie) {
+            buf_printf(err, "image '%s' was not prepared here", e.image);
+            return -ENOENT;
+        }
+        rootfs = ie->img.rootfs;
+        image_config = ie->img.config;
+    } else {
+        rootfs = e.rootfs;
+    }
+    config = bundle_config(&e, rootfs, image_config, spec, port, err);
+    if (!config)
+        return -EINVAL;
+    bundle = bundle_dir(d, spec->backend_id);
+    path = xasprintf("%s/config.json", bundle);
+    if ((rc = process_ensure_dir(d->bundles_dir, 0700)) < 0 || (rc = process_ensure_dir(bundle, 0700)) < 0) {
+        buf_printf(err, "cannot create bundle '%s': %s", bundle, strerror(-rc));
+        goto out;
+    }
+    if (json_dump_file(config, path, JSON_COMPACT) == -1) {
+        rc = -EIO;
+        buf_printf(err, "cannot write '%s'", path);
+        goto out;
+    }
+    const char *const argv[] = {d->crun, "--cgroup-manager=disabled", "--root", d->state_dir, "run", "--bundle",
+                                bundle, spec->backend_id, NULL};
+    out->argv = xcalloc(ARRAY_SIZE(argv), sizeof(*out->argv));
+    for (size_t i = 0; argv[i]; i++)
+        out->argv[i] = xstrdup(argv[i]);
+    out->program = xstrdup(d->crun);
+    out->env = xcalloc(2, sizeof(*out->env));
+    out->env[0] = xstrdup(DEFAULT_PATH);
+    out->cwd = xstrdup(bundle);
+    out->limits = e.limits.limits;
+    out->cpu_time_limit = e.limits.cpu_time_limit;
+    rc = 0;
+out:
+    json_decref(config);
+    free(bundle);
+    free(path);
+    return rc;
+}
+
+/* The bundle and crun's state of a backend that is gone. */
+static void oci_forget(void *data, const char *backend_id)
+{
+    struct oci_data *d = data;
+    char *bundle = bundle_dir(d, backend_id);
+    char *state = xasprintf("%s/%s", d->state_dir, backend_id);
+
+    oci_remove_tree(bundle);
+    /* crun removes its state when it exits; not when it is killed. */
+    oci_remove_tree(state);
+    free(bundle);
+    free(state);
+}
+
+static void oci_close(struct runtime *rt)
+{
+    struct oci_data *d = process_runtime_data(rt);
+    struct list_node *pos, *tmp;
+
+    /* Fetches still running finish on their own and tell nobody. */
+    list_for_each_safe(pos, tmp, &d->fetches) {
+        struct fetch *f = list_entry(pos, struct fetch, node);
+        f->d = NULL;
+        f->op = NULL;
+        list_remove(&f->node);
+        list_init(&f->node);
+    }
+}
+
+static void oci_free(void *data)
+{
+    struct oci_data *d = data;
+    struct list_node *pos, *tmp;
+
+    if (!d)
+        return;
+    list_for_each_safe(pos, tmp, &d->images)
+        image_entry_free(list_entry(pos, struct image_entry, node));
+    free(d->crun);
+    free(d->docker_socket);
+    free(d->state_dir);
+    free(d->bundles_dir);
+    free(d->images_dir);
+    free(d);
+}
+
+/* crun refuses a hybrid host whose cgroup2 mount has controllers of its own. */
+static bool needs_hidden_cgroup2(void)
+{
+    struct statfs fs;
+    char text[256] = "";
+    int fd;
+
+    if (statfs("/sys/fs/cgroup", &fs) == -1 || fs.f_type == 0x63677270 /* CGROUP2_SUPER_MAGIC */)
+        return false;
+    fd = open("/sys/fs/cgroup/unified/cgroup.controllers", O_RDONLY | O_CLOEXEC);
+    if (fd == -1)
+        return false;
+    ssize_t n = read(fd, text, sizeof(text) - 1);
+    close(fd);
+    return n > 0 && text[0] != '\n';
+}
+
+/* The crun program: name as given (a path), or found on PATH. */
+static char *find_crun(const char *name)
+{
+    if (strchr(name, '/'))
+        return access(name, X_OK) == 0 ? realpath(name, NULL) : NULL;
+    char *paths = xstrdup(getenv("PATH") ? getenv("PATH") : "/usr/local/bin:/usr/bin:/bin");
+    char *found = NULL;
+    for (char *save = NULL, *dir = strtok_r(paths, ":", &save); dir && !found; dir = strtok_r(NULL, ":", &save)) {
+        char *p = xasprintf("%s/%s", dir, name);
+        if (access(p, X_OK) == 0)
+            found = p;
+        else
+            free(p);
+    }
+    free(paths);
+    return found;
+}
+
+static const struct process_flavour oci_flavour = {
+    .prepare = oci_prepare,
+    .command = oci_command,
+    .forget = oci_forget,
+    .close = oci_close,
+    .free = oci_free,
+    .always_cgroup = true,
+    .soft_to_leader = true,
+};
+
+static int oci_open(struct runtime **out, const struct runtime_config *cfg, struct buf *err)
+{
+    const char *crun = cfg->oci_runtime ? cfg->oci_runtime : "crun";
+    struct oci_data *d;
+    char *oci_dir, *abs_data;
+    int rc;
+
+    if (!cfg->data_dir) {
+        buf_printf(err, "the oci runtime needs a data directory");
+        return -EINVAL;
+    }
+    if ((rc = process_ensure_dir(cfg->data_dir, 0750)) < 0 || !(abs_data = realpath(cfg->data_dir, NULL))) {
+        rc = rc < 0 ? rc : -errno;
+        buf_printf(err, "cannot use data directory '%s': %s", cfg->data_dir, strerror(-rc));
+        return rc;
+    }
+    d = xcalloc(1, sizeof(*d));
+    d->flavour = oci_flavour;
+    d->flavour.hide_cgroup2 = needs_hidden_cgroup2();
+    list_init(&d->images);
+    list_init(&d->fetches);
+    d->docker_socket = xstrdup(cfg->docker_socket ? cfg->docker_socket : "/var/run/docker.sock");
+    oci_dir = xasprintf("%s/oci", abs_data);
+    d->state_dir = xasprintf("%s/state", oci_dir);
+    d->bundles_dir = xasprintf("%s/bundles", oci_dir);
+    d->images_dir = xasprintf("%s/images", oci_dir);
+    free(abs_data);
+    d->crun = find_crun(crun);
+    if (!d->crun) {
+        buf_printf(err, "oci runtime: cannot find '%s' (install the crun package, or give --oci-runtime PATH)", crun);
+        free(oci_dir);
+        oci_free(d);
+        return -ENOENT;
+    }
+    if ((rc = process_ensure_dir(oci_dir, 0700)) < 0 || (rc = process_ensure_dir(d->state_dir, 0700)) < 0 ||
+        (rc = process_ensure_dir(d->bundles_dir, 0700)) < 0) {
+        buf_printf(err, "cannot create '%s': %s", oci_dir, strerror(-rc));
+        free(oci_dir);
+        oci_free(d);
+        return rc;
+    }
+    free(oci_dir);
+    /* Fetches call libcurl from the thread pool: initialise it here, on the loop's thread. */
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (d->flavour.hide_cgroup2)
+        log_info("oci runtime: cgroup2 has controllers on this hybrid host; crun starts without it in view");
+    return process_runtime_open(out, cfg, &d->flavour, d, err);
+}
+
+const struct runtime_ops runtime_oci_ops = {
+    .name = "oci",
+    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS,
+    .open = oci_open,
+    .close = process_rt_close,
+    .free = process_rt_free,
+    .prepare = process_rt_prepare,
+    .spawn = process_rt_spawn,
+    .wait_ready = process_rt_wait_ready,
+    .terminate = process_rt_terminate,
+    .cancel = process_rt_cancel,
+    .cleanup = process_rt_cleanup,
+};

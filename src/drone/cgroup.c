@@ -249,6 +249,22 @@ fail:
     return rc;
 }
 
+void cgroup_find(const struct cgroup_host *h, const char *id, struct cgroup *out)
+{
+    const char *bases[] = {h->mem_base, h->cpu_base, h->freezer_base};
+    char **paths[] = {&out->mem_path, &out->cpu_path, &out->freezer_path};
+
+    memset(out, 0, sizeof(*out));
+    out->version = h->version;
+    for (size_t i = 0; i < ARRAY_SIZE(bases); i++) {
+        char *p = bases[i] ? xasprintf("%s/%s", bases[i], id) : NULL;
+        if (p && access(p, F_OK) == 0)
+            *paths[i] = p;
+        else
+            free(p);
+    }
+}
+
 int cgroup_open_procs(const struct cgroup *cg, int fds[CGROUP_MAX_PROCS_FILES])
 {
     const char *dirs[CGROUP_MAX_PROCS_FILES] = {cg->mem_path, cg->cpu_path, cg->freezer_path};

@@ -50,6 +50,8 @@ void cgroup_host_release(struct cgroup_host *h);
  */
 int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgroup_limits *l,
                   struct cgroup *out, struct buf *err);
+/* The groups cgroup_create() makes for id, those that exist (to clean up after a previous run). */
+void cgroup_find(const struct cgroup_host *h, const char *id, struct cgroup *out);
 /*
  * Opens the group's cgroup.procs files for writing, into fds: a process
  * that writes "0" to each enters the group. Returns how many, or -errno.

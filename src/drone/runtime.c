@@ -176,6 +176,22 @@ struct runtime_op *runtime_terminate(struct runtime *rt, const char *backend_id,
     return op;
 }
 
+struct runtime_op *runtime_freeze(struct runtime *rt, const char *backend_id, bool frozen, runtime_done_fn *cb,
+                                  void *arg)
+{
+    struct runtime_op *op = op_new(rt, RUNTIME_OP_FREEZE, backend_id, cb, arg);
+
+    if (rt->closing)
+        runtime_op_complete(op, -ESHUTDOWN, "runtime is shutting down");
+    else if (!rt->ops->freeze)
+        runtime_op_complete(op, -ENOTSUP, "the %s runtime cannot freeze backends", rt->ops->name);
+    else if (!backend_id_ok(backend_id))
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", backend_id ? backend_id : "");
+    else
+        rt->ops->freeze(rt, op, frozen);
+    return op;
+}
+
 void runtime_op_cancel(struct runtime_op *op)
 {
     if (!op || !op->cb)

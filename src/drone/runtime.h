@@ -105,8 +105,15 @@ struct runtime_config {
 #define RUNTIME_CAP_METRICS (1u << 0)     /* emits metrics events */
 #define RUNTIME_CAP_SHARED_PORT (1u << 1) /* backends may share one address */
 #define RUNTIME_CAP_LIMITS (1u << 2)      /* applies resource_limits */
+#define RUNTIME_CAP_FREEZE (1u << 3)      /* implements freeze: idle backends frozen, not killed */
 
-enum runtime_op_kind { RUNTIME_OP_PREPARE, RUNTIME_OP_SPAWN, RUNTIME_OP_WAIT_READY, RUNTIME_OP_TERMINATE };
+enum runtime_op_kind {
+    RUNTIME_OP_PREPARE,
+    RUNTIME_OP_SPAWN,
+    RUNTIME_OP_WAIT_READY,
+    RUNTIME_OP_TERMINATE,
+    RUNTIME_OP_FREEZE, /* not counted in the drone's per-operation metrics */
+};
 
 /* An operation in flight. Implementations finish it with runtime_op_complete(). */
 struct runtime_op {
@@ -137,6 +144,13 @@ struct runtime_ops {
     void (*spawn)(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec);
     void (*wait_ready)(struct runtime *rt, struct runtime_op *op, const char *address);
     void (*terminate)(struct runtime *rt, struct runtime_op *op, bool hard);
+    /*
+     * Optional (RUNTIME_CAP_FREEZE): stop every process of the backend where
+     * it stands (frozen) or let it go on (!frozen). Its sockets stay open: a
+     * connection made meanwhile waits in the listen queue until the thaw.
+     * Terminating a frozen backend must work (thaw it first if need be).
+     */
+    void (*freeze)(struct runtime *rt, struct runtime_op *op, bool frozen);
     /* Optional: op was cancelled; stop its work early (still complete it). */
     void (*cancel)(struct runtime *rt, struct runtime_op *op);
     /* Optional: prune what terminated backends left behind (spec §14.9). */
@@ -197,6 +211,9 @@ struct runtime_op *runtime_wait_ready(struct runtime *rt, const char *backend_id
 /* Stop a backend: soft (SIGTERM, SIGKILL after the grace period) or hard. */
 struct runtime_op *runtime_terminate(struct runtime *rt, const char *backend_id, bool hard,
                                      runtime_done_fn *cb, void *arg);
+/* Freeze or thaw a running backend; -ENOTSUP from a runtime that cannot. */
+struct runtime_op *runtime_freeze(struct runtime *rt, const char *backend_id, bool frozen, runtime_done_fn *cb,
+                                  void *arg);
 /* The callback of op will not run; op must not be used afterwards. */
 void runtime_op_cancel(struct runtime_op *op);
 void runtime_cleanup(struct runtime *rt, int64_t min_age_ms);

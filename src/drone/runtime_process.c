@@ -89,6 +89,7 @@ struct child {
     uint16_t port;
     bool exited;
     bool soft_sent;
+    bool frozen;           /* by the cgroup freezer, or SIGSTOP without a freezable group */
     struct cgroup cg;      /* empty unless limits were asked for */
     struct list_node waiters;
     struct ready_probe *startup; /* probe begun at spawn, until it finishes */
@@ -853,6 +854,48 @@ void process_rt_cancel(struct runtime *rt, struct runtime_op *op)
         waiter_complete(w, -ECANCELED, "cancelled");
 }
 
+/*
+ * Freezes or thaws every process of c: through its cgroup's freezer when it
+ * has one that can, else by stopping its process group (SIGSTOP/SIGCONT).
+ * Either way its sockets stay open and connections queue. 0 or -errno.
+ */
+static int child_set_frozen(struct child *c, bool frozen)
+{
+    int rc = 0;
+
+    if (c->frozen == frozen)
+        return 0;
+    if (cgroup_can_freeze(&c->cg))
+        rc = cgroup_freeze(&c->cg, frozen);
+    else if (kill(-c->pid, frozen ? SIGSTOP : SIGCONT) == -1)
+        rc = -errno;
+    if (rc == 0) {
+        c->frozen = frozen;
+        log_info("backend %s: %s", c->id, frozen ? "frozen" : "thawed");
+    } else if (frozen) {
+        /* Never leave it half frozen. */
+        if (cgroup_can_freeze(&c->cg))
+            cgroup_freeze(&c->cg, false);
+    }
+    return rc;
+}
+
+void process_rt_freeze(struct runtime *rt, struct runtime_op *op, bool frozen)
+{
+    struct child *c = child_find(to_process(rt), op->backend_id);
+    int rc;
+
+    if (!c) {
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", op->backend_id);
+        return;
+    }
+    rc = child_set_frozen(c, frozen);
+    if (rc < 0)
+        runtime_op_complete(op, rc, "cannot %s backend %s: %s", frozen ? "freeze" : "thaw", c->id, strerror(-rc));
+    else
+        runtime_op_complete(op, 0, NULL);
+}
+
 void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
 {
     struct process_runtime *prt = to_process(rt);
@@ -863,6 +906,8 @@ void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
         runtime_op_complete(op, 0, NULL);
         return;
     }
+    /* A frozen backend would not see the signal (v1 holds back even SIGKILL). */
+    child_set_frozen(c, false);
     /* A leader that forwards signals gets the soft one alone, so nothing gets it twice. */
     pid_t target = !hard && prt->flavour->soft_to_leader ? c->pid : -c->pid;
     if (kill(target, hard ? SIGKILL : SIGTERM) == -1) {
@@ -934,9 +979,13 @@ static void reap_leftovers(struct process_runtime *prt)
                 kill(pid, SIGKILL);
             }
             if (strcmp(cg, "-") != 0) {
-                struct cgroup old = {.mem_path = xstrdup(cg)};
+                /* The group of that backend in every hierarchy we use, as cgroup_create made it. */
+                struct cgroup old;
+                char *id = xstrndup(de->d_name, n - 4);
+                cgroup_find(&prt->cgroups, id, &old);
                 cgroup_kill_all(&old);
                 cgroup_destroy(&old);
+                free(id);
             }
         }
         if (f)
@@ -986,8 +1035,8 @@ int process_runtime_open(struct runtime **out, const struct runtime_config *cfg,
         free(prt);
         goto fail;
     }
-    reap_leftovers(prt);
     cgroup_host_detect(&prt->cgroups);
+    reap_leftovers(prt);
     if (prt->cgroups.version == 0)
         log_info("process runtime: resource limits unavailable: %s", prt->cgroups.why_not);
     uint16_t r;
@@ -1124,7 +1173,7 @@ static int process_open(struct runtime **out, const struct runtime_config *cfg, 
 
 const struct runtime_ops runtime_process_ops = {
     .name = "process",
-    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS,
+    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS | RUNTIME_CAP_FREEZE,
     .open = process_open,
     .close = process_rt_close,
     .free = process_rt_free,
@@ -1132,6 +1181,7 @@ const struct runtime_ops runtime_process_ops = {
     .spawn = process_rt_spawn,
     .wait_ready = process_rt_wait_ready,
     .terminate = process_rt_terminate,
+    .freeze = process_rt_freeze,
     .cancel = process_rt_cancel,
     .cleanup = process_rt_cleanup,
 };

@@ -85,6 +85,7 @@ void process_rt_prepare(struct runtime *rt, struct runtime_op *op, const json_t 
 void process_rt_spawn(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec);
 void process_rt_wait_ready(struct runtime *rt, struct runtime_op *op, const char *address);
 void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard);
+void process_rt_freeze(struct runtime *rt, struct runtime_op *op, bool frozen);
 void process_rt_cancel(struct runtime *rt, struct runtime_op *op);
 void process_rt_cleanup(struct runtime *rt, int64_t min_age_ms);
 

@@ -46,6 +46,7 @@ struct new_backend {
     int64_t drone_id;
     int64_t lifetime_ms;     /* 0: none */
     int64_t max_idle_ms;     /* -1: none */
+    bool idle_freeze;        /* idle: frozen instead of swept */
     const char *key_namespace, *key_name, *key_tag;
     int64_t key_expires_at;
     int64_t fencing_token;
@@ -100,6 +101,8 @@ struct store_ops {
 
     int (*key_renew)(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed);
     int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
+    /* Ready, unfrozen backends of the drone that asked to be frozen on idle and are idle now. */
+    int (*freeze_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
     int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
     int (*revoke)(struct store *s, const char *backend_id, const char *user);
     int (*route_get)(struct store *s, const char *token, struct route_row *out);

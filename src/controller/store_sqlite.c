@@ -75,7 +75,9 @@ static const char schema[] =
     "CREATE UNIQUE INDEX IF NOT EXISTS backend_key_name ON backend_key(namespace, key_name);"
     "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, backend_id TEXT NOT NULL,"
     " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);";
+    "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);"
+    /* Backends frozen, not swept, when idle (our extension); a table of its own, so older files just gain it. */
+    "CREATE TABLE IF NOT EXISTS backend_idle_freeze (id TEXT PRIMARY KEY);";
 
 static struct sqlite_store *to_sqlite(struct store *s)
 {
@@ -544,6 +546,12 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
     if (rc == 0)
         rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    if (rc == 0 && nb->idle_freeze) {
+        static const char freeze_sql[] = "INSERT INTO backend_idle_freeze(id) VALUES(?1)";
+        st = stmt(q, freeze_sql);
+        sqlite3_bind_text(st, 1, nb->id, -1, SQLITE_TRANSIENT);
+        rc = exec_stmt(q, st, "idle freeze insert");
+    }
     return commit(q, rc);
 }
 
@@ -619,9 +627,11 @@ static int sqlite_backend_update_state(struct store *s, const char *id, const st
                                        bool *accepted)
 {
     struct sqlite_store *q = to_sqlite(s);
+    /* States only move forward, but a ready one may be frozen and thawed (same number, new state). */
     static const char sql[] = "UPDATE backend SET last_status = ?2, last_status_time = ?3, last_status_number = ?4,"
                               " state = ?5, cluster_address = ?6 WHERE id = ?1"
-                              " AND (last_status_number IS NULL OR last_status_number < ?4)";
+                              " AND (last_status_number IS NULL OR last_status_number < ?4"
+                              " OR (?4 = 50 AND last_status_number = 50 AND state != ?5))";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = ?1";
     json_t *j = backend_state_to_json(bs);
     char *text = json_dumps(j, JSON_COMPACT);
@@ -742,13 +752,28 @@ static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t no
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
         "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
-        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms)"
+        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms"
+        "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
         " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
     sqlite3_stmt *st = stmt(q, sql);
 
     sqlite3_bind_int64(st, 1, drone_id);
     sqlite3_bind_int64(st, 2, now);
     return each_id(q, st, fn, arg, "sweep");
+}
+
+static int sqlite_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status = 'ready'"
+        " AND json_extract(state, '$.frozen') IS NOT 1 AND allowed_idle_ms IS NOT NULL"
+        " AND ?2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, drone_id);
+    sqlite3_bind_int64(st, 2, now);
+    return each_id(q, st, fn, arg, "freeze candidates");
 }
 
 static int sqlite_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
@@ -882,6 +907,7 @@ const struct store_ops store_sqlite_ops = {
     .action_ack = sqlite_action_ack,
     .key_renew = sqlite_key_renew,
     .sweep_candidates = sqlite_sweep_candidates,
+    .freeze_candidates = sqlite_freeze_candidates,
     .keepalive = sqlite_keepalive,
     .revoke = sqlite_revoke,
     .route_get = sqlite_route_get,

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import echo_exe, wait_for
 from plane_cluster import Controller, Drone
-from test_docker import _engine_ready
+from test_docker import _engine_ready, docker_exe, inspect, remove_containers
 from test_proxy import Proxy
 from ws_raw import WS
 
@@ -59,7 +59,7 @@ def cluster(procs, tmp_path, runtime, *extra):
     return ctrl, drone, proxy
 
 
-def freeze_thaw_cycle(ctrl, drone, proxy, executable, check_tasks=True):
+def freeze_thaw_cycle(ctrl, drone, proxy, executable, is_frozen=tasks_frozen):
     r = ctrl.connect("fz", executable=executable, idle="freeze", max_idle_seconds=1)
     assert r.status_code == 200, r.text
     conn = r.json()
@@ -76,8 +76,7 @@ def freeze_thaw_cycle(ctrl, drone, proxy, executable, check_tasks=True):
     assert ws.recv_frame() == (1, b"before")
 
     frozen_status(ctrl, b)
-    if check_tasks:
-        assert tasks_frozen(drone, b)
+    assert is_frozen(drone, b)
     ws.send_raw("across the freeze")  # waits in the socket until the thaw
     ws.s.settimeout(30)
 
@@ -140,3 +139,13 @@ def test_frozen_backend_still_ends_at_its_lifetime_and_idle_default_sweeps(procs
     r = ctrl.connect("bad", executable=echo_exe(), idle="sleep")
     assert r.status_code in (400, 422)
     assert "spawn_config.idle" in r.text
+
+
+@pytest.mark.skipif(not _engine_ready(), reason="no Docker Engine with plane-test-echo:1 (scripts/docker-up.sh)")
+def test_freeze_docker_pauses(procs, tmp_path):
+    ctrl, drone, proxy = cluster(procs, tmp_path, "docker", "--docker-network", "host")
+    try:
+        freeze_thaw_cycle(ctrl, drone, proxy, docker_exe(), is_frozen=lambda _d, b: inspect(b)["State"]["Paused"])
+    finally:
+        for row in ctrl.sql("SELECT id FROM backend"):
+            remove_containers("/plane-" + row[0])

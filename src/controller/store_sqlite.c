@@ -747,33 +747,36 @@ static int each_id(struct sqlite_store *q, sqlite3_stmt *st, store_id_fn *fn, vo
     return rc == SQLITE_DONE ? 0 : db_error(q, what);
 }
 
+/* Runs one of the sweep's queries (?1 the drone, ?2 now) and hands over the ids it finds. */
+static int each_candidate(struct sqlite_store *q, const char *sql, int64_t drone_id, int64_t now, store_id_fn *fn,
+                          void *arg, const char *what)
+{
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_int64(st, 1, drone_id);
+    sqlite3_bind_int64(st, 2, now);
+    return each_id(q, st, fn, arg, what);
+}
+
 static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
 {
-    struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
         "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
         " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms"
         "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
         " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
-    sqlite3_stmt *st = stmt(q, sql);
 
-    sqlite3_bind_int64(st, 1, drone_id);
-    sqlite3_bind_int64(st, 2, now);
-    return each_id(q, st, fn, arg, "sweep");
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "sweep");
 }
 
 static int sqlite_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
 {
-    struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
         "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status = 'ready'"
         " AND json_extract(state, '$.frozen') IS NOT 1 AND allowed_idle_ms IS NOT NULL"
         " AND ?2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
-    sqlite3_stmt *st = stmt(q, sql);
 
-    sqlite3_bind_int64(st, 1, drone_id);
-    sqlite3_bind_int64(st, 2, now);
-    return each_id(q, st, fn, arg, "freeze candidates");
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "freeze candidates");
 }
 
 static int sqlite_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)

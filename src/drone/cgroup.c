@@ -160,6 +160,19 @@ static int ensure_dir(const char *path)
     return 0;
 }
 
+/* base/id in a v1 hierarchy of its own (cpu, freezer), into *path. 0, or -errno with a line in err. */
+static int make_v1_group(const char *base, const char *id, char **path, struct buf *err)
+{
+    int rc = ensure_dir(base);
+
+    *path = xasprintf("%s/%s", base, id);
+    if (rc == 0)
+        rc = ensure_dir(*path);
+    if (rc < 0)
+        buf_printf(err, "cannot create cgroup '%s': %s", *path, strerror(-rc));
+    return rc;
+}
+
 int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgroup_limits *l,
                   struct cgroup *out, struct buf *err)
 {
@@ -192,26 +205,11 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
         buf_printf(err, "cannot create cgroup '%s': %s", out->mem_path, strerror(-rc));
         goto fail;
     }
-    if (h->version == 1 && h->cpu_base && l->cpu_percent > 0) {
-        rc = ensure_dir(h->cpu_base);
-        out->cpu_path = xasprintf("%s/%s", h->cpu_base, id);
-        if (rc == 0)
-            rc = ensure_dir(out->cpu_path);
-        if (rc < 0) {
-            buf_printf(err, "cannot create cgroup '%s': %s", out->cpu_path, strerror(-rc));
-            goto fail;
-        }
-    }
-    if (h->version == 1 && h->freezer_base) {
-        rc = ensure_dir(h->freezer_base);
-        out->freezer_path = xasprintf("%s/%s", h->freezer_base, id);
-        if (rc == 0)
-            rc = ensure_dir(out->freezer_path);
-        if (rc < 0) {
-            buf_printf(err, "cannot create cgroup '%s': %s", out->freezer_path, strerror(-rc));
-            goto fail;
-        }
-    }
+    if (h->version == 1 && h->cpu_base && l->cpu_percent > 0 &&
+        (rc = make_v1_group(h->cpu_base, id, &out->cpu_path, err)) < 0)
+        goto fail;
+    if (h->version == 1 && h->freezer_base && (rc = make_v1_group(h->freezer_base, id, &out->freezer_path, err)) < 0)
+        goto fail;
     if (l->memory_bytes > 0) {
         snprintf(val, sizeof(val), "%lld", (long long)l->memory_bytes);
         rc = write_file(out->mem_path, h->version == 1 ? "memory.limit_in_bytes" : "memory.max", val);

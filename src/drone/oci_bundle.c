@@ -25,7 +25,6 @@ int oci_exec_parse(const json_t *x, struct oci_exec *e, struct buf *err)
 {
     const json_t *image = json_object_get(x, "image");
     const json_t *rootfs = json_object_get(x, "rootfs");
-    const json_t *cwd = json_object_get(x, "cwd");
 
     memset(e, 0, sizeof(*e));
     if (!json_is_object(x)) {
@@ -69,19 +68,7 @@ int oci_exec_parse(const json_t *x, struct oci_exec *e, struct buf *err)
             }
         }
     }
-    e->env = json_object_get(x, "env");
-    if (e->env && json_is_null(e->env))
-        e->env = NULL;
-    if (e->env && process_check_env(e->env, err) < 0)
-        return -EINVAL;
-    if (cwd && !json_is_null(cwd)) {
-        if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/') {
-            buf_printf(err, "executable.cwd must be an absolute path");
-            return -EINVAL;
-        }
-        e->cwd = json_string_value(cwd);
-    }
-    return process_limits(json_object_get(x, "resource_limits"), &e->limits, err);
+    return process_exec_common(x, &e->env, &e->cwd, &e->limits, err);
 }
 
 /* uid and gid of an image's User: numeric, or a name in the root's /etc/passwd and /etc/group. */

@@ -15,6 +15,8 @@
 #ifndef PLANE_OCI_IMAGE_H
 #define PLANE_OCI_IMAGE_H
 
+#include <stdbool.h>
+
 #include <jansson.h>
 
 #include "../common/buf.h"

@@ -364,15 +364,6 @@ static int oci_open(struct runtime **out, const struct runtime_config *cfg, stru
 
 const struct runtime_ops runtime_oci_ops = {
     .name = "oci",
-    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS | RUNTIME_CAP_FREEZE,
     .open = oci_open,
-    .close = process_rt_close,
-    .free = process_rt_free,
-    .prepare = process_rt_prepare,
-    .spawn = process_rt_spawn,
-    .wait_ready = process_rt_wait_ready,
-    .terminate = process_rt_terminate,
-    .freeze = process_rt_freeze,
-    .cancel = process_rt_cancel,
-    .cleanup = process_rt_cleanup,
+    PROCESS_RUNTIME_OPS,
 };

@@ -131,7 +131,7 @@ const struct cgroup_host *process_runtime_cgroups(struct runtime *rt)
     return &to_process(rt)->cgroups;
 }
 
-int process_check_env(const json_t *env, struct buf *err)
+static int check_env(const json_t *env, struct buf *err)
 {
     const char *k;
     json_t *v;
@@ -149,7 +149,7 @@ int process_check_env(const json_t *env, struct buf *err)
     return 0;
 }
 
-int process_limits(const json_t *limits, struct process_command *cmd, struct buf *err)
+static int read_limits(const json_t *limits, struct process_command *cmd, struct buf *err)
 {
     int64_t percent = 0, disk = 0;
 
@@ -176,7 +176,6 @@ int process_limits(const json_t *limits, struct process_command *cmd, struct buf
 static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
 {
     const json_t *cmd = json_object_get(x, "command");
-    const json_t *cwd = json_object_get(x, "cwd");
     size_t i;
 
     memset(e, 0, sizeof(*e));
@@ -201,19 +200,28 @@ static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
         buf_printf(err, "executable.command[0] is empty");
         return -EINVAL;
     }
-    e->env = json_object_get(x, "env");
-    if (e->env && json_is_null(e->env))
-        e->env = NULL;
-    if (e->env && process_check_env(e->env, err) < 0)
+    return process_exec_common(x, &e->env, &e->cwd, &e->limits, err);
+}
+
+int process_exec_common(const json_t *x, const json_t **env, const char **cwd, struct process_command *limits,
+                        struct buf *err)
+{
+    const json_t *dir = json_object_get(x, "cwd");
+
+    *env = json_object_get(x, "env");
+    *cwd = NULL;
+    if (*env && json_is_null(*env))
+        *env = NULL;
+    if (*env && check_env(*env, err) < 0)
         return -EINVAL;
-    if (cwd && !json_is_null(cwd)) {
-        if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/') {
+    if (dir && !json_is_null(dir)) {
+        if (!json_is_string(dir) || json_string_value(dir)[0] != '/') {
             buf_printf(err, "executable.cwd must be an absolute path");
             return -EINVAL;
         }
-        e->cwd = json_string_value(cwd);
+        *cwd = json_string_value(dir);
     }
-    return process_limits(json_object_get(x, "resource_limits"), &e->limits, err);
+    return read_limits(json_object_get(x, "resource_limits"), limits, err);
 }
 
 /*
@@ -1173,15 +1181,6 @@ static int process_open(struct runtime **out, const struct runtime_config *cfg, 
 
 const struct runtime_ops runtime_process_ops = {
     .name = "process",
-    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS | RUNTIME_CAP_FREEZE,
     .open = process_open,
-    .close = process_rt_close,
-    .free = process_rt_free,
-    .prepare = process_rt_prepare,
-    .spawn = process_rt_spawn,
-    .wait_ready = process_rt_wait_ready,
-    .terminate = process_rt_terminate,
-    .freeze = process_rt_freeze,
-    .cancel = process_rt_cancel,
-    .cleanup = process_rt_cleanup,
+    PROCESS_RUNTIME_OPS,
 };

@@ -69,16 +69,28 @@ const struct cgroup_host *process_runtime_cgroups(struct runtime *rt);
  * the user's, then ours, which win (PORT and the §18 SESSION_BACKEND_*).
  */
 char **process_env(const char *const *base, const json_t *user_env, const struct spawn_spec *spec, uint16_t port);
-/* Reads resource_limits (§4.6) into cmd (disk_limit_bytes is refused). 0, or -errno with a line in err. */
-int process_limits(const json_t *limits, struct process_command *cmd, struct buf *err);
-/* Checks env (an object of strings with sane names) for executable.env; 0 or -EINVAL with a line in err. */
-int process_check_env(const json_t *env, struct buf *err);
+/*
+ * Reads what every flavour's executable may say about the backend's
+ * process: "env" (an object of strings, *env NULL when absent), "cwd" (an
+ * absolute path, *cwd NULL when absent) and "resource_limits" (§4.6, into
+ * limits; disk_limit_bytes is refused). Borrowed from x. 0, or -errno with
+ * a line in err.
+ */
+int process_exec_common(const json_t *x, const json_t **env, const char **cwd, struct process_command *limits,
+                        struct buf *err);
 void process_command_release(struct process_command *cmd);
 void process_strv_free(char **v);
 /* mkdir that accepts an existing directory; 0 or -errno. */
 int process_ensure_dir(const char *path, mode_t mode);
 
-/* The operations every flavour shares; a flavour's runtime_ops point at them. */
+/* A flavour's runtime_ops: its name and open, then PROCESS_RUNTIME_OPS (the machinery's operations). */
+#define PROCESS_RUNTIME_OPS                                                                                    \
+    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS | RUNTIME_CAP_FREEZE, .close = process_rt_close,           \
+    .free = process_rt_free, .prepare = process_rt_prepare, .spawn = process_rt_spawn,                          \
+    .wait_ready = process_rt_wait_ready, .terminate = process_rt_terminate, .freeze = process_rt_freeze,       \
+    .cancel = process_rt_cancel, .cleanup = process_rt_cleanup
+
+/* The operations every flavour shares. */
 void process_rt_close(struct runtime *rt);
 void process_rt_free(struct runtime *rt);
 void process_rt_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable);

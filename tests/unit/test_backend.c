@@ -105,8 +105,29 @@ TEST(state_json_shapes)
     free(text);
     json_decref(e);
 
+    /* Frozen (our extension): ready with "frozen": true, both ways; gone from what follows it. */
+    struct backend_state frozen = ready;
+    frozen.frozen = true;
+    expect_json(&frozen, "{\"status\":\"ready\",\"address\":\"10.0.0.1:8080\",\"frozen\":true}");
+    e = backend_status_entry(&frozen, 7);
+    text = json_dumps(e, JSON_COMPACT);
+    ASSERT_STR_EQ(text, "{\"status\":\"ready\",\"frozen\":true,\"time\":7}");
+    free(text);
+    json_decref(e);
+    struct backend_state ended = backend_state_terminating(&frozen, REASON_SWEPT);
+    ASSERT_FALSE(ended.frozen);
+    ASSERT_EQ(ended.last_status, BACKEND_READY);
+
     struct buf err = BUF_INIT;
     struct backend_state out;
+    json_t *fj = json_loads("{\"status\":\"ready\",\"address\":\"10.0.0.1:1\",\"frozen\":true}", 0, NULL);
+    ASSERT_OK(backend_state_from_json(fj, &out, &err));
+    ASSERT_TRUE(out.frozen);
+    json_decref(fj);
+    fj = json_loads("{\"status\":\"waiting\",\"address\":\"10.0.0.1:1\",\"frozen\":true}", 0, NULL);
+    ASSERT_OK(backend_state_from_json(fj, &out, &err));
+    ASSERT_FALSE(out.frozen); /* only a ready backend can be frozen */
+    json_decref(fj);
     static const char *const bad[] = {"{}", "{\"status\":\"Ready\"}", "{\"status\":\"ready\"}",
                                       "{\"status\":\"ready\",\"address\":\"nope\"}",
                                       "{\"status\":\"terminating\",\"last_status\":\"ready\"}",

@@ -2,13 +2,15 @@
 /*
  * test_runtime_process.c - the process runtime with the real echo backend
  * (ECHO_BACKEND): env contract, readiness, soft/hard terminate, the grace
- * period, exit codes, process groups, cgroup limits, metrics, and what a
- * killed drone leaves behind.
+ * period, exit codes, process groups, cgroup limits, metrics, freezing, and
+ * what a killed drone leaves behind.
  */
 #include <dirent.h>
 #include <stdarg.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -441,5 +443,70 @@ TEST(process_same_id_again_after_exit)
     uint16_t port = spawn_ok(&h, "b1", x);
     ASSERT_OK(ready_status(&h, "b1", port, 5000, NULL));
     json_decref(x);
+    harness_close(&h);
+}
+
+/* A frozen backend queues a request and answers it once thawed; terminate thaws it first. */
+static void freeze_cycle(struct harness *h, const char *id, json_t *x)
+{
+    struct result r = {0};
+    uint16_t port = spawn_ok(h, id, x);
+    char req[] = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+    char got[16];
+
+    ASSERT_OK(ready_status(h, id, port, 5000, NULL));
+    runtime_freeze(h->rt, id, true, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    /* The kernel still accepts the connection; nobody reads the request yet. */
+    ASSERT_TRUE(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EINPROGRESS);
+    test_run_for(&h->loop, 20);
+    ASSERT_EQ(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    test_run_for(&h->loop, 100);
+    ASSERT_EQ(read(fd, got, sizeof(got)), -1);
+    ASSERT_EQ(errno, EAGAIN);
+
+    memset(&r, 0, sizeof(r));
+    runtime_freeze(h->rt, id, false, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+    for (int i = 0; i < 200 && read(fd, got, 5) != 5; i++)
+        test_run_for(&h->loop, 10);
+    ASSERT_TRUE(memcmp(got, "HTTP/", 5) == 0);
+    close(fd);
+
+    /* Frozen again, then terminated: the soft signal reaches it. */
+    memset(&r, 0, sizeof(r));
+    runtime_freeze(h->rt, id, true, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+    memset(&r, 0, sizeof(r));
+    runtime_terminate(h->rt, id, false, on_result, &r);
+    wait_exits(h, h->nexits + 1, 5000);
+    ASSERT_EQ(exit_code_of(h, id), 0);
+}
+
+TEST(process_freeze_thaw_and_terminate_frozen)
+{
+    struct harness h;
+    json_t *plain = echo_exe(NULL);
+    json_t *limited = echo_exe(NULL);
+    struct result r = {0};
+
+    json_object_set_new(limited, "resource_limits", json_pack("{s:I}", "memory_limit_bytes", (json_int_t)(256 << 20)));
+    harness_open(&h, "process", NULL);
+    ASSERT_TRUE(runtime_has_cap(h.rt, RUNTIME_CAP_FREEZE));
+    freeze_cycle(&h, "stopped", plain); /* no cgroup: its process group is stopped */
+    if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0 ||
+        access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+        freeze_cycle(&h, "frozen", limited); /* the cgroup freezer */
+    runtime_freeze(h.rt, "nobody", true, on_result, &r);
+    wait_result(&h, &r, 2000);
+    ASSERT_EQ(r.status, -ESRCH);
+    json_decref(plain);
+    json_decref(limited);
     harness_close(&h);
 }

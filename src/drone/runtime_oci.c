@@ -20,6 +20,7 @@
  * crun starts in a mount namespace without /sys/fs/cgroup/unified.
  */
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -268,6 +269,24 @@ static void oci_free(void *data)
     free(d);
 }
 
+/* Removes what fetches of a killed drone left half unpacked (.<id>.<pid>.<random>). */
+static void remove_partial_roots(const char *images_dir)
+{
+    DIR *d = opendir(images_dir);
+    struct dirent *de;
+
+    while (d && (de = readdir(d))) {
+        if (de->d_name[0] != '.' || strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        char *path = xasprintf("%s/%s", images_dir, de->d_name);
+        log_info("oci runtime: removing the partial root '%s'", path);
+        oci_remove_tree(path);
+        free(path);
+    }
+    if (d)
+        closedir(d);
+}
+
 /* crun refuses a hybrid host whose cgroup2 mount has controllers of its own. */
 static bool needs_hidden_cgroup2(void)
 {
@@ -355,6 +374,7 @@ static int oci_open(struct runtime **out, const struct runtime_config *cfg, stru
         return rc;
     }
     free(oci_dir);
+    remove_partial_roots(d->images_dir);
     /* Fetches call libcurl from the thread pool: initialise it here, on the loop's thread. */
     curl_global_init(CURL_GLOBAL_DEFAULT);
     if (d->flavour.hide_cgroup2)

@@ -129,9 +129,15 @@ static void freeze_done(void *arg, const struct runtime_result *res)
     bool frozen = !st.frozen;
 
     b->op = NULL;
+    if (res->status < 0 && frozen) {
+        /* Idle and cannot be frozen (a runtime without a freezer): swept, as without "freeze". */
+        log_warn("backend %s: cannot freeze (%s), terminating it as idle", b->id, res->error);
+        backend_terminate(b, TERMINATION_SOFT, REASON_SWEPT);
+        return;
+    }
     if (res->status < 0) {
-        log_warn("backend %s: cannot %s: %s", b->id, frozen ? "freeze" : "thaw", res->error);
-        return; /* stays as it was; a thaw is asked again by the next request */
+        log_warn("backend %s: cannot thaw: %s", b->id, res->error);
+        return; /* stays frozen; the next request or connect asks again */
     }
     st.frozen = frozen;
     enter(b, st);

@@ -76,7 +76,8 @@ void backend_terminate(struct backend *b, enum termination_kind kind, enum termi
 /*
  * Freezes a ready backend (frozen: its processes stopped, its sockets open)
  * or thaws it; the state becomes ready with "frozen" once the runtime has
- * done it. Ignored in any other state; the last request wins.
+ * done it. Ignored in any other state; the last request wins. A backend the
+ * runtime cannot freeze is soft-terminated as swept instead.
  */
 void backend_freeze(struct backend *b, bool frozen);
 /* The runtime says the backend is gone. */

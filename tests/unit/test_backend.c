@@ -291,6 +291,21 @@ TEST(machine_runs_to_ready_and_terminates)
     machine_close(m);
 }
 
+TEST(machine_freeze_without_a_freezer_is_a_sweep)
+{
+    struct machine *m = machine_open(NULL);
+
+    run_backend(m, "{}");
+    ASSERT_TRUE(test_run_until(&m->h.loop, 3000, reached, m));
+    backend_freeze(m->b, false); /* not frozen: nothing to do */
+    backend_freeze(m->b, true);  /* the mock runtime cannot freeze */
+    ASSERT_TRUE(test_run_until(&m->h.loop, 3000, is_terminated, m));
+    ASSERT_STR_EQ(m->trail, "scheduled loading starting waiting ready terminating terminated");
+    ASSERT_EQ(m->last.reason, REASON_SWEPT);
+    ASSERT_EQ(m->last.termination, TERMINATION_SOFT);
+    machine_close(m);
+}
+
 TEST(machine_failures_of_each_step)
 {
     struct runtime_config cfg = {.ready_timeout_ms = 200};

@@ -75,6 +75,7 @@
     X(state_json_shapes) \
     X(state_store_records_acks_and_replays) \
     X(machine_runs_to_ready_and_terminates) \
+    X(machine_freeze_without_a_freezer_is_a_sweep) \
     X(machine_failures_of_each_step) \
     X(machine_terminate_during_loading_starting_waiting) \
     X(machine_exits_on_its_own_and_during_terminating) \

@@ -241,8 +241,9 @@ int main(int argc, char **argv)
             printf("  %-34s (cannot freeze: skipped)\n", names[k]);
             continue;
         }
-        if (k == 0) /* a process backend needs a cgroup to be frozen */
-            json_object_set_new(b->exe, "resource_limits", json_pack("{s:I}", "memory_limit_bytes", (json_int_t)1 << 30));
+        if (k == 0) /* a process backend with a cgroup: the freezer, not a stopped group */
+            json_object_set_new(b->exe, "resource_limits",
+                                json_pack("{s:I}", "memory_limit_bytes", (json_int_t)1 << 30));
         bench_start(b, 500000 + k);
         double *t = xcalloc((size_t)n, sizeof(double));
         for (int i = 0; i < n; i++)

@@ -221,8 +221,13 @@ json_t *oci_bundle_config(const struct oci_exec *e, const char *rootfs, const js
     }
     env = process_env(base, e->env, spec, port);
     free(base);
+    /* The drone's own descriptor limit, as Docker passes dockerd's; "unlimited" is no number in the spec. */
     if (getrlimit(RLIMIT_NOFILE, &nofile) == -1)
         nofile.rlim_cur = nofile.rlim_max = 1024;
+    if (nofile.rlim_max == RLIM_INFINITY || nofile.rlim_max > (1u << 20))
+        nofile.rlim_max = 1u << 20;
+    if (nofile.rlim_cur == RLIM_INFINITY || nofile.rlim_cur > nofile.rlim_max)
+        nofile.rlim_cur = nofile.rlim_max;
 
     json_t *mounts = json_array();
     json_array_append_new(mounts, mount_entry("/proc", "proc", "proc", "nosuid,noexec,nodev"));
@@ -246,8 +251,8 @@ json_t *oci_bundle_config(const struct oci_exec *e, const char *rootfs, const js
 
     json_t *capset = strings(caps);
     json_t *process = json_pack(
-        "{s:b, s:{s:i, s:i}, s:o, s:o, s:s, s:{s:O, s:O, s:O}, s:[{s:s, s:I, s:I}]}", "terminal", 0, "user",
-        "uid", (int)uid, "gid", (int)gid, "args", args, "env", strings((const char *const *)env), "cwd",
+        "{s:b, s:{s:I, s:I}, s:o, s:o, s:s, s:{s:O, s:O, s:O}, s:[{s:s, s:I, s:I}]}", "terminal", 0, "user",
+        "uid", (json_int_t)uid, "gid", (json_int_t)gid, "args", args, "env", strings((const char *const *)env), "cwd",
         e->cwd ? e->cwd : (workdir && *workdir == '/' ? workdir : "/"), "capabilities", "bounding", capset,
         "effective", capset, "permitted", capset, "rlimits", "type", "RLIMIT_NOFILE", "hard",
         (json_int_t)nofile.rlim_max, "soft", (json_int_t)nofile.rlim_cur);
@@ -256,7 +261,10 @@ json_t *oci_bundle_config(const struct oci_exec *e, const char *rootfs, const js
     json_t *linux_ = json_pack("{s:[{s:s}, {s:s}, {s:s}, {s:s}], s:o, s:o}", "namespaces", "type", "pid", "type",
                                "mount", "type", "ipc", "type", "uts", "maskedPaths", strings(masked),
                                "readonlyPaths", strings(readonly));
-    return json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process", process, "root",
-                     "path", rootfs, "readonly", 1, "hostname", spec->backend_id, "mounts", mounts, "linux",
-                     linux_);
+    json_t *config = json_pack("{s:s, s:o, s:{s:s, s:b}, s:s, s:o, s:o}", "ociVersion", "1.0.2", "process",
+                               process, "root", "path", rootfs, "readonly", 1, "hostname", spec->backend_id,
+                               "mounts", mounts, "linux", linux_);
+    if (!config)
+        buf_printf(err, "cannot build the bundle's config.json");
+    return config;
 }

@@ -133,7 +133,8 @@ static void sweep_cb(uv_timer_t *t)
     struct session *s = t->data;
 
     STORE_CALL(s->c->store, sweep_candidates, s->node_id, controller_now(), sweep_one, s);
-    STORE_CALL(s->c->store, freeze_candidates, s->node_id, controller_now(), freeze_one, s);
+    if (s->c->store->ops->freeze_candidates) /* else idle backends are swept, "freeze" or not */
+        STORE_CALL(s->c->store, freeze_candidates, s->node_id, controller_now(), freeze_one, s);
 }
 
 static void drone_message(struct session *s, const struct node_msg *m)

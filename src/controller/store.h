@@ -101,7 +101,12 @@ struct store_ops {
 
     int (*key_renew)(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed);
     int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
-    /* Ready, unfrozen backends of the drone that asked to be frozen on idle and are idle now. */
+    /*
+     * Optional (freeze on idle): ready, unfrozen backends of the drone that
+     * asked to be frozen on idle and are idle now. A store that has it also
+     * leaves those out of sweep_candidates' idle test and takes a ready
+     * state that differs from the stored ready one (frozen, thawed).
+     */
     int (*freeze_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
     int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
     int (*revoke)(struct store *s, const char *backend_id, const char *user);

@@ -89,7 +89,7 @@ def run(runtime, executable):
         start("drone", "--controller-url", ctrl + "/", "--cluster", CLUSTER, "--name", "dr-bench", "--runtime",
               runtime, "--db", f"{d}/d.db", "--data-dir", f"{d}/data")
         start("proxy", "--controller-url", ctrl + "/", "--cluster", CLUSTER, "--host", "127.0.0.1",
-              "--http-port", str(pport), "--workers", "2")
+              "--http-port", str(pport), "--workers", "2", "--keepalive-interval", "0.5")
         wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{pport}/ready", timeout=1).status == 200, 10, "proxy")
         time.sleep(0.5)  # the drone's first heartbeat makes it schedulable
         conns = []

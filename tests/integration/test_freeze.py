@@ -55,7 +55,8 @@ def tasks_frozen(drone, backend_id):
 def cluster(procs, tmp_path, runtime, *extra):
     ctrl = Controller(procs, tmp_path, default_cluster=CLUSTER).start()
     drone = Drone(procs, tmp_path, ctrl, "dr-freeze", *extra, runtime=runtime).start()
-    proxy = Proxy(procs, tmp_path, ctrl.url).start()
+    # KeepAlives more often than the 1 s idle limit, as a max-idle below 7 s needs (docs/runtimes.md).
+    proxy = Proxy(procs, tmp_path, ctrl.url, "--keepalive-interval", "0.5").start()
     return ctrl, drone, proxy
 
 

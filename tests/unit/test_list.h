@@ -36,6 +36,7 @@
     X(process_terminate_during_wait_and_exit_during_terminate)                                      \
     X(process_same_id_again_after_exit)                                                            \
     X(process_freeze_thaw_and_terminate_frozen) \
+    X(process_frozen_leftovers_of_a_killed_drone_are_reaped) \
     X(process_close_kills_every_backend) \
     X(executor_client_full_cycle) \
     X(executor_client_queues_until_the_server_appears) \

@@ -510,3 +510,63 @@ TEST(process_freeze_thaw_and_terminate_frozen)
     json_decref(limited);
     harness_close(&h);
 }
+
+/* A drone killed while a backend was frozen: the next runtime on its data dir kills it and removes its groups. */
+TEST(process_frozen_leftovers_of_a_killed_drone_are_reaped)
+{
+    char *dir = test_tmpdir();
+    struct runtime_config cfg = {.data_dir = dir};
+    int fds[2];
+    int pid = 0;
+
+    if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) != 0 &&
+        access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0) {
+        free(dir);
+        return; /* no cgroup freezer here */
+    }
+    ASSERT_OK(pipe(fds));
+    pid_t drone = fork();
+    if (drone == 0) {
+        /* The first drone: spawns, freezes, and dies without closing anything. */
+        struct harness h;
+        struct result r = {0};
+        json_t *x = echo_exe(NULL);
+        json_object_set_new(x, "resource_limits", json_pack("{s:I}", "memory_limit_bytes", (json_int_t)(256 << 20)));
+        harness_open(&h, "process", &cfg);
+        uint16_t port = spawn_ok(&h, "left", x);
+        ASSERT_OK(ready_status(&h, "left", port, 5000, NULL));
+        runtime_freeze(h.rt, "left", true, on_result, &r);
+        wait_result(&h, &r, 2000);
+        ASSERT_OK(r.status);
+        FILE *f = fopen(xasprintf("%s/run/left.pid", dir), "r");
+        ASSERT_NOT_NULL(f);
+        ASSERT_EQ(fscanf(f, "%d", &pid), 1);
+        ASSERT_EQ(write(fds[1], &pid, sizeof(pid)), (ssize_t)sizeof(pid));
+        _exit(0);
+    }
+    close(fds[1]);
+    ASSERT_EQ(read(fds[0], &pid, sizeof(pid)), (ssize_t)sizeof(pid));
+    close(fds[0]);
+    ASSERT_EQ(waitpid(drone, NULL, 0), drone);
+    ASSERT_TRUE(pid_alive(pid)); /* frozen, orphaned, still there */
+    char *cg = cgroup_of(pid, "memory");
+    ASSERT_NOT_NULL(cg);
+
+    struct harness h;
+    harness_open(&h, "process", &cfg);
+    for (int i = 0; i < 200 && pid_alive(pid); i++)
+        usleep(5000);
+    ASSERT_FALSE(pid_alive(pid));
+    bool v1 = access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) == 0;
+    char *mem = xasprintf("/sys/fs/cgroup%s%s", v1 ? "/memory" : "", cg);
+    ASSERT_TRUE(access(mem, F_OK) != 0);
+    if (v1) {
+        char *frz = xasprintf("/sys/fs/cgroup/freezer%s", strstr(cg, "/plane/"));
+        ASSERT_TRUE(access(frz, F_OK) != 0);
+        free(frz);
+    }
+    harness_close(&h);
+    free(mem);
+    free(cg);
+    free(dir);
+}

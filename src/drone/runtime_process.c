@@ -561,10 +561,14 @@ static int plain_command(struct runtime *rt, const struct spawn_spec *spec, uint
     }
     for (size_t i = 0; i < ARRAY_SIZE(inherited); i++) {
         const char *val = getenv(inherited[i]);
-        if (val)
-            base[n] = owned[n] = xasprintf("%s=%s", inherited[i], val), n++;
+        if (val) {
+            owned[n] = xasprintf("%s=%s", inherited[i], val);
+            base[n] = owned[n];
+            n++;
+        }
     }
-    base[n] = owned[n] = xasprintf("HOME=%s", dir);
+    owned[n] = xasprintf("HOME=%s", dir);
+    base[n] = owned[n];
     out->env = process_env(base, e.env, spec, port);
     for (size_t i = 0; i <= n; i++)
         free(owned[i]);

@@ -466,13 +466,26 @@ static void exit_cb(uv_poll_t *h, int status, int events)
     runtime_emit_exit(&prt->base, c->id, code);
 }
 
+/*
+ * Signals c's process group; a leader started by fork may not have made its
+ * group yet (between fork and setsid), so then the leader alone. 0 or -errno.
+ */
+static int child_signal(const struct child *c, int sig)
+{
+    if (kill(-c->pid, sig) == 0)
+        return 0;
+    if (errno == ESRCH && !c->exited && kill(c->pid, sig) == 0)
+        return 0;
+    return -errno;
+}
+
 static void kill_timer_cb(uv_timer_t *t)
 {
     struct child *c = container_of(t, struct child, kill_timer);
 
     if (!c->exited) {
         log_info("backend %s: still running %u ms after SIGTERM, sending SIGKILL", c->id, c->prt->base.grace_ms);
-        kill(-c->pid, SIGKILL);
+        child_signal(c, SIGKILL);
     }
 }
 
@@ -591,15 +604,26 @@ struct start_plan {
     int cgroup_fds[CGROUP_MAX_PROCS_FILES]; /* cgroup.procs files to enter, opened for writing */
     int ncgroup_fds;
     bool hide_cgroup2;
-    volatile int child_errno; /* set by the child when a step fails */
 };
 
+/* The child says why it cannot go on, in the backend's log, and exits 127. */
+static void __attribute__((noreturn)) plan_fail(const struct start_plan *p, const char *step)
+{
+    static const char prefix[] = "plane: cannot start the backend: ";
+    const char *why = strerror(errno);
+
+    if (write(p->log_fd, prefix, sizeof(prefix) - 1) > 0 && write(p->log_fd, step, strlen(step)) > 0 &&
+        write(p->log_fd, ": ", 2) > 0 && write(p->log_fd, why, strlen(why)) > 0)
+        (void)!write(p->log_fd, "\n", 1);
+    _exit(127);
+}
+
 /*
- * The child of vfork: it shares our memory until exec, so it makes system
- * calls only. Its own signal handlers are reset first, since a handler of
- * ours running here would corrupt the parent's state.
+ * The child of fork, until exec: a copy of a threaded process, so it makes
+ * system calls only. Its signal handlers are reset first; ours were blocked
+ * from before the fork until then.
  */
-static void __attribute__((noinline)) plan_exec(struct start_plan *p)
+static void __attribute__((noreturn)) plan_exec(const struct start_plan *p)
 {
     struct sigaction dfl = {.sa_handler = SIG_DFL};
     sigset_t none;
@@ -610,33 +634,37 @@ static void __attribute__((noinline)) plan_exec(struct start_plan *p)
             sigaction(sig, &dfl, NULL);
     sigemptyset(&none);
     if (setsid() == -1)
-        goto fail;
+        plan_fail(p, "setsid");
     /* Into the cgroups before anything can fork: nothing escapes the limits. */
     for (int i = 0; i < p->ncgroup_fds; i++)
         if (write(p->cgroup_fds[i], "0", 1) == -1)
-            goto fail;
+            plan_fail(p, "entering its cgroup");
     if (p->hide_cgroup2) {
         /* Slave, not private: host mounts still reach us, ours never reach the host. */
         if (unshare(CLONE_NEWNS) == -1 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) == -1 ||
             umount2("/sys/fs/cgroup/unified", MNT_DETACH) == -1)
-            goto fail;
+            plan_fail(p, "hiding /sys/fs/cgroup/unified");
     }
     fd = open("/dev/null", O_RDONLY);
     if (fd == -1 || dup2(fd, 0) == -1 || dup2(p->log_fd, 1) == -1 || dup2(p->log_fd, 2) == -1)
-        goto fail;
+        plan_fail(p, "redirecting its input and output");
     if (fd > 2)
         close(fd);
     if (chdir(p->cwd) == -1)
-        goto fail;
+        plan_fail(p, p->cwd);
     sigprocmask(SIG_SETMASK, &none, NULL);
     execve(p->program, p->argv, p->env);
-fail:
-    p->child_errno = errno ? errno : EIO;
-    _exit(127);
+    plan_fail(p, p->program);
 }
 
-/* start_child() for a leader that enters cgroups or a mount namespace before exec. */
-static int start_planned(struct start_plan *p, pid_t *pid_out)
+/*
+ * start_child() for a leader that enters cgroups or a mount namespace before
+ * exec. A fork, not a vfork: writing to cgroup.procs waits for the kernel
+ * (an RCU grace period under the cgroup rwsem, milliseconds), and the loop
+ * must not wait with it. So the child's failures cannot be returned here:
+ * it logs them and exits 127, reported as the backend's exit.
+ */
+static int start_planned(const struct start_plan *p, pid_t *pid_out)
 {
     sigset_t all, old;
     pid_t pid;
@@ -644,17 +672,12 @@ static int start_planned(struct start_plan *p, pid_t *pid_out)
     /* No handler of ours may run in the child before it resets them. */
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &old);
-    p->child_errno = 0;
-    pid = vfork();
+    pid = fork();
     if (pid == 0)
         plan_exec(p);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (pid == -1)
         return -errno;
-    if (p->child_errno) {
-        waitpid(pid, NULL, 0);
-        return -p->child_errno;
-    }
     *pid_out = pid;
     return 0;
 }
@@ -879,8 +902,8 @@ static int child_set_frozen(struct child *c, bool frozen)
         return 0;
     if (cgroup_can_freeze(&c->cg))
         rc = cgroup_freeze(&c->cg, frozen);
-    else if (kill(-c->pid, frozen ? SIGSTOP : SIGCONT) == -1)
-        rc = -errno;
+    else
+        rc = child_signal(c, frozen ? SIGSTOP : SIGCONT);
     if (rc == 0) {
         c->frozen = frozen;
         log_info("backend %s: %s", c->id, frozen ? "frozen" : "thawed");
@@ -921,9 +944,9 @@ void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
     /* A frozen backend would not see the signal (v1 holds back even SIGKILL). */
     child_set_frozen(c, false);
     /* A leader that forwards signals gets the soft one alone, so nothing gets it twice. */
-    pid_t target = !hard && prt->flavour->soft_to_leader ? c->pid : -c->pid;
-    if (kill(target, hard ? SIGKILL : SIGTERM) == -1) {
-        int rc = -errno;
+    bool leader_only = !hard && prt->flavour->soft_to_leader;
+    int rc = leader_only ? (kill(c->pid, SIGTERM) == 0 ? 0 : -errno) : child_signal(c, hard ? SIGKILL : SIGTERM);
+    if (rc < 0) {
         if (rc == -ESRCH) {
             /* The group is gone; the exit callback is on its way. */
             op->res.was_running = false;
@@ -933,8 +956,8 @@ void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
         }
         return;
     }
-    log_info("backend %s: sent %s to %s %d", c->id, hard ? "SIGKILL" : "SIGTERM", target > 0 ? "pid" : "process group",
-             c->pid);
+    log_info("backend %s: sent %s to %s %d", c->id, hard ? "SIGKILL" : "SIGTERM",
+             leader_only ? "pid" : "process group", c->pid);
     if (!hard && !c->soft_sent) {
         c->soft_sent = true;
         uv_timer_start(&c->kill_timer, kill_timer_cb, rt->grace_ms, 0);
@@ -1106,7 +1129,7 @@ void process_rt_close(struct runtime *rt)
         child_stop_waits(c, -ESHUTDOWN, "runtime closed");
         if (!c->exited) {
             log_info("backend %s: killing pid %d on shutdown", c->id, c->pid);
-            kill(-c->pid, SIGKILL);
+            child_signal(c, SIGKILL);
             if (c->cg.mem_path)
                 cgroup_kill_all(&c->cg);
         }

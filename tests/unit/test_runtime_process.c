@@ -286,7 +286,13 @@ TEST(process_memory_limit_uses_cgroup)
     } else {
         ASSERT_OK(r.status);
         int pid = atoi(r.container_id);
-        char *cg = cgroup_of(pid, "memory");
+        char *cg = NULL;
+        /* The leader enters its group between fork and exec, while the loop goes on. */
+        for (int i = 0; i < 400 && !(cg && strstr(cg, "/plane/b1")); i++) {
+            free(cg);
+            usleep(5000);
+            cg = cgroup_of(pid, "memory");
+        }
         ASSERT_NOT_NULL(cg);
         ASSERT_CONTAINS(cg, "/plane/b1");
         bool v1 = access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) == 0;

@@ -10,49 +10,26 @@ to the same backends once they are thawed (warm).
 
 usage: freeze_bench.py PLANE ECHO_BACKEND [BACKENDS] [RUNTIME...]
 """
-import json
 import os
+import pathlib
 import shutil
-import signal
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 
 PLANE, ECHO = sys.argv[1], sys.argv[2]
 N = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 RUNTIMES = sys.argv[4:] or ["process", "oci"]
 CLUSTER = "localhost:9090"
 
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def http(method, url, body=None):
-    req = urllib.request.Request(url, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read() or b"null")
-
-
-def wait(cond, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            if cond():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise SystemExit(f"timed out waiting for {what}")
+# The integration tests' helpers run the controller, drone and proxy.
+os.environ["PLANE_BIN"] = PLANE
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+from conftest import Procs, wait_for  # noqa: E402
+from plane_cluster import Controller, Drone  # noqa: E402
+from test_proxy import Proxy  # noqa: E402
 
 
 def first_byte_ms(port, token, path):
@@ -76,46 +53,27 @@ def pct(v, p):
 
 
 def run(runtime, executable):
-    d = tempfile.mkdtemp(prefix="plane-freeze-bench-")
-    cport, pport = free_port(), free_port()
-    procs = []
-    log = open(os.path.join(d, "log"), "ab")
+    d = pathlib.Path(tempfile.mkdtemp(prefix="plane-freeze-bench-"))
+    procs = Procs()
     try:
-        def start(*args):
-            procs.append(subprocess.Popen([PLANE, *args], stdout=log, stderr=log, stdin=subprocess.DEVNULL))
-        start("controller", "--db", f"{d}/c.db", "--port", str(cport), "--default-cluster", CLUSTER)
-        ctrl = f"http://127.0.0.1:{cport}"
-        wait(lambda: urllib.request.urlopen(ctrl + "/pub/health", timeout=1).status == 200, 10, "controller")
-        start("drone", "--controller-url", ctrl + "/", "--cluster", CLUSTER, "--name", "dr-bench", "--runtime",
-              runtime, "--db", f"{d}/d.db", "--data-dir", f"{d}/data")
-        start("proxy", "--controller-url", ctrl + "/", "--cluster", CLUSTER, "--host", "127.0.0.1",
-              "--http-port", str(pport), "--workers", "2", "--keepalive-interval", "0.5")
-        wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{pport}/ready", timeout=1).status == 200, 10, "proxy")
-        time.sleep(0.5)  # the drone's first heartbeat makes it schedulable
+        ctrl = Controller(procs, d, default_cluster=CLUSTER).start()
+        Drone(procs, d, ctrl, "dr-bench", runtime=runtime).start()
+        # KeepAlives more often than the 1 s idle limit, as a max-idle below 7 s needs.
+        proxy = Proxy(procs, d, ctrl.url, "--keepalive-interval", "0.5").start()
         conns = []
         for i in range(N):
-            c = http("POST", ctrl + "/ctrl/connect", {"key": {"name": f"fb{i}"}, "spawn_config": {
-                "executable": executable, "idle": "freeze", "max_idle_seconds": 1}})
-            conns.append(c)
-
-        def all_frozen():
-            return all(http("GET", f"{ctrl}/pub/b/{c['backend_id']}/status").get("frozen") for c in conns)
-        wait(all_frozen, 60, "every backend frozen")
-        thaw = [first_byte_ms(pport, c["token"], "/thaw") for c in conns]
-        warm = [first_byte_ms(pport, c["token"], "/warm") for c in conns]
+            r = ctrl.connect(f"fb{i}", executable=executable, idle="freeze", max_idle_seconds=1)
+            assert r.status_code == 200, r.text
+            conns.append(r.json())
+        wait_for(lambda: all(ctrl.status(c["backend_id"]).get("frozen") for c in conns), timeout=60,
+                 what="every backend frozen")
+        thaw = [first_byte_ms(proxy.port, c["token"], "/thaw") for c in conns]
+        warm = [first_byte_ms(proxy.port, c["token"], "/warm") for c in conns]
         for c in conns:
-            http("POST", f"{ctrl}/ctrl/b/{c['backend_id']}/hard-terminate")
+            ctrl.terminate(c["backend_id"], hard=True)
         return thaw, warm
     finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        log.close()
+        procs.stop_all()
         shutil.rmtree(d, ignore_errors=True)
 
 

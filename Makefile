@@ -142,3 +142,7 @@ clean:
 build/bench/spawn_bench: bench/spawn_bench.c $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/bench/runtimes_bench: bench/runtimes_bench.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -9,6 +9,7 @@ pkgs=(
     libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev libldns-dev
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
+    crun            # the oci runtime's tests
     postgresql
     chromium        # the dashboard's tests drive the page in headless Chromium
     pebble bind9-dnsutils openssl   # ACME tests: a real CA, dig, certificates

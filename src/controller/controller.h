@@ -104,6 +104,7 @@ struct connect_req {
     const json_t *executable;
     int64_t lifetime_s, idle_s; /* CONNECT_UNSET: none; any other value counts, <= 0 included (as Plane) */
     bool static_token;
+    bool idle_freeze;     /* spawn_config.idle "freeze" (our extension): frozen, not swept, when idle */
     const char *user;     /* or NULL */
     char *auth;           /* owned: the auth object as JSON with sorted keys */
 };
@@ -118,6 +119,13 @@ void sockets_close_all(struct controller *c);
 void sockets_resync(struct controller *c);
 /* Whether a node of controller->sessions is a registered drone (else a proxy or not yet registered). */
 bool sockets_is_drone(const struct list_node *session_node);
+
+/*
+ * Thaws the backend if it is frozen (freeze on idle): a request or a connect
+ * wants it. With only_if_used, only when it was kept alive within its idle
+ * limit (a freeze that crossed a request). In sockets.c, beside the sweep.
+ */
+void controller_thaw_if_frozen(struct controller *c, const char *backend_id, bool only_if_used);
 
 /* controller.c: shared operations */
 /* Queues action (a BackendAction, stolen) for the backend's drone: stored, then delivered. 0 or -errno. */

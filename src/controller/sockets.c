@@ -110,11 +110,35 @@ static void sweep_one(void *arg, const char *backend_id, int64_t drone_id)
                             wire_variant("Terminate", json_pack("{s:s, s:s}", "kind", "soft", "reason", "swept")));
 }
 
+static void freeze_one(void *arg, const char *backend_id, int64_t drone_id)
+{
+    struct session *s = arg;
+
+    log_info("backend %s: idle, freezing", backend_id);
+    controller_queue_action(s->c, backend_id, drone_id, wire_variant("Freeze", json_object()));
+}
+
+void controller_thaw_if_frozen(struct controller *c, const char *backend_id, bool only_if_used)
+{
+    struct backend_row row;
+
+    if (STORE_CALL(c->store, backend_get, backend_id, &row) < 0)
+        return;
+    if (row.state.status == BACKEND_READY && row.state.frozen &&
+        (!only_if_used || (row.allowed_idle_ms >= 0 && controller_now() - row.last_keepalive <= row.allowed_idle_ms))) {
+        log_info("backend %s: wanted while frozen, thawing", backend_id);
+        controller_queue_action(c, backend_id, row.drone_id, wire_variant("Thaw", json_object()));
+    }
+    backend_row_release(&row);
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
     struct session *s = t->data;
 
     STORE_CALL(s->c->store, sweep_candidates, s->node_id, controller_now(), sweep_one, s);
+    if (s->c->store->ops->freeze_candidates) /* else idle backends are swept, "freeze" or not */
+        STORE_CALL(s->c->store, freeze_candidates, s->node_id, controller_now(), freeze_one, s);
 }
 
 static void drone_message(struct session *s, const struct node_msg *m)
@@ -130,6 +154,8 @@ static void drone_message(struct session *s, const struct node_msg *m)
         if (controller_update_state(c, m->backend_id, &m->state, true, &ok) == 0) {
             if (!ok)
                 log_debug("backend %s: %s is not newer, ignored", m->backend_id, backend_status_name(m->state.status));
+            else if (m->state.status == BACKEND_READY && m->state.frozen)
+                controller_thaw_if_frozen(c, m->backend_id, true); /* a request came meanwhile */
             /* Acked even when ignored; not when the store failed, so the drone retries. */
             send_msg(s, wire_variant("AckEvent", json_pack("{s:I}", "event_id", (json_int_t)m->event_id)));
         }
@@ -285,6 +311,8 @@ static void proxy_message(struct session *s, const struct node_msg *m)
     case MSG_KEEPALIVE:
         if (STORE_CALL(s->c->store, keepalive, m->backend_id, controller_now(), &alive) == 0 && !alive)
             send_msg(s, wire_variant("BackendRemoved", json_pack("{s:s}", "backend", m->backend_id)));
+        else if (alive)
+            controller_thaw_if_frozen(s->c, m->backend_id, false); /* the first request to a frozen backend */
         break;
     case MSG_CERT_LEASE_REQUEST:
     case MSG_SET_TXT_RECORD:

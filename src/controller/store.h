@@ -43,6 +43,7 @@ struct key_row {
     int64_t fencing_token;
     char *cluster, *static_token, *subdomain; /* the backend's, owned; the last two may be NULL */
     enum backend_status status;               /* the backend's */
+    bool frozen;                              /* the backend is ready and frozen (freeze on idle) */
 };
 
 /* Everything connect writes for a new backend, in one transaction (§5.2.1 step 6). */
@@ -53,6 +54,7 @@ struct new_backend {
     int64_t lifetime_ms;
     bool has_max_idle;       /* max_idle_ms applies; <= 0 is swept at once, as Plane */
     int64_t max_idle_ms;
+    bool idle_freeze;        /* idle: frozen instead of swept */
     const char *key_namespace, *key_name, *key_tag;
     int64_t key_expires_at;
     int64_t fencing_token;
@@ -119,6 +121,13 @@ struct store_ops {
     int (*key_renew)(struct store *s, const char *backend_id, int64_t drone_id, int64_t now, int64_t expires_at,
                      bool *renewed);
     int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
+    /*
+     * Optional (freeze on idle): ready, unfrozen backends of the drone that
+     * asked to be frozen on idle and are idle now. A store that has it also
+     * leaves those out of sweep_candidates' idle test and takes a ready
+     * state that differs from the stored ready one (frozen, thawed).
+     */
+    int (*freeze_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
     int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
     int (*revoke)(struct store *s, const char *backend_id, const char *user);
     int (*route_get)(struct store *s, const char *token, struct route_row *out);

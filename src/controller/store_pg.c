@@ -298,6 +298,8 @@ static const char *const migrations[] = {
     /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
     "CREATE TABLE acme_txt_entries (cluster text PRIMARY KEY, leased_at bigint NOT NULL,"
     " leased_by bigint NOT NULL, txt_value text);",
+    /* 3: backends frozen, not swept, when idle (our extension). */
+    "CREATE TABLE backend_idle_freeze (id text PRIMARY KEY);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -584,8 +586,8 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
 {
     static const char sql[] =
         "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
-        " backend.subdomain, backend.last_status_number FROM backend_key JOIN backend ON backend.id = backend_key.id"
-        " WHERE namespace = $1 AND key_name = $2";
+        " backend.subdomain, backend.last_status_number, (backend.state::jsonb ->> 'frozen') = 'true'"
+        " FROM backend_key JOIN backend ON backend.id = backend_key.id WHERE namespace = $1 AND key_name = $2";
     struct params p = {0};
     int rc;
     PGresult *r;
@@ -603,6 +605,7 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
     out->static_token = val(r, 0, 5);
     out->subdomain = val(r, 0, 6);
     out->status = (enum backend_status)ival(r, 0, 7);
+    out->frozen = bval(r, 0, 8);
     PQclear(r);
     return rc;
 }
@@ -688,6 +691,12 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
     if (rc == 0)
         rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    if (rc == 0 && nb->idle_freeze) {
+        static const char freeze_sql[] = "INSERT INTO backend_idle_freeze(id) VALUES($1)";
+        struct params f = {0};
+        p_str(&f, nb->id);
+        rc = exec_p(q, freeze_sql, &f, "idle freeze insert", NULL);
+    }
     return commit(q, rc);
 }
 
@@ -762,9 +771,11 @@ static int pg_backend_update_state(struct store *s, const char *id, const struct
                                    bool release_key, bool *accepted)
 {
     struct pg_store *q = to_pg(s);
+    /* States only move forward, but a ready one may be frozen and thawed (same number, new state). */
     static const char sql[] = "UPDATE backend SET last_status = $2, last_status_time = $3, last_status_number = $4,"
                               " state = $5, cluster_address = $6 WHERE id = $1"
-                              " AND (last_status_number IS NULL OR last_status_number < $4)";
+                              " AND (last_status_number IS NULL OR last_status_number < $4"
+                              " OR ($4 = 50 AND last_status_number = 50 AND state != $5))";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = $1";
     static const char hold_key[] = "UPDATE backend_key SET allow_renew = false WHERE id = $1";
     json_t *j = backend_state_to_json(bs);
@@ -874,19 +885,38 @@ static int each_id(PGresult *r, store_id_fn *fn, void *arg)
     return 0;
 }
 
-static int pg_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+/* Backends of drone_id that sql ($1 the drone, $2 now) selects. */
+static int each_candidate(struct pg_store *q, const char *sql, int64_t drone_id, int64_t now, store_id_fn *fn,
+                          void *arg, const char *what)
 {
-    static const char sql[] =
-        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status NOT IN ('scheduled', 'terminated')"
-        " AND ((allowed_idle_ms IS NOT NULL AND $2 - last_keepalive > allowed_idle_ms)"
-        " OR (expiration_time IS NOT NULL AND $2 > expiration_time))";
     struct params p = {0};
     int rc;
     PGresult *r;
 
     p_int(&p, drone_id);
     p_int(&p, now);
-    return (r = run(to_pg(s), sql, &p, "sweep", &rc)) ? each_id(r, fn, arg) : rc;
+    return (r = run(q, sql, &p, what, &rc)) ? each_id(r, fn, arg) : rc;
+}
+
+static int pg_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status NOT IN ('scheduled', 'terminated')"
+        " AND ((allowed_idle_ms IS NOT NULL AND $2 - last_keepalive > allowed_idle_ms"
+        "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
+        " OR (expiration_time IS NOT NULL AND $2 > expiration_time))";
+
+    return each_candidate(to_pg(s), sql, drone_id, now, fn, arg, "sweep");
+}
+
+static int pg_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status = 'ready'"
+        " AND (state::jsonb ->> 'frozen') IS DISTINCT FROM 'true' AND allowed_idle_ms IS NOT NULL"
+        " AND $2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
+
+    return each_candidate(to_pg(s), sql, drone_id, now, fn, arg, "freeze candidates");
 }
 
 static int pg_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
@@ -1143,6 +1173,7 @@ const struct store_ops store_pg_ops = {
     .key_renew = pg_key_renew,
     .fencing_next = pg_fencing_next,
     .sweep_candidates = pg_sweep_candidates,
+    .freeze_candidates = pg_freeze_candidates,
     .keepalive = pg_keepalive,
     .revoke = pg_revoke,
     .route_get = pg_route_get,

@@ -86,6 +86,8 @@ static const char *const migrations[] = {
     /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
     "CREATE TABLE acme_txt_entries (cluster TEXT PRIMARY KEY, leased_at INTEGER NOT NULL,"
     " leased_by INTEGER NOT NULL, txt_value TEXT);",
+    /* 3: backends frozen, not swept, when idle (our extension). */
+    "CREATE TABLE backend_idle_freeze (id TEXT PRIMARY KEY);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -502,8 +504,8 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
         "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
-        " backend.subdomain, backend.last_status_number FROM backend_key JOIN backend ON backend.id = backend_key.id"
-        " WHERE namespace = ?1 AND key_name = ?2";
+        " backend.subdomain, backend.last_status_number, json_extract(backend.state, '$.frozen') IS 1"
+        " FROM backend_key JOIN backend ON backend.id = backend_key.id WHERE namespace = ?1 AND key_name = ?2";
     sqlite3_stmt *st = stmt(q, sql);
     int rc;
 
@@ -520,6 +522,7 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
         out->static_token = col_text(st, 5);
         out->subdomain = col_text(st, 6);
         out->status = (enum backend_status)sqlite3_column_int(st, 7);
+        out->frozen = sqlite3_column_int(st, 8) != 0;
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "key lookup");
@@ -613,6 +616,12 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
     if (rc == 0)
         rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    if (rc == 0 && nb->idle_freeze) {
+        static const char freeze_sql[] = "INSERT INTO backend_idle_freeze(id) VALUES(?1)";
+        st = stmt(q, freeze_sql);
+        sqlite3_bind_text(st, 1, nb->id, -1, SQLITE_TRANSIENT);
+        rc = exec_stmt(q, st, "idle freeze insert");
+    }
     return commit(q, rc);
 }
 
@@ -688,9 +697,11 @@ static int sqlite_backend_update_state(struct store *s, const char *id, const st
                                        bool release_key, bool *accepted)
 {
     struct sqlite_store *q = to_sqlite(s);
+    /* States only move forward, but a ready one may be frozen and thawed (same number, new state). */
     static const char sql[] = "UPDATE backend SET last_status = ?2, last_status_time = ?3, last_status_number = ?4,"
                               " state = ?5, cluster_address = ?6 WHERE id = ?1"
-                              " AND (last_status_number IS NULL OR last_status_number < ?4)";
+                              " AND (last_status_number IS NULL OR last_status_number < ?4"
+                              " OR (?4 = 50 AND last_status_number = 50 AND state != ?5))";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = ?1";
     static const char hold_key[] = "UPDATE backend_key SET allow_renew = 0 WHERE id = ?1";
     json_t *j = backend_state_to_json(bs);
@@ -823,18 +834,36 @@ static int each_id(struct sqlite_store *q, sqlite3_stmt *st, store_id_fn *fn, vo
     return rc == SQLITE_DONE ? 0 : db_error(q, what);
 }
 
-static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+/* Runs one of the sweep's queries (?1 the drone, ?2 now) and hands over the ids it finds. */
+static int each_candidate(struct sqlite_store *q, const char *sql, int64_t drone_id, int64_t now, store_id_fn *fn,
+                          void *arg, const char *what)
 {
-    struct sqlite_store *q = to_sqlite(s);
-    static const char sql[] =
-        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
-        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms)"
-        " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
     sqlite3_stmt *st = stmt(q, sql);
 
     sqlite3_bind_int64(st, 1, drone_id);
     sqlite3_bind_int64(st, 2, now);
-    return each_id(q, st, fn, arg, "sweep");
+    return each_id(q, st, fn, arg, what);
+}
+
+static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
+        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms"
+        "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
+        " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
+
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "sweep");
+}
+
+static int sqlite_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status = 'ready'"
+        " AND json_extract(state, '$.frozen') IS NOT 1 AND allowed_idle_ms IS NOT NULL"
+        " AND ?2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
+
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "freeze candidates");
 }
 
 static int sqlite_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
@@ -1113,6 +1142,7 @@ const struct store_ops store_sqlite_ops = {
     .key_renew = sqlite_key_renew,
     .fencing_next = sqlite_fencing_next,
     .sweep_candidates = sqlite_sweep_candidates,
+    .freeze_candidates = sqlite_freeze_candidates,
     .keepalive = sqlite_keepalive,
     .revoke = sqlite_revoke,
     .route_get = sqlite_route_get,

@@ -341,6 +341,16 @@ static void do_terminate(struct drone *d, const char *action_id, const char *bac
     ack_action(d, action_id);
 }
 
+/* Freeze on idle (our extension): a backend that is not here has nothing to freeze or thaw. */
+static void do_freeze(struct drone *d, const char *action_id, const char *backend_id, bool frozen)
+{
+    struct backend *b = find_backend(d, backend_id);
+
+    if (b)
+        backend_freeze(b, frozen);
+    ack_action(d, action_id);
+}
+
 static void handle_message(struct drone *d, const json_t *msg)
 {
     json_t *p;
@@ -359,6 +369,8 @@ static void handle_message(struct drone *d, const json_t *msg)
             do_spawn(d, action_id, backend_id, ap);
         else if (strcmp(kind, "Terminate") == 0)
             do_terminate(d, action_id, backend_id, ap);
+        else if (strcmp(kind, "Freeze") == 0 || strcmp(kind, "Thaw") == 0)
+            do_freeze(d, action_id, backend_id, strcmp(kind, "Freeze") == 0);
         else
             log_warn("drone: dropped an action of unknown kind '%s'", kind);
     } else if (strcmp(tag, "AckEvent") == 0) {

@@ -51,6 +51,7 @@ struct drone {
     struct fence *fence; /* NULL if its keeper could not start */
     struct backend_env env;
     struct list_node backends;
+    struct list_node orphan_stops; /* of struct orphan_stop */
     struct ws_client *ws;
     bool connected;     /* handshake done */
     uint64_t connected_at;
@@ -302,12 +303,60 @@ static void do_spawn(struct drone *d, const char *action_id, const char *backend
     ak.soft_terminate_at = dl.soft_terminate_at;
     ak.hard_terminate_at = dl.hard_terminate_at;
     ak.token = json_integer_value(json_object_get(key, "token"));
+    if (dl.hard_terminate_at <= clock_epoch_ms()) {
+        /* Delivered after its lease's end (a long partition, a stalled drone): the key may be
+         * another backend's by now. Never started; reported as ended by its key. */
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED,
+                                   .termination = TERMINATION_HARD, .reason = REASON_KEYEXPIRED};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, backend_id, &st, ts);
+        log_warn("backend %s: its key's lease ended before the spawn arrived; not started", backend_id);
+        if (id > 0)
+            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
+    }
     key_manager_register(d->km, backend_id, &dl);
     b = backend_new(&d->env, backend_id, json_object_get(spawn, "executable"), &ak,
                     json_is_string(tok) ? json_string_value(tok) : NULL);
     list_insert_tail(&d->backends, &b->node);
     ack_action(d, action_id);
     backend_start(b);
+}
+
+/* A hard terminate of a backend the drone does not know, waiting for the runtime. */
+struct orphan_stop {
+    struct list_node node; /* in drone->orphan_stops */
+    struct drone *d;
+    char *backend_id, *action_id;
+    struct runtime_op *op;
+};
+
+static void orphan_stop_free(struct orphan_stop *o)
+{
+    list_remove(&o->node);
+    free(o->backend_id);
+    free(o->action_id);
+    free(o);
+}
+
+static void orphan_stopped(void *arg, const struct runtime_result *res)
+{
+    struct orphan_stop *o = arg;
+    struct drone *d = o->d;
+
+    if (res->status < 0) {
+        log_warn("backend %s: cannot make sure it is stopped: %s (the controller will ask again)", o->backend_id,
+                 res->error);
+    } else {
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, o->backend_id, &st, ts);
+        if (id > 0)
+            send_event(d, id, o->backend_id, &st, ts);
+        ack_action(d, o->action_id);
+    }
+    orphan_stop_free(o);
 }
 
 static void do_terminate(struct drone *d, const char *action_id, const char *backend_id, const json_t *t)
@@ -324,21 +373,22 @@ static void do_terminate(struct drone *d, const char *action_id, const char *bac
     }
     if (b) {
         backend_terminate(b, strcmp(kind, "hard") == 0 ? TERMINATION_HARD : TERMINATION_SOFT, r);
-    } else {
-        /* Not ours (any more): make sure nothing runs and say it is lost (§7.4). */
-        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
-        runtime_terminate(d->rt, backend_id, true, NULL, NULL);
-        struct backend_state cur;
-        if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
-            ack_action(d, action_id); /* already reported as terminated */
-            return;
-        }
-        int64_t ts = clock_epoch_ms();
-        int64_t id = state_store_record(d->store, backend_id, &st, ts);
-        if (id > 0)
-            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
     }
-    ack_action(d, action_id);
+    struct backend_state cur;
+    if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
+        ack_action(d, action_id); /* already reported as terminated */
+        return;
+    }
+    /* Not ours (any more): make sure nothing runs, then say it is lost (§7.4). Only once the
+     * runtime has answered: that frees its key. A failure is not acked, so it comes again. */
+    struct orphan_stop *o = xcalloc(1, sizeof(*o));
+    o->d = d;
+    o->backend_id = xstrdup(backend_id);
+    o->action_id = xstrdup(action_id);
+    list_insert_tail(&d->orphan_stops, &o->node);
+    o->op = runtime_terminate(d->rt, backend_id, true, orphan_stopped, o);
 }
 
 /* Freeze on idle (our extension): a backend that is not here has nothing to freeze or thaw. */
@@ -570,6 +620,7 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     d->ip = xstrdup(cfg->ip ? cfg->ip : "127.0.0.1");
     d->backoff_ms = BACKOFF_FIRST_MS;
     list_init(&d->backends);
+    list_init(&d->orphan_stops);
     if ((rc_ = build_socket_urls(d, cfg->controller_url, err)) < 0)
         goto fail;
     if ((rc_ = state_store_open(&d->store, cfg->db_path, err)) < 0)
@@ -659,6 +710,11 @@ void drone_stop(struct drone *d)
     d->connected = false;
     list_for_each_safe(pos, tmp, &d->backends)
         backend_free(list_entry(pos, struct backend, node));
+    list_for_each_safe(pos, tmp, &d->orphan_stops) {
+        struct orphan_stop *o = list_entry(pos, struct orphan_stop, node);
+        runtime_op_cancel(o->op);
+        orphan_stop_free(o);
+    }
     key_manager_free(d->km);
     d->km = NULL;
     fence_detach(d->fence);

@@ -109,7 +109,12 @@ struct store_ops {
      */
     int (*backend_update_state)(struct store *s, const char *id, const struct backend_state *st, int64_t now,
                                 bool release_key, bool *accepted);
-    /* The next fencing token: strictly greater than every token handed out before, across restarts. */
+    /*
+     * The next fencing token: strictly greater than every token handed out
+     * before, across restarts. backend_create refuses (-EEXIST, a retry) a
+     * token lower than one its key was given already, so that of several
+     * controllers, the later holder of a key always has the higher token.
+     */
     int (*fencing_next)(struct store *s, int64_t *token);
 
     int (*action_create)(struct store *s, const char *action_id, const char *backend_id, int64_t drone_id,
@@ -176,6 +181,9 @@ struct store_ops {
 struct store {
     const struct store_ops *ops;
 };
+
+/* How long a key's highest fencing token is kept after its last acquisition (a connect takes far less). */
+#define KEY_FENCE_KEEP_MS "3600000"
 
 extern const struct store_ops store_sqlite_ops;
 extern const struct store_ops store_pg_ops;

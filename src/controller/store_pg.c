@@ -300,6 +300,9 @@ static const char *const migrations[] = {
     " leased_by bigint NOT NULL, txt_value text);",
     /* 3: backends frozen, not swept, when idle (our extension). */
     "CREATE TABLE backend_idle_freeze (id text PRIMARY KEY);",
+    /* 4: the highest fencing token each key was given, for a while (see backend_create). */
+    "CREATE TABLE key_fence (namespace text NOT NULL, key_name text NOT NULL, last_token bigint NOT NULL,"
+    " updated_at bigint NOT NULL, PRIMARY KEY (namespace, key_name));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -657,6 +660,10 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
     /* The lease as the caller meant it (its expiry minus its now), from the database's now. */
     static const char key_sql[] = "INSERT INTO backend_key(id, namespace, key_name, tag, expires_at, fencing_token)"
                                   " VALUES($1, $2, $3, $4, " DB_NOW " + ($5::bigint - $7::bigint), $6)";
+    static const char fence_sql[] =
+        "INSERT INTO key_fence(namespace, key_name, last_token, updated_at) VALUES($1, $2, $3, $4)"
+        " ON CONFLICT(namespace, key_name) DO UPDATE SET last_token = excluded.last_token,"
+        " updated_at = excluded.updated_at WHERE key_fence.last_token < excluded.last_token";
     struct params b = {0}, k = {0};
     int rc = begin(q);
 
@@ -686,6 +693,19 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         p_int(&k, nb->fencing_token);
         p_int(&k, nb->now);
         rc = exec_p(q, key_sql, &k, "key insert", NULL);
+    }
+    if (rc == 0) {
+        /* Tokens come from a sequence outside this transaction: one taken earlier may commit after a
+         * later one did for the same key. The key's high-water mark turns that into a retry. */
+        struct params f = {0};
+        bool raised = false;
+        p_str(&f, nb->key_namespace);
+        p_str(&f, nb->key_name);
+        p_int(&f, nb->fencing_token);
+        p_int(&f, nb->now);
+        rc = exec_p(q, fence_sql, &f, "key fence", &raised);
+        if (rc == 0 && !raised)
+            rc = -EEXIST;
     }
     if (rc == 0)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
@@ -984,10 +1004,14 @@ static int pg_lost_backends(struct store *s, int64_t cutoff, store_id_fn *fn, vo
 static int pg_cleanup_tokens(struct store *s, int64_t now)
 {
     static const char sql[] = "DELETE FROM token WHERE expiration_time < $1";
+    static const char fences[] = "DELETE FROM key_fence WHERE updated_at < $1::bigint - " KEY_FENCE_KEEP_MS;
     struct params p = {0};
+    int rc;
 
     p_int(&p, now);
-    return exec_p(to_pg(s), sql, &p, "token cleanup", NULL);
+    if ((rc = exec_p(to_pg(s), sql, &p, "token cleanup", NULL)) < 0)
+        return rc;
+    return exec_p(to_pg(s), fences, &p, "key fence cleanup", NULL);
 }
 
 static int pg_backend_counts(struct store *s, json_t **out)

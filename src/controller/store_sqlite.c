@@ -88,6 +88,9 @@ static const char *const migrations[] = {
     " leased_by INTEGER NOT NULL, txt_value TEXT);",
     /* 3: backends frozen, not swept, when idle (our extension). */
     "CREATE TABLE backend_idle_freeze (id TEXT PRIMARY KEY);",
+    /* 4: the highest fencing token each key was given, for a while (see backend_create). */
+    "CREATE TABLE key_fence (namespace TEXT NOT NULL, key_name TEXT NOT NULL, last_token INTEGER NOT NULL,"
+    " updated_at INTEGER NOT NULL, PRIMARY KEY (namespace, key_name));",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -581,6 +584,10 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
         " VALUES(?1, ?2, 'scheduled', ?3, 10, ?4, ?5, ?3, ?6, '{\"status\":\"scheduled\"}', ?7, ?8)";
     static const char key_sql[] = "INSERT INTO backend_key(id, namespace, key_name, tag, expires_at, fencing_token)"
                                   " VALUES(?1, ?2, ?3, ?4, ?5, ?6)";
+    static const char fence_sql[] =
+        "INSERT INTO key_fence(namespace, key_name, last_token, updated_at) VALUES(?1, ?2, ?3, ?4)"
+        " ON CONFLICT(namespace, key_name) DO UPDATE SET last_token = excluded.last_token,"
+        " updated_at = excluded.updated_at WHERE key_fence.last_token < excluded.last_token";
     sqlite3_stmt *st;
     int rc = begin(q);
 
@@ -611,6 +618,16 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
         sqlite3_bind_int64(st, 5, nb->key_expires_at);
         sqlite3_bind_int64(st, 6, nb->fencing_token);
         rc = exec_stmt(q, st, "key insert");
+    }
+    if (rc == 0) {
+        st = stmt(q, fence_sql);
+        sqlite3_bind_text(st, 1, nb->key_namespace, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(st, 2, nb->key_name, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_int64(st, 3, nb->fencing_token);
+        sqlite3_bind_int64(st, 4, nb->now);
+        rc = exec_stmt(q, st, "key fence");
+        if (rc == 0 && sqlite3_changes(q->db) == 0)
+            rc = -EEXIST; /* the key had a newer token already: take a new one */
     }
     if (rc == 0)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
@@ -939,10 +956,16 @@ static int sqlite_cleanup_tokens(struct store *s, int64_t now)
 {
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] = "DELETE FROM token WHERE expiration_time < ?1";
+    static const char fences[] = "DELETE FROM key_fence WHERE updated_at < ?1 - " KEY_FENCE_KEEP_MS;
     sqlite3_stmt *st = stmt(q, sql);
+    int rc;
 
     sqlite3_bind_int64(st, 1, now);
-    return exec_stmt(q, st, "token cleanup");
+    if ((rc = exec_stmt(q, st, "token cleanup")) < 0)
+        return rc;
+    st = stmt(q, fences);
+    sqlite3_bind_int64(st, 1, now);
+    return exec_stmt(q, st, "key fence cleanup");
 }
 
 static int sqlite_backend_counts(struct store *s, json_t **out)

@@ -299,6 +299,17 @@ static void contract(struct store *s)
     ASSERT_FALSE(b);
     ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
     dashboard_reads(s, tok[2] + 2);
+    /* A token taken before a later holder's (another controller's, stalled) never takes the key. */
+    int64_t early, late;
+    ASSERT_OK(STORE_CALL(s, fencing_next, &early));
+    ASSERT_OK(STORE_CALL(s, fencing_next, &late));
+    new_backend(s, "bf1", "kf", drone, late, 0, false, 0);
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "bf1", &done, T0 + 31, true, &b));
+    new_backend(s, "bf2", "kf", drone, early, -EEXIST, false, 0);
+    ASSERT_OK(STORE_CALL(s, fencing_next, &late));
+    new_backend(s, "bf2", "kf", drone, late, 0, false, 0);
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "bf2", &done, T0 + 32, true, &b));
+
     ASSERT_OK(STORE_CALL(s, ping));
 
     /* ACME DNS-01 (§8.4, §9): one lease per cluster, holding a minute even against its holder; the TXT value under it. */

@@ -8,7 +8,9 @@
  * payload is {"from":controller id,"kind":N,"key":S|null,"payload":…}; our
  * own come back to us and are dropped. PostgreSQL refuses payloads from
  * 8000 bytes on (a Spawn action with a large executable): such an event is
- * not sent, and the other controllers learn of it from the tables.
+ * not sent, and the other controllers learn of it from the tables. A
+ * controller whose listener reconnects may also have failed to send some:
+ * it then asks every controller to resynchronise (kind RESYNC_KIND).
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,6 +27,7 @@
 #define CHANNEL "plane_events"
 #define MAX_PAYLOAD 7900
 #define RETRY_MS 1000
+#define RESYNC_KIND (-1) /* a notification that asks every listener to catch up from the tables */
 
 struct pg_bus {
     uv_loop_t *loop;
@@ -38,6 +41,7 @@ struct pg_bus {
     uv_timer_t retry;
     unsigned open_handles;
     bool stopping, down_logged;
+    bool ever_up; /* a reconnection (not the first connection) asks the others to resync */
 };
 
 static void bus_down(struct pg_bus *b, const char *why);
@@ -65,8 +69,11 @@ static bool drain(struct pg_bus *b)
         const char *from = json_string_value(json_object_get(j, "from"));
         json_t *kind = json_object_get(j, "kind");
         json_t *key = json_object_get(j, "key");
-        if (!from || !json_is_integer(kind) || json_integer_value(kind) < EVENT_BACKEND_STATE ||
-            json_integer_value(kind) > EVENT_NODE_CONNECTION || !(json_is_string(key) || json_is_null(key)))
+        if (from && json_integer_value(kind) == RESYNC_KIND && json_is_integer(kind)) {
+            if (strcmp(from, b->self) != 0)
+                b->resync(b->arg);
+        } else if (!from || !json_is_integer(kind) || json_integer_value(kind) < EVENT_BACKEND_STATE ||
+                   json_integer_value(kind) > EVENT_NODE_CONNECTION || !(json_is_string(key) || json_is_null(key)))
             log_warn("bus: dropped a notification that is not ours");
         else if (strcmp(from, b->self) != 0)
             events_deliver(b->events, (enum event_kind)json_integer_value(kind), json_string_value(key),
@@ -144,8 +151,16 @@ static void bus_up(struct pg_bus *b)
             if (b->down_logged)
                 log_info("bus: listening again");
             b->down_logged = false;
-            /* What was announced while we were not listening is in the tables. */
+            /* What was announced while we were not listening is in the tables; and what we
+             * failed to announce meanwhile, the others catch up with. */
             b->resync(b->arg);
+            if (b->ever_up) {
+                char *text = xasprintf("{\"from\":\"%s\",\"kind\":%d}", b->self, RESYNC_KIND);
+                const char *params[] = {text};
+                PQclear(PQexecParams(b->conn, "SELECT pg_notify('" CHANNEL "', $1)", 1, NULL, params, NULL, NULL, 0));
+                free(text);
+            }
+            b->ever_up = true;
             return;
         }
         PQclear(r);

@@ -16,6 +16,7 @@
 #include "controller/controller.h"
 #include "drone/drone.h"
 #include "drone/executor_server.h"
+#include "drone/fence.h"
 #include "proxy/proxy.h"
 
 static int not_yet(int argc, char **argv)
@@ -46,13 +47,15 @@ static const struct subcommand {
     {"admin", admin_main, "client of the controller API: connect, terminate, status, drain, ..."},
     {"executor", executor_main, "serve a runtime over the Unix-socket executor protocol"},
     {"version", version_main, "print the version"},
+    {"fence-keeper", fence_keeper_main, NULL}, /* started by the drone (drone/fence.h) */
 };
 
 static void usage(FILE *f)
 {
     fprintf(f, "usage: plane <command> [options]\n\ncommands:\n");
     for (size_t i = 0; i < ARRAY_SIZE(subcommands); i++)
-        fprintf(f, "  %-11s %s\n", subcommands[i].name, subcommands[i].help);
+        if (subcommands[i].help) /* internal commands have none */
+            fprintf(f, "  %-11s %s\n", subcommands[i].name, subcommands[i].help);
     fprintf(f, "\n'plane <command> --help' describes a command's options.\n");
 }
 

@@ -12,5 +12,11 @@
 int64_t clock_epoch_ms(void);
 /* Monotonic nanoseconds, for durations only. */
 uint64_t clock_mono_ns(void);
+/*
+ * Milliseconds of CLOCK_BOOTTIME: monotonic, the same for every process on
+ * the host, and counting through a suspend. Lease deadlines are kept in it,
+ * so that neither a wall-clock step nor a suspended host extends a lease.
+ */
+int64_t clock_boot_ms(void);
 
 #endif

@@ -49,7 +49,8 @@ struct ws_client {
     char *request;   /* owned; the handshake request; NULL once sent */
     char accept[WS_ACCEPT_LEN]; /* the Sec-WebSocket-Accept the server must send */
 
-    uv_timer_t timer; /* connect and handshake timeouts, deferred failures, linger */
+    uv_timer_t timer; /* connect and handshake timeouts, pings once open, deferred failures, linger */
+    uint64_t last_rx; /* uv_now() when the peer last sent anything */
     uv_getaddrinfo_t gai;
     struct addrinfo *ai;      /* owned (uv_freeaddrinfo) */
     struct addrinfo *ai_next; /* borrowed from ai: the next address to try */
@@ -233,6 +234,11 @@ static void wsc_on_timer(uv_timer_t *t)
         wsc_fail(c, false, "cannot connect to %s: timed out", c->authority);
     } else if (c->state == WSC_HANDSHAKE) {
         wsc_fail(c, false, "handshake with %s timed out", c->authority);
+    } else if (c->state == WSC_OPEN) {
+        if (uv_now(c->loop) - c->last_rx >= WS_CLIENT_SILENCE_MS)
+            wsc_fail(c, false, "no answer from %s for %d s", c->authority, WS_CLIENT_SILENCE_MS / 1000);
+        else
+            ws_send_ping(c->ws, "", 0); /* a write error surfaces on the next read or send */
     }
 }
 
@@ -392,7 +398,8 @@ static void wsc_handshake_feed(struct ws_client *c, const char *data, size_t len
         return;
     }
     c->state = WSC_OPEN;
-    uv_timer_stop(&c->timer);
+    c->last_rx = uv_now(c->loop);
+    uv_timer_start(&c->timer, wsc_on_timer, WS_CLIENT_PING_MS, WS_CLIENT_PING_MS);
     buf_release(&c->field);
     buf_release(&c->value);
     c->ws = ws_new(false, wsc_write, c, &wsc_ws_handler, c);
@@ -420,6 +427,7 @@ static void wsc_on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 
     if (nread == 0 || c->state == WSC_DONE)
         return;
+    c->last_rx = uv_now(c->loop);
     if (nread < 0) {
         const char *what = nread == UV_EOF ? "connection closed" : uv_strerror((int)nread);
         if (c->state == WSC_HANDSHAKE)

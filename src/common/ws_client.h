@@ -18,6 +18,14 @@ struct ws_client;
 #define WS_CLIENT_CONNECT_TIMEOUT_MS 10000   /* resolve + TCP connect */
 #define WS_CLIENT_HANDSHAKE_TIMEOUT_MS 10000 /* request sent -> 101 received */
 #define WS_CLIENT_MAX_RESPONSE_HEAD 16384    /* bytes of the 101 response head */
+/*
+ * Once open, a ping goes out every WS_CLIENT_PING_MS, and a peer that has
+ * sent nothing (not even the pong) for WS_CLIENT_SILENCE_MS is given up
+ * ("no answer ..."): a partition without a reset is noticed in seconds, not
+ * after TCP's minutes of retransmissions.
+ */
+#define WS_CLIENT_PING_MS 5000
+#define WS_CLIENT_SILENCE_MS 15000
 
 struct ws_client_handler {
     /* Handshake done, may send now. */

@@ -40,7 +40,7 @@ static bool opt_i32(const json_t *o, const char *k, int64_t *out)
 {
     const json_t *v = json_object_get(o, k);
 
-    *out = -1;
+    *out = CONNECT_UNSET;
     if (!v || json_is_null(v))
         return true;
     if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN || json_integer_value(v) > INT32_MAX)
@@ -58,7 +58,7 @@ bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *w
     const json_t *b;
 
     memset(r, 0, sizeof(*r));
-    r->lifetime_s = r->idle_s = -1;
+    r->lifetime_s = r->idle_s = CONNECT_UNSET;
     if (!json_is_object(j))
         return BAD("expected a ConnectRequest object");
     if (key && !json_is_null(key)) {
@@ -259,10 +259,15 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         return DONE;
     }
 
+    int64_t fencing;
+    if (STORE_CALL(c->store, fencing_next, &fencing) < 0) {
+        free(drone_name);
+        conn_error(c, http, 500, "Other", "Internal error.");
+        return DONE;
+    }
     char *backend_id = r->id ? xstrdup(r->id) : name_random(NULL);
     char *static_token = r->static_token ? token_static_random() : NULL;
     char *action_id = name_random("ak");
-    int64_t fencing = now;
     /* Deadlines are in the drone's clock, not ours (§12): its clock now, from the offset
      * seen at its last heartbeat. (Plane uses the heartbeat's time itself, up to a
      * heartbeat interval or more in the past, which can put a short lease's deadlines
@@ -286,8 +291,11 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         .static_token = static_token,
         .subdomain = r->subdomain,
         .drone_id = drone_id,
-        .lifetime_ms = r->lifetime_s > 0 ? r->lifetime_s * 1000 : 0,
-        .max_idle_ms = r->idle_s >= 0 ? r->idle_s * 1000 : -1,
+        /* Any value counts, as in Plane: <= 0 is swept once the backend has left scheduled. */
+        .has_lifetime = r->lifetime_s != CONNECT_UNSET,
+        .lifetime_ms = r->lifetime_s * 1000,
+        .has_max_idle = r->idle_s != CONNECT_UNSET,
+        .max_idle_ms = r->idle_s * 1000,
         .key_namespace = r->key_ns,
         .key_name = r->key_name,
         .key_tag = r->key_tag,

@@ -6,8 +6,10 @@
  *
  * Beyond Plane (spec §10.8 leaves dead drones alone): a drone silent for
  * longer than --lost-drone-seconds has its backends marked terminated with
- * reason "lost", which frees their keys, and a hard terminate queued for it
- * in case it comes back.
+ * reason "lost", and a hard terminate queued for it in case it comes back.
+ * Their keys are not freed then: they stay held, no longer renewable, until
+ * they expire, because a drone that is only cut off still runs the backend
+ * until its own key deadlines (all before the expiry) end it.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -63,10 +65,10 @@ int controller_queue_action(struct controller *c, const char *backend_id, int64_
 }
 
 int controller_update_state(struct controller *c, const char *backend_id, const struct backend_state *st,
-                            bool *accepted)
+                            bool release_key, bool *accepted)
 {
     int64_t now = controller_now();
-    int rc = STORE_CALL(c->store, backend_update_state, backend_id, st, now, accepted);
+    int rc = STORE_CALL(c->store, backend_update_state, backend_id, st, now, release_key, accepted);
 
     if (rc == 0 && *accepted) {
         json_t *at = json_object_get(c->scheduled_at, backend_id);
@@ -95,9 +97,12 @@ static void mark_lost(void *arg, const char *backend_id, int64_t drone_id)
                                .last_status = row.state.status >= BACKEND_TERMINATING ? row.state.last_status
                                                                                        : row.state.status,
                                .reason = REASON_LOST};
-    if (controller_update_state(c, backend_id, &st, &accepted) == 0 && accepted) {
-        log_warn("backend %s: drone %s silent too long, backend marked lost", backend_id,
-                 row.drone_name ? row.drone_name : "?");
+    /* The key stays held until it expires: the drone may only be cut off, and
+     * it keeps running the backend until its own deadlines end it, which are
+     * earlier than the key's expiry. Only then can the key start elsewhere. */
+    if (controller_update_state(c, backend_id, &st, false, &accepted) == 0 && accepted) {
+        log_warn("backend %s: drone %s silent too long, backend marked lost; its key is held until it expires",
+                 backend_id, row.drone_name ? row.drone_name : "?");
         /* Should the drone come back, it must not keep running it. */
         controller_queue_action(c, backend_id, drone_id,
                                 wire_variant("Terminate", json_pack("{s:s, s:s}", "kind", "hard", "reason", "lost")));

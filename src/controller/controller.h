@@ -88,6 +88,7 @@ void api_connect(struct controller *c, struct http_request *req);
 /* A ClusterName (§4.1): host[:port], host of letters, digits, '-' and '.'. */
 bool cluster_valid(const char *cluster);
 
+#define CONNECT_UNSET INT64_MIN
 /* A ConnectRequest (§4.7), checked; strings borrow from the JSON it came from. */
 struct connect_req {
     const char *key_name, *key_ns, *key_tag;
@@ -95,7 +96,7 @@ struct connect_req {
     const json_t *spawn;  /* spawn_config, or NULL */
     const char *id, *cluster, *pool, *subdomain;
     const json_t *executable;
-    int64_t lifetime_s, idle_s; /* -1: none */
+    int64_t lifetime_s, idle_s; /* CONNECT_UNSET: none; any other value counts, <= 0 included (as Plane) */
     bool static_token;
     const char *user;     /* or NULL */
     char *auth;           /* owned: the auth object as JSON with sorted keys */
@@ -117,7 +118,7 @@ int controller_queue_action(struct controller *c, const char *backend_id, int64_
 json_t *controller_action_body(const char *action_id, const char *backend_id, int64_t drone_id, json_t *action);
 /* Applies a state update from a drone (or the controller itself): monotonic; publishes when accepted. */
 int controller_update_state(struct controller *c, const char *backend_id, const struct backend_state *st,
-                            bool *accepted);
+                            bool release_key, bool *accepted);
 int64_t controller_now(void);
 
 #endif

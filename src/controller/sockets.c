@@ -123,7 +123,7 @@ static void drone_message(struct session *s, const struct node_msg *m)
         STORE_CALL(c->store, drone_heartbeat, s->node_id, m->local_time, controller_now());
         break;
     case MSG_BACKEND_EVENT:
-        if (controller_update_state(c, m->backend_id, &m->state, &ok) == 0) {
+        if (controller_update_state(c, m->backend_id, &m->state, true, &ok) == 0) {
             if (!ok)
                 log_debug("backend %s: %s is not newer, ignored", m->backend_id, backend_status_name(m->state.status));
             /* Acked even when ignored; not when the store failed, so the drone retries. */
@@ -134,7 +134,8 @@ static void drone_message(struct session *s, const struct node_msg *m)
         STORE_CALL(c->store, action_ack, s->node_id, m->action_id, controller_now());
         break;
     case MSG_RENEW_KEY:
-        if (STORE_CALL(c->store, key_renew, m->backend_id, controller_now() + KEY_EXPIRY_MS(c), &ok) == 0 && ok)
+        if (STORE_CALL(c->store, key_renew, m->backend_id, s->node_id, controller_now(),
+                       controller_now() + KEY_EXPIRY_MS(c), &ok) == 0 && ok)
             send_msg(s, wire_variant("RenewKeyResponse",
                                      json_pack("{s:s, s:{s:I, s:I, s:I}}", "backend", m->backend_id, "deadlines",
                                                "renew_at", (json_int_t)(m->local_time + KEY_RENEW_MS(c)),

@@ -44,8 +44,10 @@ struct key_row {
 struct new_backend {
     const char *id, *cluster, *static_token, *subdomain; /* static_token, subdomain may be NULL */
     int64_t drone_id;
-    int64_t lifetime_ms;     /* 0: none */
-    int64_t max_idle_ms;     /* -1: none */
+    bool has_lifetime;       /* lifetime_ms applies; it may be <= 0 (swept at once, as Plane) */
+    int64_t lifetime_ms;
+    bool has_max_idle;       /* max_idle_ms applies; <= 0 is swept at once, as Plane */
+    int64_t max_idle_ms;
     const char *key_namespace, *key_name, *key_tag;
     int64_t key_expires_at;
     int64_t fencing_token;
@@ -90,15 +92,25 @@ struct store_ops {
                         const char *auth_json, const char *secret, int64_t expires_at);
     int (*backend_get)(struct store *s, const char *id, struct backend_row *out);
     int (*backend_history)(struct store *s, const char *id, store_history_fn *fn, void *arg);
+    /*
+     * Applies st if it is newer than the stored state (§10.5). On reaching
+     * terminated, release_key deletes the backend's key (the drone saw it
+     * end); without it the key stays held, unrenewable, until its expiry
+     * (the controller only believes it ended: a lost drone may still run it).
+     */
     int (*backend_update_state)(struct store *s, const char *id, const struct backend_state *st, int64_t now,
-                                bool *accepted);
+                                bool release_key, bool *accepted);
+    /* The next fencing token: strictly greater than every token handed out before, across restarts. */
+    int (*fencing_next)(struct store *s, int64_t *token);
 
     int (*action_create)(struct store *s, const char *action_id, const char *backend_id, int64_t drone_id,
                          const char *action_json, int64_t now);
     int (*actions_pending)(struct store *s, int64_t drone_id, int limit, store_action_fn *fn, void *arg);
     int (*action_ack)(struct store *s, int64_t drone_id, const char *action_id, int64_t now);
 
-    int (*key_renew)(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed);
+    /* Extends the key of backend_id on drone_id to expires_at, unless it has expired or renewal is refused. */
+    int (*key_renew)(struct store *s, const char *backend_id, int64_t drone_id, int64_t now, int64_t expires_at,
+                     bool *renewed);
     int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
     int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
     int (*revoke)(struct store *s, const char *backend_id, const char *user);

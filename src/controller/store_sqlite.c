@@ -26,6 +26,7 @@
 
 #include <sqlite3.h>
 
+#include "../common/clock.h"
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "store.h"
@@ -46,7 +47,6 @@ struct sqlite_store {
         sqlite3_stmt *stmt;
     } cache[MAX_STMTS];
     int ncache;
-    int64_t last_fencing_token;
 };
 
 static const char schema[] =
@@ -75,7 +75,16 @@ static const char schema[] =
     "CREATE UNIQUE INDEX IF NOT EXISTS backend_key_name ON backend_key(namespace, key_name);"
     "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, backend_id TEXT NOT NULL,"
     " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);";
+    "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);"
+    "CREATE TABLE IF NOT EXISTS fencing (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);";
+
+/*
+ * Fencing tokens count up from one row, never from a clock. The counter
+ * starts at the clock once (when the table is made), so that tokens stay
+ * above those of earlier versions, which were the time in milliseconds.
+ */
+static const char fencing_seed[] =
+    "INSERT OR IGNORE INTO fencing(id, last) SELECT 1, max(?1, coalesce(max(fencing_token), 0)) FROM backend_key";
 
 static struct sqlite_store *to_sqlite(struct store *s)
 {
@@ -221,6 +230,16 @@ static int sqlite_open(struct store **out, const char *path, struct buf *err)
         return -EIO;
     }
     sqlite3_busy_timeout(q->db, 5000);
+    sqlite3_stmt *seed;
+    int seeded = sqlite3_prepare_v2(q->db, fencing_seed, -1, &seed, NULL) == SQLITE_OK &&
+                 sqlite3_bind_int64(seed, 1, clock_epoch_ms()) == SQLITE_OK && sqlite3_step(seed) == SQLITE_DONE;
+    sqlite3_finalize(seed);
+    if (!seeded) {
+        buf_printf(err, "cannot open database '%s': %s", path, sqlite3_errmsg(q->db));
+        sqlite3_close(q->db);
+        free(q);
+        return -EIO;
+    }
     q->path = xstrdup(path);
     pthread_mutex_init(&q->lock, NULL);
     pthread_cond_init(&q->wake, NULL);
@@ -519,11 +538,11 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
     sqlite3_bind_text(st, 2, nb->cluster, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 3, nb->now);
     sqlite3_bind_int64(st, 4, nb->drone_id);
-    if (nb->lifetime_ms > 0)
+    if (nb->has_lifetime)
         sqlite3_bind_int64(st, 5, nb->now + nb->lifetime_ms);
     else
         sqlite3_bind_null(st, 5);
-    if (nb->max_idle_ms >= 0)
+    if (nb->has_max_idle)
         sqlite3_bind_int64(st, 6, nb->max_idle_ms);
     else
         sqlite3_bind_null(st, 6);
@@ -616,13 +635,14 @@ static int sqlite_backend_history(struct store *s, const char *id, store_history
 }
 
 static int sqlite_backend_update_state(struct store *s, const char *id, const struct backend_state *bs, int64_t now,
-                                       bool *accepted)
+                                       bool release_key, bool *accepted)
 {
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] = "UPDATE backend SET last_status = ?2, last_status_time = ?3, last_status_number = ?4,"
                               " state = ?5, cluster_address = ?6 WHERE id = ?1"
                               " AND (last_status_number IS NULL OR last_status_number < ?4)";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = ?1";
+    static const char hold_key[] = "UPDATE backend_key SET allow_renew = 0 WHERE id = ?1";
     json_t *j = backend_state_to_json(bs);
     char *text = json_dumps(j, JSON_COMPACT);
     bool has_addr = bs->status == BACKEND_WAITING || bs->status == BACKEND_READY;
@@ -646,7 +666,7 @@ static int sqlite_backend_update_state(struct store *s, const char *id, const st
         *accepted = true;
         rc = insert_history(q, id, text, now);
         if (rc == 0 && bs->status == BACKEND_TERMINATED) {
-            st = stmt(q, del_key);
+            st = stmt(q, release_key ? del_key : hold_key);
             sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
             rc = exec_stmt(q, st, "key delete");
         }
@@ -706,18 +726,34 @@ static int sqlite_action_ack(struct store *s, int64_t drone_id, const char *acti
 
 /* ---- keys, sweeping, keepalives, tokens ---- */
 
-static int sqlite_key_renew(struct store *s, const char *backend_id, int64_t expires_at, bool *renewed)
+static int sqlite_key_renew(struct store *s, const char *backend_id, int64_t drone_id, int64_t now,
+                            int64_t expires_at, bool *renewed)
 {
     struct sqlite_store *q = to_sqlite(s);
-    static const char sql[] = "UPDATE backend_key SET expires_at = ?2 WHERE id = ?1 AND allow_renew";
+    static const char sql[] = "UPDATE backend_key SET expires_at = ?2 WHERE id = ?1 AND allow_renew AND expires_at > ?4"
+                              " AND EXISTS (SELECT 1 FROM backend WHERE backend.id = ?1 AND drone_id = ?3)";
     sqlite3_stmt *st = stmt(q, sql);
     int rc;
 
     sqlite3_bind_text(st, 1, backend_id, -1, SQLITE_TRANSIENT);
     sqlite3_bind_int64(st, 2, expires_at);
+    sqlite3_bind_int64(st, 3, drone_id);
+    sqlite3_bind_int64(st, 4, now);
     rc = exec_stmt(q, st, "key renew");
     *renewed = rc == 0 && sqlite3_changes(q->db) > 0;
     return rc;
+}
+
+static int sqlite_fencing_next(struct store *s, int64_t *token)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    sqlite3_stmt *st = stmt(q, "UPDATE fencing SET last = last + 1 WHERE id = 1 RETURNING last");
+    int rc = sqlite3_step(st);
+
+    if (rc == SQLITE_ROW)
+        *token = sqlite3_column_int64(st, 0);
+    done(st);
+    return rc == SQLITE_ROW ? 0 : db_error(q, "fencing token");
 }
 
 static int each_id(struct sqlite_store *q, sqlite3_stmt *st, store_id_fn *fn, void *arg, const char *what)
@@ -881,6 +917,7 @@ const struct store_ops store_sqlite_ops = {
     .actions_pending = sqlite_actions_pending,
     .action_ack = sqlite_action_ack,
     .key_renew = sqlite_key_renew,
+    .fencing_next = sqlite_fencing_next,
     .sweep_candidates = sqlite_sweep_candidates,
     .keepalive = sqlite_keepalive,
     .revoke = sqlite_revoke,

@@ -100,6 +100,7 @@ static void spawned(void *arg, const struct runtime_result *res)
         return;
     }
     net_addr_format(addr, b->env->ip, res->port);
+    b->pid = res->pid;
     enter(b, backend_state_at(BACKEND_WAITING, addr));
 }
 

@@ -53,6 +53,7 @@ struct backend {
     bool has_key;
     char *static_token;    /* owned, or NULL */
     struct backend_state state;
+    int pid;               /* its main process, once spawned, if the runtime tells; else 0 */
     struct runtime_op *op; /* the current state's operation, or NULL */
     uint64_t op_started;   /* uv_hrtime() when op began */
     uv_timer_t retry;      /* terminate retries */

@@ -30,6 +30,7 @@
 #include "../common/xalloc.h"
 #include "backend.h"
 #include "drone.h"
+#include "fence.h"
 #include "key_manager.h"
 #include "state_store.h"
 
@@ -47,6 +48,7 @@ struct drone {
     struct runtime *rt;
     struct state_store *store;
     struct key_manager *km;
+    struct fence *fence; /* NULL if its keeper could not start */
     struct backend_env env;
     struct list_node backends;
     struct ws_client *ws;
@@ -161,14 +163,34 @@ static struct backend *find_backend(struct drone *d, const char *id)
     return NULL;
 }
 
+/*
+ * (Re)arms the lease fence for b at its key's hard deadline plus a quarter
+ * of the soft-to-hard interval (at most 1 s): after the drone's own hard
+ * terminate had its chance, well before the key expires at the controller
+ * (as long after the hard deadline as the hard deadline is after the soft).
+ */
+static void fence_backend(struct drone *d, const struct backend *b)
+{
+    int64_t soft, hard;
+
+    if (b->pid <= 0 || !key_manager_deadlines(d->km, b->id, &soft, &hard))
+        return;
+    int64_t slack = (hard - soft) / 4;
+    fence_arm(d->fence, b->id, b->pid, hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack));
+}
+
 static void on_state(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st, int64_t ts)
 {
     struct drone *d = arg;
 
     if (event_id > 0 && d->connected)
         send_event(d, event_id, b->id, st, ts);
+    if (st->status == BACKEND_WAITING)
+        fence_backend(d, b); /* spawned: its process is known */
     if (st->status == BACKEND_TERMINATED) {
         /* Renewals stop with the backend (§7.4), and so does our bookkeeping. */
+        if (b->pid > 0)
+            fence_disarm(d->fence, b->id);
         key_manager_unregister(d->km, b->id);
         backend_free(b);
     }
@@ -207,6 +229,17 @@ static void key_renew(void *arg, const char *backend_id, int64_t local_time)
 {
     send_msg(arg, wire_variant("RenewKey", json_pack("{s:s, s:I}", "backend", backend_id, "local_time",
                                                      (json_int_t)local_time)));
+}
+
+static void key_deadlines(void *arg, const char *backend_id, int64_t soft_at, int64_t hard_at)
+{
+    struct drone *d = arg;
+    struct backend *b = find_backend(d, backend_id);
+
+    (void)soft_at;
+    (void)hard_at;
+    if (b)
+        fence_backend(d, b);
 }
 
 static void key_expire(void *arg, const char *backend_id, enum termination_kind kind)
@@ -501,7 +534,7 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
 {
     struct drone *d = xcalloc(1, sizeof(*d));
     struct runtime_config rc = cfg->runtime_config;
-    struct key_manager_hooks hooks = {.renew = key_renew, .expire = key_expire, .arg = d};
+    struct key_manager_hooks hooks = {.renew = key_renew, .expire = key_expire, .deadlines = key_deadlines, .arg = d};
     int rc_;
 
     *out = NULL;
@@ -523,6 +556,11 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     if ((rc_ = runtime_open(&d->rt, cfg->runtime, &rc, err)) < 0)
         goto fail;
     d->km = key_manager_new(loop, &hooks);
+    struct buf ferr = BUF_INIT;
+    if (!(d->fence = fence_start(&ferr)))
+        log_error("drone: %s; backends will not be stopped at their key deadlines while the drone is stalled",
+                  buf_cstr(&ferr));
+    buf_release(&ferr);
     d->env.loop = loop;
     d->env.rt = d->rt;
     d->env.store = d->store;
@@ -557,6 +595,7 @@ fail:
         http_server_close(d->http);
     if (d->km)
         key_manager_free(d->km);
+    fence_release(d->fence);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
     drone_free(d);
@@ -594,6 +633,8 @@ void drone_stop(struct drone *d)
         backend_free(list_entry(pos, struct backend, node));
     key_manager_free(d->km);
     d->km = NULL;
+    fence_release(d->fence);
+    d->fence = NULL;
     runtime_close(d->rt, NULL, NULL);
     uv_close((uv_handle_t *)&d->heartbeat, handle_closed);
     uv_close((uv_handle_t *)&d->reconnect, handle_closed);

@@ -18,7 +18,8 @@ struct lease {
     struct list_node node;
     struct key_manager *km;
     char *id;
-    struct key_deadlines d;
+    int64_t renew_at, soft_at, hard_at; /* boot-time ms */
+    int64_t asked_epoch, asked_boot;    /* the last renewal request: its local_time, and when */
     uv_timer_t timer;
     bool renew_sent, soft_done, hard_done; /* for the current deadlines */
 };
@@ -46,7 +47,7 @@ static void tick(uv_timer_t *t);
 
 static void sleep_until(struct lease *l, int64_t when)
 {
-    int64_t now = clock_epoch_ms();
+    int64_t now = clock_boot_ms();
 
     uv_timer_start(&l->timer, tick, when > now ? (uint64_t)(when - now) : 0, 0);
 }
@@ -55,10 +56,10 @@ static void tick(uv_timer_t *t)
 {
     struct lease *l = t->data;
     struct key_manager *km = l->km;
-    int64_t now = clock_epoch_ms();
+    int64_t now = clock_boot_ms();
     char *id = l->id;
 
-    if (now >= l->d.hard_terminate_at) {
+    if (now >= l->hard_at) {
         if (!l->hard_done) {
             l->hard_done = true;
             log_warn("backend %s: key lease lost, hard-terminating", id);
@@ -66,7 +67,7 @@ static void tick(uv_timer_t *t)
         }
         return;
     }
-    if (now >= l->d.soft_terminate_at) {
+    if (now >= l->soft_at) {
         if (!l->soft_done) {
             l->soft_done = true;
             log_warn("backend %s: key lease not renewed, soft-terminating", id);
@@ -74,21 +75,47 @@ static void tick(uv_timer_t *t)
             if (find(km, id) != l)
                 return; /* the hook let go of the lease */
         }
-        sleep_until(l, l->d.hard_terminate_at);
+        sleep_until(l, l->hard_at);
         return;
     }
-    if (now >= l->d.renew_at) {
+    if (now >= l->renew_at) {
         /* Once per set of deadlines (timers may wake a little early, before the next deadline). */
         if (km->connected && !l->renew_sent) {
             l->renew_sent = true;
-            km->hooks.renew(km->hooks.arg, id, now);
+            l->asked_epoch = clock_epoch_ms();
+            l->asked_boot = clock_boot_ms();
+            km->hooks.renew(km->hooks.arg, id, l->asked_epoch);
         }
         if (find(km, id) != l)
             return;
-        sleep_until(l, l->d.soft_terminate_at);
+        sleep_until(l, l->soft_at);
         return;
     }
-    sleep_until(l, l->d.renew_at);
+    sleep_until(l, l->renew_at);
+}
+
+/*
+ * Takes deadlines d (the drone's wall clock) into boot time. Those of a
+ * renewal count from when its request was sent (they are its local_time
+ * plus offsets); the earlier of that and a reading now is kept, so a clock
+ * step in between can only shorten the lease.
+ */
+static void set_deadlines(struct lease *l, const struct key_deadlines *d, bool renewal)
+{
+    int64_t epoch = clock_epoch_ms(), boot = clock_boot_ms();
+    int64_t shift = boot - epoch;
+
+    if (renewal && l->asked_boot) {
+        int64_t sent = l->asked_boot - l->asked_epoch;
+        if (sent < shift)
+            shift = sent;
+    }
+    l->renew_at = d->renew_at + shift;
+    l->soft_at = d->soft_terminate_at + shift;
+    l->hard_at = d->hard_terminate_at + shift;
+    l->renew_sent = l->soft_done = l->hard_done = false;
+    if (l->km->hooks.deadlines)
+        l->km->hooks.deadlines(l->km->hooks.arg, l->id, l->soft_at, l->hard_at);
 }
 
 struct key_manager *key_manager_new(uv_loop_t *loop, const struct key_manager_hooks *hooks)
@@ -136,13 +163,13 @@ bool key_manager_register(struct key_manager *km, const char *backend_id, const 
     l = xcalloc(1, sizeof(*l));
     l->km = km;
     l->id = xstrdup(backend_id);
-    l->d = *d;
     uv_timer_init(km->loop, &l->timer);
     l->timer.data = l;
     list_insert_tail(&km->leases, &l->node);
-    if (d->soft_terminate_at <= clock_epoch_ms())
+    set_deadlines(l, d, false);
+    if (l->soft_at <= clock_boot_ms())
         log_warn("backend %s: its key's soft deadline has already passed", backend_id);
-    sleep_until(l, d->renew_at);
+    sleep_until(l, l->renew_at);
     return true;
 }
 
@@ -152,9 +179,8 @@ void key_manager_update(struct key_manager *km, const char *backend_id, const st
 
     if (!l)
         return;
-    l->d = *d;
-    l->renew_sent = l->soft_done = l->hard_done = false;
-    sleep_until(l, d->renew_at);
+    set_deadlines(l, d, true);
+    sleep_until(l, l->renew_at);
 }
 
 void key_manager_unregister(struct key_manager *km, const char *backend_id)
@@ -168,6 +194,17 @@ void key_manager_unregister(struct key_manager *km, const char *backend_id)
 bool key_manager_has(const struct key_manager *km, const char *backend_id)
 {
     return find(km, backend_id) != NULL;
+}
+
+bool key_manager_deadlines(const struct key_manager *km, const char *backend_id, int64_t *soft_at, int64_t *hard_at)
+{
+    const struct lease *l = find(km, backend_id);
+
+    if (!l)
+        return false;
+    *soft_at = l->soft_at;
+    *hard_at = l->hard_at;
+    return true;
 }
 
 void key_manager_set_connected(struct key_manager *km, bool connected)

@@ -5,6 +5,12 @@
  * renewals stop succeeding it soft-terminates the backend at
  * soft_terminate_at and hard-terminates it at hard_terminate_at, so the
  * backend is gone before the controller could give the key to another.
+ *
+ * Deadlines arrive in the drone's wall clock (the protocol's) and are kept
+ * in boot time (clock_boot_ms()) from then on: a wall-clock step after they
+ * arrive moves none of them. A renewal's deadlines count from the time its
+ * request was sent, so neither the network nor a stalled controller makes
+ * them later than the controller meant.
  */
 #ifndef PLANE_KEY_MANAGER_H
 #define PLANE_KEY_MANAGER_H
@@ -27,6 +33,8 @@ struct key_manager_hooks {
     void (*renew)(void *arg, const char *backend_id, int64_t local_time);
     /* The lease is running out: terminate the backend with reason keyexpired. */
     void (*expire)(void *arg, const char *backend_id, enum termination_kind kind);
+    /* Optional: the lease's deadlines are now these (boot-time ms). */
+    void (*deadlines)(void *arg, const char *backend_id, int64_t soft_at, int64_t hard_at);
     void *arg;
 };
 
@@ -38,6 +46,8 @@ bool key_manager_register(struct key_manager *km, const char *backend_id, const 
 void key_manager_update(struct key_manager *km, const char *backend_id, const struct key_deadlines *d);
 void key_manager_unregister(struct key_manager *km, const char *backend_id);
 bool key_manager_has(const struct key_manager *km, const char *backend_id);
+/* backend_id's current soft and hard deadlines in boot-time ms; false if it holds no lease. */
+bool key_manager_deadlines(const struct key_manager *km, const char *backend_id, int64_t *soft_at, int64_t *hard_at);
 /* Renewals are only sent while connected; reconnecting restarts every lease's loop. */
 void key_manager_set_connected(struct key_manager *km, bool connected);
 

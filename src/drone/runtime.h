@@ -71,6 +71,7 @@ struct runtime_result {
     char *error;        /* one line for humans when status < 0 */
     char *container_id; /* spawn: the runtime's name for the backend */
     uint16_t port;      /* spawn: where the backend listens */
+    int pid;            /* spawn: its main process on this host, leading its process group; 0 if unknown */
     bool was_running;   /* terminate: a signal was delivered (false: already gone) */
 };
 

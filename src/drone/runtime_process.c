@@ -624,6 +624,7 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     buf_reset(&err);
     log_info("backend %s: started pid %d on port %u, log '%s'", c->id, c->pid, c->port, log_path);
     op->res.port = c->port;
+    op->res.pid = c->pid;
     op->res.container_id = xasprintf("%d", c->pid);
     rc = 0;
 out:

@@ -150,6 +150,50 @@ def test_idle_and_lifetime_sweeps(ctrl, drone):
     assert again["spawned"] is True and again["backend_id"] != idle
 
 
+def test_limits_of_zero_or_less_sweep_as_plane(ctrl, drone):
+    # Plane sets expiration_time = now + lifetime (and idles against max_idle_seconds)
+    # whatever the sign: 0 or less is swept as soon as the backend has left `scheduled`.
+    ids = [ctrl.connect(f"z{i}", **cfg).json()["backend_id"]
+           for i, cfg in enumerate([{"lifetime_limit_seconds": 0}, {"lifetime_limit_seconds": -5},
+                                    {"max_idle_seconds": -1}])]
+    keep = ctrl.connect("keep", lifetime_limit_seconds=600, max_idle_seconds=600).json()["backend_id"]
+    for b in ids:
+        s = ctrl.wait_status(b, "terminated", timeout=15)
+        assert s["termination_reason"] == "swept"
+    assert ctrl.status(keep)["status"] == "ready"
+
+
+def test_fencing_tokens_count_up_across_restarts_not_with_the_clock(procs, tmp_path):
+    ctrl = Controller(procs, tmp_path).start()
+    Drone(procs, tmp_path, ctrl, "dr-fence").start()
+    tokens = []
+
+    def one_round(key):
+        # After the restart, until the drone is back: NoDroneAvailable.
+        b = wait_for(lambda: ctrl.connect(key).json().get("backend_id"), timeout=20, what="a drone")
+        tokens.append(ctrl.sql("SELECT fencing_token FROM backend_key WHERE id = ?", b)[0][0])
+        ctrl.wait_status(b, "ready")
+        ctrl.terminate(b, hard=True)
+        ctrl.wait_status(b, "terminated")
+
+    one_round("k")
+    one_round("k")
+    ctrl.proc.terminate()
+    ctrl.proc.wait(10)
+    # The next token does not come from the clock: a counter far in the future stays the base.
+    future = int(time.time() * 1000) + 10 ** 9
+    ctrl.sql("UPDATE fencing SET last = ?", future)
+    ctrl.start()
+    one_round("k")
+    one_round("other")
+    assert tokens[1] == tokens[0] + 1
+    assert tokens[2] == future + 1 and tokens[3] == future + 2
+    # The spawn action carries the same token to the drone (spec §7.2).
+    actions = [json.loads(a) for (a,) in ctrl.sql("SELECT action FROM backend_action")]
+    sent = sorted(a["action"]["Spawn"]["key"]["token"] for a in actions if "Spawn" in a["action"])
+    assert sent == sorted(tokens)
+
+
 def test_terminate_api_soft_and_hard(ctrl, drone):
     soft = ctrl.connect("a", executable={"image": "m", "mock": {"ignore_soft_terminate": True}}).json()["backend_id"]
     hard = ctrl.connect("b").json()["backend_id"]
@@ -212,8 +256,10 @@ def test_drone_killed_and_restarted(procs, tmp_path, ctrl):
     ctrl.wait_status(new["backend_id"], "ready")
 
 
-def test_silent_drone_is_lost_and_told_when_it_returns(procs, tmp_path):
-    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "10").start()
+def test_silent_drone_is_lost_and_its_key_held_until_it_expires(procs, tmp_path):
+    # Lost after 10 s of silence, but the key lease is 12 s: a drone that is only cut off
+    # may run the backend until its own deadlines, so the key must not move before it expires.
+    ctrl = Controller(procs, tmp_path, "--lost-drone-seconds", "10", "--key-lease-seconds", "12").start()
     d1 = Drone(procs, tmp_path, ctrl, "dr-quiet").start()
     b = ctrl.connect("k1").json()["backend_id"]
     ctrl.wait_status(b, "ready")
@@ -222,11 +268,17 @@ def test_silent_drone_is_lost_and_told_when_it_returns(procs, tmp_path):
     try:
         s = ctrl.wait_status(b, "terminated", timeout=30)
         assert s["termination_reason"] == "lost"
+        expires, allow_renew = ctrl.sql("SELECT expires_at, allow_renew FROM backend_key WHERE id = ?", b)[0]
+        assert allow_renew == 0
+        if time.time() * 1000 < expires - 500:
+            again = ctrl.connect("k1").json()
+            assert again["spawned"] is False and again["backend_id"] == b
+        wait_for(lambda: time.time() * 1000 > expires + 100, timeout=20, what="the key's expiry")
         new = ctrl.connect("k1").json()
         assert new["spawned"] is True and new["drone"] == "dr-spare"
     finally:
         os.kill(d1.proc.pid, signal.SIGCONT)
-    # Back, it is told to stop the backend it still runs.
+    # Back, it is told to stop the backend it still runs (the mock runtime's backends stop with the drone).
     wait_for(lambda: f"backend {b}: terminated" in d1.logs(), timeout=20, what="lost backend stopped")
 
 

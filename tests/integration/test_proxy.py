@@ -145,6 +145,24 @@ def test_ready_follows_the_controller_link(procs, tmp_path):
     proxy.wait_ready(timeout=15)
 
 
+def test_silent_controller_is_given_up_cached_routes_keep_serving(cluster):
+    # A stopped controller keeps its TCP connections open: only its silence tells.
+    ctrl, proxy = cluster
+    c = connect(ctrl, "cached")
+    ctrl.wait_status(c["backend_id"], "ready")
+    assert proxy.get(token_path(c, "/x")).status_code == 200  # now cached
+    ctrl.proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_for(lambda: proxy.ready_status() == 503, timeout=30, what="proxy gives the controller up")
+        assert "no answer from" in proxy.logs()
+        assert proxy.get(token_path(c, "/y"), timeout=5).status_code == 200
+        assert proxy.get("/unknowntoken/", timeout=5).status_code == 503
+    finally:
+        ctrl.proc.send_signal(signal.SIGCONT)
+    proxy.wait_ready(timeout=20)
+    assert proxy.get(token_path(c, "/z")).status_code == 200
+
+
 def test_root_path_and_empty_token(cluster):
     ctrl, proxy = cluster
     r = proxy.get("/", allow_redirects=False)

@@ -23,7 +23,6 @@ gone) are removed when the next cluster is made.
 import contextlib
 import ctypes
 import heapq
-import json
 import os
 import random
 import select

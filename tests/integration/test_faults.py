@@ -190,33 +190,36 @@ class Load:
 
 # ---- checks shared by the scenarios -------------------------------------------
 
-def backend_of_pid(c, records):
-    """pid -> Life (the latest one with that pid)."""
-    out = {}
-    for l in check(records).lives:
-        if l.pid not in out or out[l.pid].start < l.start:
-            out[l.pid] = l
-    return out
+def running_backends(c):
+    """(backend id, key, where) of every backend process (or container) running now."""
+    lives = check(c.records()).lives
+    if getattr(c, "running_containers", None):
+        by_id = {l.backend: l for l in lives}
+        return [(name[len("plane-"):], by_id[name[len("plane-"):]].key if name[len("plane-"):] in by_id else None,
+                 f"container {name}") for name in c.running_containers()]
+    latest = {}
+    for l in lives:
+        if l.pid not in latest or latest[l.pid].start < l.start:
+            latest[l.pid] = l
+    return [(latest[pid].backend, latest[pid].key, f"pid {pid} on {host}")
+            for pid, host in c.backend_processes().items() if pid in latest]
 
 
 def strays(c):
     """Backends still running that the controller calls terminated, and keys
     with more than one running backend."""
     bad = []
-    lives = backend_of_pid(c, c.records())
     per_key = {}
-    for pid, host in c.backend_processes().items():
-        l = lives.get(pid)
-        if l is None:
+    for backend, key, where in running_backends(c):
+        if key is None:
             continue  # started a moment ago, no line yet
-        per_key.setdefault(l.key, []).append(l)
-        st = c.status(l.backend)
+        per_key.setdefault(key, set()).add(backend)
+        st = c.status(backend)
         if st.get("status") == "terminated":
-            bad.append(f"pid {pid} on {host} runs backend {l.backend} (key {l.key}) which the controller "
-                       f"says is terminated: {st}")
-    for k, ls in per_key.items():
-        if len({l.backend for l in ls}) > 1:
-            bad.append(f"key {k} has {len(ls)} running backends: {[l.describe() for l in ls]}")
+            bad.append(f"{where} runs backend {backend} (key {key}) which the controller says is terminated: {st}")
+    for k, bs in per_key.items():
+        if len(bs) > 1:
+            bad.append(f"key {k} has {len(bs)} running backends: {sorted(bs)}")
     return bad
 
 
@@ -642,6 +645,7 @@ def kill_and_stop_dockerd(tmp):
     # Containers: their processes are not children of the drone; they count by name.
     def containers():
         return {n: s for n, s in engine.containers().items() if n.startswith("plane-")}
+    c.running_containers = containers
 
     try:
         engine.start()

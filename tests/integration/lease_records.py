@@ -163,7 +163,7 @@ def summary(rep):
     return {
         "keys": len(rep.keys),
         "backends": len({l.backend for l in ls}),
-        "killed (no stop line)": sum(1 for l in ls if not l.stopped),
+        "no stop line (killed, or running at the end)": sum(1 for l in ls if not l.stopped),
         "record lines": sum(l.lines for l in ls),
         "violations": len(rep.violations),
     }

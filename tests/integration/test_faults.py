@@ -27,6 +27,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -284,10 +285,47 @@ def stop_plane_and_check_nothing_left(c, timeout=20):
 
 # ---- scenarios ------------------------------------------------------------------
 
+def controller_sql(c, query, *args):
+    db = sqlite3.connect(c.path("controller.db"), timeout=10)
+    try:
+        return db.execute(query, args).fetchall()
+    finally:
+        db.close()
+
+
+def after_a_renewal_well_after_a_heartbeat(c, key, drone, gap_ms=4000, timeout=60):
+    """Returns just after the controller renewed `key` at a moment at least
+    gap_ms after the last heartbeat of `drone`. Cut off then, the drone holds a
+    lease valid for most of a lease yet while the controller last heard of it
+    well before: the case where calling the drone lost at its last heartbeat
+    plus --lost-drone-seconds hands the key out while the old lease runs."""
+    def expiry():
+        rows = controller_sql(c, "SELECT expires_at FROM backend_key WHERE key_name = ?", key)
+        return rows[0][0] if rows else None
+    deadline = time.time() + timeout
+    last = expiry()
+    while time.time() < deadline:
+        time.sleep(0.02)
+        e = expiry()
+        if e is not None and e != last:
+            hb = controller_sql(c, "SELECT drone.last_heartbeat FROM drone JOIN node USING(id) WHERE node.name = ?",
+                                f"dr-{drone}")[0][0]
+            now_ms = time.time() * 1000
+            if hb is not None and now_ms - hb >= gap_ms:
+                return now_ms - hb
+        last = e
+    raise AssertionError(f"no renewal of {key} at least {gap_ms} ms after a heartbeat within {timeout} s")
+
+
 @scenario
 def drone_partitioned_past_the_lease(tmp):
     with cluster_of(tmp) as c:
-        r = c.connect("pk")
+        # A backend that ignores SIGTERM, so the drone's soft terminate at the
+        # soft deadline does not end it: it runs until the hard deadline, as a
+        # backend that takes its time to save its state would.
+        exe = c.executable()
+        exe["env"]["ECHO_IGNORE_SIGTERM"] = "1"
+        r = c.connect("pk", executable=exe)
         assert r.status_code == 200, r.text
         first = r.json()
         victim = first["drone"].removeprefix("dr-")
@@ -295,20 +333,37 @@ def drone_partitioned_past_the_lease(tmp):
         c.wait_usable("pk")
         old_pids = set(c.backend_processes(victim))
         assert old_pids, "the backend of pk does not run on the drone it was scheduled on"
-        # Cut it off just after its first renewal (at half the lease): the drone
-        # then holds a lease that is valid for most of a lease yet, the case where
-        # declaring the drone lost early would hand the key out twice.
-        started = min(l.start for l in key_lives(c, "pk")) / 1000.0
-        time.sleep(max(0.0, started + LEASE / 2 + 1.5 - time.time()))
+        gap = after_a_renewal_well_after_a_heartbeat(c, "pk", victim)
+        print(f"[faults] partition {gap:.0f} ms after the last heartbeat, just after a renewal", file=sys.stderr)
 
         c.net.partition(victim, "ctrl")
         t_part = time.time()
-        # Its backend stops by itself, while the drone is still cut off.
-        wait_for(lambda: not (set(c.backend_processes(victim)) & old_pids), LEASE + 15, interval=0.2,
-                 what=f"the backend on the partitioned drone {victim} to stop by itself")
-        # The key moves to the other drone (once the old lease is over) and serves there.
-        moved = wait_for(lambda: (lambda u: u if u and u[0] != first["backend_id"] else None)(c.usable("pk")),
-                         3 * LEASE + 20, interval=0.5, what="pk usable on the other drone")
+        # Clients keep asking for the key all along, as users do: the moment the
+        # controller lets go of it, a new backend starts.
+        seen = []
+        stop_asking = threading.Event()
+
+        def ask():
+            while not stop_asking.is_set():
+                with contextlib.suppress(requests.RequestException, ValueError):
+                    u = c.usable("pk", timeout=5)
+                    if u:
+                        seen.append(u[0])
+                stop_asking.wait(0.2)
+        asker = threading.Thread(target=ask, daemon=True)
+        asker.start()
+        try:
+            # Its backend stops by itself, while the drone is still cut off.
+            wait_for(lambda: not (set(c.backend_processes(victim)) & old_pids), LEASE + 15, interval=0.2,
+                     what=f"the backend on the partitioned drone {victim} to stop by itself")
+            # The key moves to the other drone and serves there.
+            wait_for(lambda: any(b != first["backend_id"] for b in seen), 3 * LEASE + 20, interval=0.2,
+                     what="pk usable on the other drone")
+        finally:
+            stop_asking.set()
+            asker.join(15)
+        moved = [b for b in seen if b != first["backend_id"]]
+        moved = (moved[0],)
         assert c.status(moved[0])["status"] == "ready"
         assert c.backend_processes(other), f"no backend runs on {other}"
         # Keep the partition past the lease, then heal.

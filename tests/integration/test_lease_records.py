@@ -40,7 +40,7 @@ def test_one_after_the_other_passes():
                                    life("other", "b4", 50, 4, 1500, 2500)))
     assert rep.keys == ["k", "other"]
     s = summary(rep)
-    assert s["backends"] == 4 and s["killed (no stop line)"] == 1 and s["violations"] == 0
+    assert s["backends"] == 4 and s["no stop line (killed, or running at the end)"] == 1 and s["violations"] == 0
 
 
 def test_overlap_fails_and_names_both_backends():

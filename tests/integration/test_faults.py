@@ -21,6 +21,7 @@ Needs root (ip netns, veth, iptables); skipped with the reason otherwise.
 import asyncio
 import concurrent.futures
 import contextlib
+import glob
 import io
 import json
 import os
@@ -603,6 +604,15 @@ class PrivateDockerd:
         self.log = os.path.join(base, "dockerd.log")
         self.svc = None
 
+    @staticmethod
+    def remove_stale():
+        """Exec roots of private engines whose test process is gone (a crashed run)."""
+        for d in glob.glob("/run/pfault-docker-*"):
+            parts = os.path.basename(d).split("-")
+            if len(parts) >= 4 and parts[2].isdigit() and not pid_alive(int(parts[2])):
+                unmount_under(d)
+                shutil.rmtree(d, ignore_errors=True)
+
     def _clear_stale_pidfiles(self):
         for f in (self.pidfile, os.path.join(self.exec_root, "containerd", "containerd.pid")):
             with contextlib.suppress(OSError, ValueError):
@@ -610,6 +620,7 @@ class PrivateDockerd:
                     os.unlink(f)
 
     def start(self):
+        self.remove_stale()
         os.makedirs(self.data_root, exist_ok=True)
         self._clear_stale_pidfiles()
         out = open(self.log, "ab")
@@ -668,12 +679,17 @@ class PrivateDockerd:
                     p.kill()
                     p.wait()
         # Whatever it left mounted under its roots.
-        with open("/proc/self/mounts") as f:
-            mounts = [l.split()[1] for l in f]
-        for m in sorted(mounts, key=len, reverse=True):
-            if m.startswith(self.data_root) or m.startswith(self.exec_root):
-                subprocess.run(["umount", "-l", m], capture_output=True)
+        unmount_under(self.data_root)
+        unmount_under(self.exec_root)
         shutil.rmtree(self.exec_root, ignore_errors=True)
+
+
+def unmount_under(root):
+    with open("/proc/self/mounts") as f:
+        mounts = [l.split()[1] for l in f]
+    for m in sorted(mounts, key=len, reverse=True):
+        if m == root or m.startswith(root + "/"):
+            subprocess.run(["umount", "-l", m], capture_output=True)
 
 
 def docker_unavailable():

@@ -64,6 +64,8 @@ $(ECHO): tests/fixtures/echo_backend.c
 deps:
 	scripts/install-deps.sh
 
+# The store contract runs against PostgreSQL too where PLANE_TEST_PG_URL names
+# a server (`make test` starts one with scripts/pg-up.sh).
 unit: $(UNIT) $(ECHO)
 	ECHO_BACKEND=$(abspath $(ECHO)) $(UNIT)
 
@@ -89,10 +91,8 @@ test: deps
 	$(MAKE) all build/unit_tests
 	scripts/docker-up.sh
 	$(MAKE) SAN=1 build/san/plane build/san/unit_tests
-	$(MAKE) unit
-	$(MAKE) SAN=1 unit
-	$(MAKE) integration
-	$(MAKE) SAN=1 integration
+	url=$$(scripts/pg-up.sh) && export PLANE_TEST_PG_URL="$$url" && \
+	  $(MAKE) unit && $(MAKE) SAN=1 unit && $(MAKE) integration && $(MAKE) SAN=1 integration
 	$(MAKE) soak-short
 	$(MAKE) fuzz-smoke
 

@@ -9,6 +9,7 @@ pkgs=(
     libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
+    postgresql
     iproute2 iptables ethtool util-linux
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)

@@ -33,6 +33,14 @@ void api_error(struct http_request *req, int status, const char *kind, const cha
                       pub ? CORS_HEADERS : NULL);
 }
 
+void api_store_error(struct http_request *req, int rc, const char *message)
+{
+    if (rc == -ENOTCONN)
+        api_error(req, 503, "DatabaseError", "Database unavailable.");
+    else
+        api_error(req, 500, "Other", message);
+}
+
 static void not_found(struct http_request *req)
 {
     http_respond(req, 404, NULL, "", 0, NULL);
@@ -82,8 +90,9 @@ static bool method_is(const struct http_request *req, const char *m)
 
 static void status_route(struct controller *c, struct http_request *req, bool pub)
 {
-    if (STORE_CALL(c->store, ping) < 0) {
-        api_error(req, 500, "Other", "Database health check failed");
+    int rc = STORE_CALL(c->store, ping);
+    if (rc < 0) {
+        api_store_error(req, rc, "Database health check failed");
         return;
     }
     if (pub)
@@ -98,9 +107,10 @@ static void status_route(struct controller *c, struct http_request *req, bool pu
 static void cluster_state_route(struct controller *c, struct http_request *req, const char *cluster)
 {
     json_t *state;
+    int rc = STORE_CALL(c->store, cluster_state, cluster, controller_now(), &state);
 
-    if (STORE_CALL(c->store, cluster_state, cluster, controller_now(), &state) < 0) {
-        api_error(req, 500, "Other", "Database error");
+    if (rc < 0) {
+        api_store_error(req, rc, "Database error");
         return;
     }
     http_respond_json(req, 200, state, NULL);
@@ -114,7 +124,7 @@ static void drain_route(struct controller *c, struct http_request *req, const ch
     if (rc == -ENOENT)
         api_error(req, 404, "NotFound", "Drone does not exist");
     else if (rc < 0)
-        api_error(req, 500, "Other", "Database error");
+        api_store_error(req, rc, "Database error");
     else
         http_respond_json(req, 200, json_pack("{s:b}", "updated", updated), NULL);
 }
@@ -133,7 +143,7 @@ static void terminate_route(struct controller *c, struct http_request *req, cons
             c, backend_id, row.drone_id,
             wire_variant("Terminate", json_pack("{s:s, s:s}", "kind", hard ? "hard" : "soft", "reason", "external")));
     if (rc < 0)
-        api_error(req, 500, "Other", "Database error");
+        api_store_error(req, rc, "Database error");
     else
         http_respond_json(req, 200, json_null(), NULL);
     backend_row_release(&row);
@@ -172,6 +182,7 @@ static void revoke_route(struct controller *c, struct http_request *req)
 {
     json_t *j = api_json_body(req);
     const char *backend, *user;
+    int rc;
 
     if (!j)
         return;
@@ -179,8 +190,8 @@ static void revoke_route(struct controller *c, struct http_request *req)
     user = json_get_str(j, "user");
     if (!json_is_object(j) || !backend || !user)
         api_unprocessable(req, "expected {\"backend_id\":string,\"user\":string}");
-    else if (STORE_CALL(c->store, revoke, backend, user) < 0)
-        api_error(req, 500, "Other", "Failed to revoke token");
+    else if ((rc = STORE_CALL(c->store, revoke, backend, user)) < 0)
+        api_store_error(req, rc, "Failed to revoke token");
     else
         http_respond_json(req, 200, json_string("Token revoked successfully"), NULL);
     json_decref(j);
@@ -194,7 +205,7 @@ static void backend_status_route(struct controller *c, struct http_request *req,
     if (rc == -ENOENT)
         api_error(req, 404, "NotFound", "Backend does not exist");
     else if (rc < 0)
-        api_error(req, 500, "Other", "Database error");
+        api_store_error(req, rc, "Database error");
     else
         http_respond_json(req, 200, backend_status_entry(&row.state, row.last_status_time), CORS_HEADERS);
     backend_row_release(&row);
@@ -346,8 +357,9 @@ static void metrics_route(struct controller *c, struct http_request *req)
     json_t *counts = NULL;
     int drones = 0, proxies = 0;
 
-    if (STORE_CALL(c->store, backend_counts, &counts) < 0) {
-        api_error(req, 500, "Other", "Database error");
+    int rc = STORE_CALL(c->store, backend_counts, &counts);
+    if (rc < 0) {
+        api_store_error(req, rc, "Database error");
         return;
     }
     for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {

@@ -143,6 +143,13 @@ static void conn_error(struct controller *c, struct http_request *http, int stat
     api_error(http, status, kind, message);
 }
 
+/* A store failure answering a connect: 503 when the database is unreachable, else 500. */
+static void store_error(struct controller *c, struct http_request *http, int rc)
+{
+    metric_counter_add(c->connects_failed, 1);
+    api_store_error(http, rc, "Internal error.");
+}
+
 static void respond(struct controller *c, struct http_request *http, const char *backend_id, bool spawned,
                     enum backend_status status, const char *token, const char *secret, const char *cluster,
                     const char *subdomain, const char *drone)
@@ -188,14 +195,15 @@ static enum outcome existing(struct controller *c, struct http_request *http, co
         conn_error(c, http, 409, "KeyHeld", "Lock is held but tag does not match.");
         return DONE;
     }
-    if (STORE_CALL(c->store, backend_get, key->backend_id, &row) < 0) {
-        conn_error(c, http, 500, "Other", "Internal error.");
+    int rc = STORE_CALL(c->store, backend_get, key->backend_id, &row);
+    if (rc < 0) {
+        store_error(c, http, rc);
         return DONE;
     }
     if (row.static_token) {
         respond(c, http, row.id, false, row.state.status, row.static_token, NULL, row.cluster, row.subdomain, NULL);
-    } else if (new_token(c, row.id, r, &token, &secret) < 0) {
-        conn_error(c, http, 500, "Other", "Internal error.");
+    } else if ((rc = new_token(c, row.id, r, &token, &secret)) < 0) {
+        store_error(c, http, rc);
     } else {
         respond(c, http, row.id, false, row.state.status, token, secret, row.cluster, row.subdomain, NULL);
     }
@@ -219,14 +227,14 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         }
         key_row_release(&key);
         bool deleted = false;
-        if (STORE_CALL(c->store, key_delete_expired, r->key_ns, r->key_name, now, &deleted) < 0) {
-            conn_error(c, http, 500, "Other", "Internal error.");
+        if ((rc = STORE_CALL(c->store, key_delete_expired, r->key_ns, r->key_name, now, &deleted)) < 0) {
+            store_error(c, http, rc);
             return DONE;
         }
         if (!deleted)
             return RETRY_REMOVE;
     } else if (rc != -ENOENT) {
-        conn_error(c, http, 500, "Other", "Internal error.");
+        store_error(c, http, rc);
         return DONE;
     }
 
@@ -255,14 +263,14 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         return DONE;
     }
     if (rc < 0) {
-        conn_error(c, http, 500, "Other", "Internal error.");
+        store_error(c, http, rc);
         return DONE;
     }
 
     int64_t fencing;
-    if (STORE_CALL(c->store, fencing_next, &fencing) < 0) {
+    if ((rc = STORE_CALL(c->store, fencing_next, &fencing)) < 0) {
         free(drone_name);
-        conn_error(c, http, 500, "Other", "Internal error.");
+        store_error(c, http, rc);
         return DONE;
     }
     char *backend_id = r->id ? xstrdup(r->id) : name_random(NULL);
@@ -310,7 +318,7 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     if (rc == -EEXIST) {
         o = RETRY_ACQUIRE;
     } else if (rc < 0) {
-        conn_error(c, http, 500, "Other", "Internal error.");
+        store_error(c, http, rc);
     } else {
         char drone_key[32];
         json_t *payload = json_pack("{s:{s:s}, s:I}", "state", "status", "scheduled", "time", (json_int_t)now);
@@ -324,8 +332,8 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         if (static_token)
             respond(c, http, backend_id, true, BACKEND_SCHEDULED, static_token, NULL, cluster, r->subdomain,
                     drone_name);
-        else if (new_token(c, backend_id, r, &token, &secret) < 0)
-            conn_error(c, http, 500, "Other", "Internal error.");
+        else if ((rc = new_token(c, backend_id, r, &token, &secret)) < 0)
+            store_error(c, http, rc);
         else
             respond(c, http, backend_id, true, BACKEND_SCHEDULED, token, secret, cluster, r->subdomain, drone_name);
         free(token);

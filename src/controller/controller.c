@@ -27,12 +27,24 @@
 #include "controller.h"
 #include "forward_auth.h"
 
-#define LOST_CHECK_MS 5000
+#define TICK_MS 5000 /* clock sync and lost drones */
 #define CLEANUP_MS 180000
+
+/* The store's clock minus ours (0 for SQLite): every time the controller uses is the database's. */
+static int64_t store_clock_offset;
 
 int64_t controller_now(void)
 {
-    return clock_epoch_ms();
+    return clock_epoch_ms() + store_clock_offset;
+}
+
+/* Reads the database's clock, halfway through the round trip. */
+static void sync_clock(struct controller *c)
+{
+    int64_t t0 = clock_epoch_ms(), db;
+
+    if (c->store->ops->clock && STORE_CALL(c->store, clock, &db) == 0)
+        store_clock_offset = db - (t0 + clock_epoch_ms()) / 2;
 }
 
 json_t *controller_action_body(const char *action_id, const char *backend_id, int64_t drone_id, json_t *action)
@@ -110,11 +122,14 @@ static void mark_lost(void *arg, const char *backend_id, int64_t drone_id)
     backend_row_release(&row);
 }
 
-static void lost_cb(uv_timer_t *t)
+static void tick_cb(uv_timer_t *t)
 {
     struct controller *c = t->data;
-    int64_t now = controller_now();
 
+    sync_clock(c);
+    int64_t now = controller_now();
+    if (c->lost_after_ms <= 0)
+        return;
     /* While this controller was down nobody heard the drones: silence only
      * counts from when it started, or a restart would call every drone lost
      * that has not reconnected yet. */
@@ -180,6 +195,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     }
     if ((rc = store_open(&c->store, cfg->db, err)) < 0)
         goto fail;
+    sync_clock(c);
     c->started_at = controller_now();
     c->events = events_new();
     c->metrics = metrics_new();
@@ -196,12 +212,11 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     if (!c->status_base)
         c->status_base = xasprintf(strchr(cfg->host, ':') ? "http://[%s]:%d" : "http://%s:%d", cfg->host,
                                    http_server_port(c->http));
-    uv_timer_init(loop, &c->lost_timer);
+    uv_timer_init(loop, &c->tick_timer);
     uv_timer_init(loop, &c->cleanup_timer);
-    c->lost_timer.data = c->cleanup_timer.data = c;
+    c->tick_timer.data = c->cleanup_timer.data = c;
     c->open_timers = 2;
-    if (c->lost_after_ms > 0)
-        uv_timer_start(&c->lost_timer, lost_cb, LOST_CHECK_MS, LOST_CHECK_MS);
+    uv_timer_start(&c->tick_timer, tick_cb, TICK_MS, TICK_MS);
     uv_timer_start(&c->cleanup_timer, cleanup_cb, CLEANUP_MS, CLEANUP_MS);
     log_info("controller %s: listening on %s:%d", c->id, cfg->host, http_server_port(c->http));
     *out = c;
@@ -234,7 +249,7 @@ void controller_stop(struct controller *c)
     api_streams_close(c);
     sockets_close_all(c);
     http_server_close(c->http);
-    uv_close((uv_handle_t *)&c->lost_timer, timer_closed);
+    uv_close((uv_handle_t *)&c->tick_timer, timer_closed);
     uv_close((uv_handle_t *)&c->cleanup_timer, timer_closed);
 }
 

@@ -63,7 +63,7 @@ struct controller {
     struct metric_counter *connects_spawned, *connects_existing, *connects_failed;
     struct metric_histogram *spawn_ready;  /* scheduled -> ready */
     json_t *scheduled_at;                  /* backend id -> ms, until it is ready or gone */
-    uv_timer_t lost_timer;
+    uv_timer_t tick_timer;
     uv_timer_t cleanup_timer;
     int open_timers;
     bool stopping;
@@ -77,6 +77,8 @@ int controller_main(int argc, char **argv);
 /* api.c */
 void api_handle(void *arg, struct http_request *req);
 void api_error(struct http_request *req, int status, const char *kind, const char *message);
+/* A store failure rc: 503 DatabaseError when the database cannot be reached, else 500 with message. */
+void api_store_error(struct http_request *req, int rc, const char *message);
 void api_streams_close(struct controller *c);
 /* The request's JSON body; NULL after answering 415 or 400 (§5). */
 json_t *api_json_body(struct http_request *req);

@@ -14,8 +14,10 @@ int store_open(struct store **out, const char *url, struct buf *err)
 
     *out = NULL;
     if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
-        buf_printf(err, "PostgreSQL is not supported yet; use a SQLite file path");
-        return -EPROTONOSUPPORT;
+        rc = store_pg_ops.open(out, url, err);
+        if (rc == 0)
+            (*out)->ops = &store_pg_ops;
+        return rc;
     }
     if (strncmp(url, "sqlite://", 9) == 0)
         url += 9;

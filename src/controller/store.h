@@ -6,8 +6,10 @@
  * PostgreSQL can sit beside the embedded SQLite implementation; the
  * controller calls the store_*() wrappers below, never ->ops directly.
  *
- * Times are epoch milliseconds of the controller's clock. Every call
- * returns 0 or a negative errno; -EIO means the database failed.
+ * Times are epoch milliseconds: the controller's clock, corrected to the
+ * database's where the database has one (see the clock op). Every call
+ * returns 0 or a negative errno: -EIO means the database failed, -ENOTCONN
+ * that it cannot be reached (the controller answers 503 and retries later).
  */
 #ifndef PLANE_STORE_H
 #define PLANE_STORE_H
@@ -70,6 +72,8 @@ struct store_ops {
     int (*open)(struct store **out, const char *url, struct buf *err);
     void (*close)(struct store *s);
     int (*ping)(struct store *s);
+    /* Optional (NULL: the controller's clock is the store's): the database's time now, epoch ms. */
+    int (*clock)(struct store *s, int64_t *db_ms);
 
     int (*node_connect)(struct store *s, enum node_kind kind, const char *name, const char *cluster, const char *ip,
                         const char *controller, const char *pool, int64_t now, int64_t *node_id);
@@ -129,6 +133,7 @@ struct store {
 };
 
 extern const struct store_ops store_sqlite_ops;
+extern const struct store_ops store_pg_ops;
 
 /* Opens the store url names: a path (SQLite) or postgres://... 0 or -errno with a line in err. */
 int store_open(struct store **out, const char *url, struct buf *err);

@@ -49,7 +49,13 @@ struct sqlite_store {
     int ncache;
 };
 
-static const char schema[] =
+/*
+ * Migration N brings the schema from version N-1 to N (PRAGMA user_version).
+ * Append, never edit: a controller refuses a file of a version newer than it
+ * knows. The first is written with IF NOT EXISTS, so that files made before
+ * versions were counted (version 0, tables present) take it as they are.
+ */
+static const char *const migrations[] = {
     "CREATE TABLE IF NOT EXISTS node (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
     " name TEXT NOT NULL, cluster TEXT, plane_version TEXT, plane_hash TEXT, controller TEXT, ip TEXT,"
     " last_connection_start_time INTEGER);"
@@ -76,7 +82,10 @@ static const char schema[] =
     "CREATE TABLE IF NOT EXISTS token (token TEXT PRIMARY KEY, backend_id TEXT NOT NULL,"
     " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);"
-    "CREATE TABLE IF NOT EXISTS fencing (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);";
+    "CREATE TABLE IF NOT EXISTS fencing (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);",
+};
+
+#define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /*
  * Fencing tokens count up from one row, never from a clock. The counter
@@ -205,6 +214,37 @@ static void *checkpoint_thread(void *arg)
     return NULL;
 }
 
+/* Brings the file's schema to SCHEMA_VERSION in one transaction, or refuses a newer one. */
+static int migrate(sqlite3 *db, const char *path, struct buf *err)
+{
+    sqlite3_stmt *st;
+    int version = -1;
+
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
+        return -EIO;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version > SCHEMA_VERSION)
+        buf_printf(err, "database '%s' has schema version %d, newer than this plane knows (%d): upgrade plane",
+                   path, version, SCHEMA_VERSION);
+    for (int v = version; v >= 0 && v < SCHEMA_VERSION; v++) {
+        char set[48];
+        snprintf(set, sizeof(set), "PRAGMA user_version = %d", v + 1);
+        if (sqlite3_exec(db, migrations[v], NULL, NULL, NULL) != SQLITE_OK ||
+            sqlite3_exec(db, set, NULL, NULL, NULL) != SQLITE_OK) {
+            buf_printf(err, "database '%s': schema migration %d failed: %s", path, v + 1, sqlite3_errmsg(db));
+            version = -1;
+            break;
+        }
+    }
+    if (version < 0 || version > SCHEMA_VERSION || sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK) {
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        return -EIO;
+    }
+    return 0;
+}
+
 static int sqlite_open(struct store **out, const char *path, struct buf *err)
 {
     struct sqlite_store *q = xcalloc(1, sizeof(*q));
@@ -223,8 +263,9 @@ static int sqlite_open(struct store **out, const char *path, struct buf *err)
         sqlite3_exec(q->db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=OFF;"
                      " PRAGMA wal_autocheckpoint=0; PRAGMA cache_size=-65536;", NULL,
                      NULL, NULL) != SQLITE_OK ||
-        sqlite3_exec(q->db, schema, NULL, NULL, NULL) != SQLITE_OK) {
-        buf_printf(err, "cannot open database '%s': %s", path, sqlite3_errmsg(q->db));
+        migrate(q->db, path, err) < 0) {
+        if (!err->len)
+            buf_printf(err, "cannot open database '%s': %s", path, sqlite3_errmsg(q->db));
         sqlite3_close(q->db);
         free(q);
         return -EIO;

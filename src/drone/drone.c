@@ -490,18 +490,36 @@ static void drone_free(struct drone *d)
     free(d);
 }
 
-/* §13.1: a backend the store says was running when the drone last stopped. */
-static void terminate_leftover(void *arg, const char *backend_id, const struct backend_state *st)
+/*
+ * §13.1: a backend the store says was running when the drone last stopped.
+ * It goes through the state machine like any other: hard-terminating, the
+ * runtime asked until it succeeds (with backoff, never given up), and
+ * terminated only once the runtime says it is gone. Plane records
+ * terminated after at most 10 failed attempts, which frees the key at the
+ * controller while the backend may still run; and it derives that state
+ * from the stored one (termination and reason null), where ours says hard
+ * and keyexpired.
+ */
+static void adopt_leftover(void *arg, const char *backend_id, const struct backend_state *st)
 {
     struct drone *d = arg;
-    struct backend_state hard = backend_state_hard_terminating(st, REASON_KEYEXPIRED);
-    /* quirk kept from Plane: terminated is derived from the stored state, not from hard-terminating */
-    struct backend_state done = backend_state_terminated(st, false, 0);
+    struct backend *b = backend_new(&d->env, backend_id, NULL, NULL, NULL);
 
     log_info("backend %s: left %s by a previous run, terminating", backend_id, backend_status_name(st->status));
-    state_store_record(d->store, backend_id, &hard, clock_epoch_ms());
-    runtime_terminate(d->rt, backend_id, true, NULL, NULL);
-    state_store_record(d->store, backend_id, &done, clock_epoch_ms());
+    backend_adopt(b, st);
+    list_insert_tail(&d->backends, &b->node);
+}
+
+/* Adopts them all first: terminating writes to the store, which must not change under the reading. */
+static int terminate_leftovers(struct drone *d)
+{
+    struct list_node *pos, *tmp;
+
+    if (state_store_each_active(d->store, adopt_leftover, d) < 0)
+        return -EIO;
+    list_for_each_safe(pos, tmp, &d->backends)
+        backend_terminate(list_entry(pos, struct backend, node), TERMINATION_HARD, REASON_KEYEXPIRED);
+    return 0;
 }
 
 static int build_socket_url(struct drone *d, const char *controller_url, struct buf *err)
@@ -573,7 +591,7 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
         if ((rc_ = http_server_listen(d->http, "127.0.0.1", cfg->metrics_port, err)) < 0)
             goto fail;
     }
-    if (state_store_each_active(d->store, terminate_leftover, d) < 0) {
+    if (terminate_leftovers(d) < 0) {
         buf_printf(err, "cannot read the state store");
         rc_ = -EIO;
         goto fail;
@@ -593,6 +611,9 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
 fail:
     if (d->http)
         http_server_close(d->http);
+    struct list_node *pos, *tmp;
+    list_for_each_safe(pos, tmp, &d->backends)
+        backend_free(list_entry(pos, struct backend, node));
     if (d->km)
         key_manager_free(d->km);
     fence_release(d->fence);

@@ -98,6 +98,7 @@ struct container {
     enum container_state state;
     unsigned refs;         /* the runtime's (until gone), calls', waiters', the stats stream's */
     uint16_t port;         /* host networking: the port we reserved */
+    int pid;               /* its init process on this host (State.Pid), once started */
     uint64_t spawn_ms;     /* uv_now() when its spawn began */
     bool adopted;          /* found running at open */
     bool exit_seen;        /* died while starting: reported once the spawn is done */
@@ -816,6 +817,7 @@ static void spawn_done(struct call *k, uint16_t port)
         c->port = port;
     log_info("backend %s: started container %.12s on port %u", c->backend_id, c->container_id, port);
     k->op->res.port = port;
+    k->op->res.pid = c->pid;
     k->op->res.container_id = xstrdup(c->container_id);
     runtime_op_complete(k->op, 0, NULL);
     k->op = NULL;
@@ -844,10 +846,13 @@ static void port_inspect_done(void *arg, const struct docker_response *res)
     k->req = NULL;
     if (res->error == 0 && res->status == 200) {
         j = json_loads(res->body, 0, NULL);
+        json_t *pid = json_object_get(json_object_get(j, "State"), "Pid");
+        if (json_is_integer(pid) && json_integer_value(pid) > 0 && json_integer_value(pid) <= INT32_MAX)
+            k->c->pid = (int)json_integer_value(pid);
         json_t *ports = json_object_get(json_object_get(j, "NetworkSettings"), "Ports");
         json_t *first = json_array_get(json_object_get(ports, CONTAINER_PORT "/tcp"), 0);
         const char *hp = json_string_value(json_object_get(first, "HostPort"));
-        if (hp)
+        if (hp && !k->c->port)
             port = atoi(hp);
         json_decref(j);
     } else if (res->error < 0 || res->status != 404) {
@@ -855,6 +860,8 @@ static void port_inspect_done(void *arg, const struct docker_response *res)
                    response_error(res));
         return;
     }
+    if (!port && k->c->port)
+        port = k->c->port; /* host networking: ours, whatever the inspect said */
     if (port > 0 && port <= 65535) {
         spawn_done(k, (uint16_t)port);
     } else if (++k->tries < PORT_TRIES && res->status == 200) {
@@ -893,12 +900,9 @@ static void start_done(void *arg, const struct docker_response *res)
                    response_error(res));
         return;
     }
-    if (k->c->port) {
-        spawn_done(k, k->c->port);
-    } else {
-        k->tries = 0;
-        port_inspect(k);
-    }
+    /* One inspect for its process (the lease fence's handle) and, with a bridge, its port. */
+    k->tries = 0;
+    port_inspect(k);
 }
 
 static void remove_stale_done(void *arg, const struct docker_response *res)

@@ -83,6 +83,7 @@ void on_result(void *arg, const struct runtime_result *res)
     r->done = true;
     r->status = res->status;
     r->port = res->port;
+    r->pid = res->pid;
     r->was_running = res->was_running;
     snprintf(r->error, sizeof(r->error), "%s", res->error ? res->error : "");
     snprintf(r->container_id, sizeof(r->container_id), "%s", res->container_id ? res->container_id : "");

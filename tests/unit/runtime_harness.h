@@ -17,6 +17,7 @@ struct result {
     int status;
     char error[256];
     uint16_t port;
+    int pid;
     bool was_running;
     char container_id[64];
 };

@@ -15,6 +15,8 @@
     X(proto_rejects_bad_lines)                                                                     \
     X(proto_encode_matches_plane_shapes)                                                           \
     X(proto_round_trip)                                                                            \
+    X(store_contract_sqlite)                                                                       \
+    X(store_contract_postgres)                                                                     \
     X(fence_kills_at_the_deadline_not_when_disarmed)                                               \
     X(fence_outlives_the_drone_and_follows_moved_deadlines)                                        \
     X(mock_spawn_ready_http_and_soft_terminate)                                                    \

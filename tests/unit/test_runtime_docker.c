@@ -355,6 +355,9 @@ TEST(docker_spawn_env_labels_ready_http_soft_terminate)
     json_t *j = inspect(id);
     ASSERT_NOT_NULL(j);
     ASSERT_TRUE(strncmp(json_string_value(json_object_get(j, "Id")), r.container_id, 12) == 0);
+    /* The spawn names the container's process on this host: the lease fence's handle on it. */
+    ASSERT_EQ(r.pid, json_integer_value(json_object_get(json_object_get(j, "State"), "Pid")));
+    ASSERT_TRUE(r.pid > 0);
     json_t *labels = json_object_get(json_object_get(j, "Config"), "Labels");
     ASSERT_STR_EQ(json_string_value(json_object_get(labels, "dev.plane.backend")), "true");
     ASSERT_STR_EQ(json_string_value(json_object_get(labels, "dev.plane.backend.id")), id);

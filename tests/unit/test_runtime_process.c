@@ -88,6 +88,7 @@ TEST(process_spawn_env_ready_http_soft_terminate)
     wait_result(&h, &r, 2000);
     ASSERT_OK(r.status);
     int pid = atoi(r.container_id);
+    ASSERT_EQ(r.pid, pid);
     ASSERT_TRUE(pid > 0 && pid_alive(pid));
     ASSERT_EQ(getpgid(pid), pid); /* its own process group */
     ASSERT_OK(ready_status(&h, "b1", r.port, 5000, NULL));

@@ -1,0 +1,267 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * test_store.c - the store contract (controller/store.h), one suite run
+ * against every implementation: SQLite on a temporary file, and PostgreSQL
+ * on a fresh database of the server PLANE_TEST_PG_URL names (`make test`
+ * starts one with scripts/pg-up.sh). Each operation must mean the same on
+ * both: the controller cannot tell them apart.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "../../src/common/xalloc.h"
+#include "../../src/controller/store.h"
+#include "test.h"
+
+char *test_tmpdir(void);
+
+#define T0 1000000000000LL /* a time in ms; the store never reads a clock of its own for these */
+
+static void new_backend(struct store *s, const char *id, const char *key, int64_t drone, int64_t token, int rc_want,
+                        bool lifetime, int64_t lifetime_ms)
+{
+    char action[128];
+    snprintf(action, sizeof(action), "{\"action_id\":\"ak-%s\"}", id);
+    char *action_id = xasprintf("ak-%s", id);
+    struct new_backend nb = {.id = id, .cluster = "c.test", .drone_id = drone, .has_lifetime = lifetime,
+                             .lifetime_ms = lifetime_ms, .key_namespace = "", .key_name = key, .key_tag = "",
+                             .key_expires_at = T0 + 60000, .fencing_token = token, .action_id = action_id,
+                             .action_json = action, .now = T0};
+    ASSERT_EQ(STORE_CALL(s, backend_create, &nb), rc_want);
+    free(action_id);
+}
+
+static void collect(void *arg, const char *backend_id, int64_t drone_id)
+{
+    (void)drone_id;
+    strcat((char *)arg, backend_id);
+    strcat((char *)arg, " ");
+}
+
+static void collect_action(void *arg, const char *action_id, const char *backend_id, const char *json)
+{
+    (void)backend_id;
+    (void)json;
+    strcat((char *)arg, action_id);
+    strcat((char *)arg, " ");
+}
+
+static void count_history(void *arg, const struct backend_state *st, int64_t t)
+{
+    (void)st;
+    (void)t;
+    (*(int *)arg)++;
+}
+
+static void contract(struct store *s)
+{
+    int64_t drone, other, tok[3], offset;
+    char *name = NULL;
+    bool b;
+
+    /* Nodes and scheduling (§10.3): a drone is a candidate once it has sent a heartbeat. */
+    ASSERT_OK(STORE_CALL(s, node_connect, NODE_DRONE, "dr-a", "c.test", "127.0.0.1", "co-1", "", T0, &drone));
+    ASSERT_OK(STORE_CALL(s, node_connect, NODE_DRONE, "dr-b", "c.test", "127.0.0.2", "co-1", "", T0, &other));
+    ASSERT_NE(drone, other);
+    ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &drone, &name, &offset), -ENOENT);
+    ASSERT_OK(STORE_CALL(s, drone_heartbeat, drone, T0 + 250, T0));
+    ASSERT_OK(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset));
+    ASSERT_STR_EQ(name, "dr-a");
+    ASSERT_EQ(offset, 250);
+    free(name);
+    ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "gpu", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
+    ASSERT_EQ(STORE_CALL(s, drone_drain, "c.test", "dr-none", &b), -ENOENT);
+    ASSERT_OK(STORE_CALL(s, node_connect, NODE_DRONE, "dr-a", "c.test", "127.0.0.1", "co-1", "", T0, &other));
+    ASSERT_EQ(other, drone); /* a reconnect keeps the node */
+
+    /* Fencing tokens strictly increase. */
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(STORE_CALL(s, fencing_next, &tok[i]));
+    ASSERT_TRUE(tok[0] < tok[1] && tok[1] < tok[2]);
+
+    /* The key's uniqueness is the one-backend-per-key lock. */
+    new_backend(s, "b1", "k1", drone, tok[0], 0, false, 0);
+    new_backend(s, "b2", "k1", drone, tok[1], -EEXIST, false, 0);
+    struct key_row key;
+    ASSERT_OK(STORE_CALL(s, key_get, "", "k1", &key));
+    ASSERT_STR_EQ(key.backend_id, "b1");
+    ASSERT_EQ(key.fencing_token, tok[0]);
+    ASSERT_EQ(key.expires_at, T0 + 60000);
+    key_row_release(&key);
+    ASSERT_EQ(STORE_CALL(s, backend_get, "b2", &(struct backend_row){0}), -ENOENT); /* rolled back whole */
+    ASSERT_EQ(STORE_CALL(s, key_get, "other", "k1", &key), -ENOENT);
+
+    /* Renewal: the backend's own drone, an unexpired key. */
+    ASSERT_OK(STORE_CALL(s, key_renew, "b1", other + 1000, T0, T0 + 90000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 60000, T0 + 120000, &b));
+    ASSERT_FALSE(b); /* expired */
+    ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 1000, T0 + 61000, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k1", T0 + 60999, &b));
+    ASSERT_FALSE(b);
+
+    /* State updates are monotonic; each accepted one is history. */
+    struct backend_state ready = {.status = BACKEND_READY}, waiting = {.status = BACKEND_WAITING};
+    snprintf(ready.address, sizeof(ready.address), "127.0.0.1:9");
+    snprintf(waiting.address, sizeof(waiting.address), "127.0.0.1:9");
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b1", &ready, T0 + 10, true, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b1", &waiting, T0 + 20, true, &b));
+    ASSERT_FALSE(b);
+    struct backend_row row;
+    ASSERT_OK(STORE_CALL(s, backend_get, "b1", &row));
+    ASSERT_EQ(row.state.status, BACKEND_READY);
+    ASSERT_STR_EQ(row.drone_name, "dr-a");
+    ASSERT_EQ(row.last_status_time, T0 + 10);
+    backend_row_release(&row);
+    int n = 0;
+    ASSERT_OK(STORE_CALL(s, backend_history, "b1", count_history, &n));
+    ASSERT_EQ(n, 2); /* scheduled, ready */
+
+    /* Ended as the drone saw it: the key is released at once. */
+    struct backend_state done = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY};
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b1", &done, T0 + 30, true, &b));
+    ASSERT_TRUE(b);
+    ASSERT_EQ(STORE_CALL(s, key_get, "", "k1", &key), -ENOENT);
+
+    /* Ended as the controller believes (lost): held, unrenewable, until it expires. */
+    new_backend(s, "b3", "k3", drone, tok[2], 0, false, 0);
+    done.reason = REASON_LOST;
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b3", &done, T0 + 40, false, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, key_get, "", "k3", &key));
+    key_row_release(&key);
+    ASSERT_OK(STORE_CALL(s, key_renew, "b3", drone, T0 + 50, T0 + 90000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 59999, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 60000, &b));
+    ASSERT_TRUE(b);
+
+    /* Actions: pending in order until acked, by their drone only. */
+    char seen[256] = "";
+    ASSERT_OK(STORE_CALL(s, action_create, "ak-x", "b3", drone, "{}", T0 + 100));
+    ASSERT_OK(STORE_CALL(s, actions_pending, drone, 50, collect_action, seen));
+    ASSERT_STR_EQ(seen, "ak-b1 ak-b3 ak-x ");
+    ASSERT_OK(STORE_CALL(s, action_ack, other + 1000, "ak-b1", T0));
+    ASSERT_OK(STORE_CALL(s, action_ack, drone, "ak-b3", T0));
+    seen[0] = '\0';
+    ASSERT_OK(STORE_CALL(s, actions_pending, drone, 1, collect_action, seen));
+    ASSERT_STR_EQ(seen, "ak-b1 ");
+
+    /* Tokens and routes. */
+    new_backend(s, "b4", "k4", drone, tok[2] + 1, 0, true, 0); /* lifetime 0: swept at once */
+    ASSERT_OK(STORE_CALL(s, token_create, "tok-1", "b4", "alice", "{\"a\":1}", "sec", T0 + 3600000));
+    struct route_row route;
+    ASSERT_OK(STORE_CALL(s, route_get, "tok-1", &route));
+    ASSERT_STR_EQ(route.backend_id, "b4");
+    ASSERT_STR_EQ(route.secret_token, "sec");
+    ASSERT_STR_EQ(route.user, "alice");
+    ASSERT_STR_EQ(route.user_data, "{\"a\":1}");
+    ASSERT_EQ(route.state.status, BACKEND_SCHEDULED);
+    route_row_release(&route);
+    ASSERT_EQ(STORE_CALL(s, route_get, "tok-none", &route), -ENOENT);
+    ASSERT_OK(STORE_CALL(s, revoke, "b4", "alice"));
+    ASSERT_EQ(STORE_CALL(s, route_get, "tok-1", &route), -ENOENT);
+    ASSERT_OK(STORE_CALL(s, token_create, "tok-2", "b4", NULL, "{}", "sec", T0));
+    ASSERT_OK(STORE_CALL(s, cleanup_tokens, T0 + 1));
+    ASSERT_EQ(STORE_CALL(s, route_get, "tok-2", &route), -ENOENT);
+
+    /* Sweeping (never while scheduled), keepalives, lost drones, counts. */
+    seen[0] = '\0';
+    ASSERT_OK(STORE_CALL(s, sweep_candidates, drone, T0 + 1, collect, seen));
+    ASSERT_STR_EQ(seen, "");
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b4", &ready, T0 + 5, true, &b));
+    ASSERT_OK(STORE_CALL(s, sweep_candidates, drone, T0 + 1, collect, seen));
+    ASSERT_STR_EQ(seen, "b4 ");
+    ASSERT_OK(STORE_CALL(s, keepalive, "b4", T0 + 7, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, keepalive, "b1", T0 + 7, &b));
+    ASSERT_FALSE(b); /* terminated */
+    seen[0] = '\0';
+    ASSERT_OK(STORE_CALL(s, lost_backends, T0 - 1, collect, seen));
+    ASSERT_STR_EQ(seen, "");
+    ASSERT_OK(STORE_CALL(s, lost_backends, T0 + 1, collect, seen));
+    ASSERT_STR_EQ(seen, "b4 ");
+    json_t *counts;
+    ASSERT_OK(STORE_CALL(s, backend_counts, &counts));
+    ASSERT_EQ(json_integer_value(json_object_get(counts, "terminated")), 2);
+    ASSERT_EQ(json_integer_value(json_object_get(counts, "ready")), 1);
+    json_decref(counts);
+    json_t *state;
+    ASSERT_OK(STORE_CALL(s, cluster_state, "c.test", T0 + 2000, &state));
+    ASSERT_EQ(json_array_size(json_object_get(state, "drones")), 2);
+    json_decref(state);
+    ASSERT_OK(STORE_CALL(s, drone_drain, "c.test", "dr-a", &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, drone_drain, "c.test", "dr-a", &b));
+    ASSERT_FALSE(b);
+    ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
+    ASSERT_OK(STORE_CALL(s, ping));
+}
+
+TEST(store_contract_sqlite)
+{
+    char *dir = test_tmpdir();
+    char *path = xasprintf("%s/controller.db", dir);
+    struct buf err = BUF_INIT;
+    struct store *s;
+
+    ASSERT_OK(store_open(&s, path, &err));
+    contract(s);
+    store_close(s);
+    /* Reopened: the same data, the schema not applied twice. */
+    ASSERT_OK(store_open(&s, path, &err));
+    struct key_row key;
+    ASSERT_OK(STORE_CALL(s, key_get, "", "k4", &key));
+    key_row_release(&key);
+    store_close(s);
+    free(path);
+    free(dir);
+}
+
+/* A fresh database on the test server; its URL, or NULL (and a note) without a server. */
+static char *pg_fresh_database(void)
+{
+    const char *base = getenv("PLANE_TEST_PG_URL");
+    char sql[96], *url;
+
+    if (!base || !*base) {
+        printf("  (no PLANE_TEST_PG_URL: `make test` starts a server with scripts/pg-up.sh)\n");
+        return NULL;
+    }
+    PGconn *c = PQconnectdb(base);
+    ASSERT_TRUE(PQstatus(c) == CONNECTION_OK);
+    snprintf(sql, sizeof(sql), "CREATE DATABASE unit_%d_%ld", getpid(), (long)random());
+    PGresult *r = PQexec(c, sql);
+    ASSERT_TRUE(PQresultStatus(r) == PGRES_COMMAND_OK);
+    PQclear(r);
+    PQfinish(c);
+    const char *slash = strrchr(base, '/');
+    ASSERT_TRUE(slash && slash > base + 11);
+    url = xasprintf("%.*s/%s", (int)(slash - base), base, sql + strlen("CREATE DATABASE "));
+    return url;
+}
+
+TEST(store_contract_postgres)
+{
+    struct buf err = BUF_INIT;
+    struct store *s;
+    char *url = pg_fresh_database();
+
+    if (!url)
+        return;
+    ASSERT_OK(store_open(&s, url, &err));
+    contract(s);
+    store_close(s);
+    ASSERT_OK(store_open(&s, url, &err)); /* migrations already applied: nothing to do */
+    store_close(s);
+    free(url);
+    buf_release(&err);
+}

@@ -40,6 +40,7 @@ LOST = 10
 FAULT_EVERY = 20
 ANSWER_WITHIN = 60
 KEYS = 16
+IDLE_SECONDS = 15
 
 
 def pattern(n):
@@ -90,9 +91,14 @@ class Load:
             return self.rng.choice(self.keys[:KEYS])
 
     def connect(self, key):
+        spawn = {"executable": self.c.executable()}
+        if key.startswith("soak-new"):
+            # Keys used once are swept when idle, so the number of live backends
+            # (and with it what the drones hold) stays bounded over a long run.
+            spawn["max_idle_seconds"] = IDLE_SECONDS
         try:
             r = requests.post(self.c.ctrl_url + "/ctrl/connect", timeout=ANSWER_WITHIN,
-                              json={"key": {"name": key}, "spawn_config": {"executable": self.c.executable()}})
+                              json={"key": {"name": key}, "spawn_config": spawn})
         except requests.exceptions.Timeout as e:
             self.stats.no_answer("connect", key, repr(e))
             return None
@@ -307,7 +313,8 @@ def main():
         stuck = load.stop()
         if stuck:
             failures.append(f"{len(stuck)} client thread(s) still waiting for an answer")
-        for k in list(load.keys):
+        # The long-lived keys, and the newest of the keys used once.
+        for k in load.keys[:KEYS] + load.keys[KEYS:][-20:]:
             try:
                 c.wait_usable(k, timeout=2 * LEASE + 20)
             except AssertionError as e:

@@ -11,7 +11,7 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -MMD -MP -Wall -Wextra -Wformat=2 -Wshadow \
           -Wstrict-prototypes -Wmissing-prototypes -Wwrite-strings -Wpointer-arith
-PKGS := libuv jansson sqlite3 libpq openssl libcurl
+PKGS := libuv jansson sqlite3 libpq openssl libcurl ldns
 CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lwslay -lm
 
@@ -49,6 +49,10 @@ $(BUILD)/git_hash.h: FORCE
 $(BUILD)/src/common/version.o: $(BUILD)/git_hash.h
 $(BUILD)/src/common/version.o: CFLAGS += -I$(BUILD) -DPLANE_HAVE_GIT_HASH
 FORCE:
+
+# The dashboard's page is assembled into dashboard.o (.incbin): a change to the page rebuilds it.
+DASHBOARD_ASSETS := $(wildcard src/controller/dashboard/*)
+$(BUILD)/src/controller/dashboard.o build/fuzz/obj/src/controller/dashboard.o: $(DASHBOARD_ASSETS)
 
 $(PLANE): $(OBJ) $(MAIN_OBJ)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
@@ -149,5 +153,9 @@ clean:
 
 # Benchmarks that link the runtime directly.
 build/bench/spawn_bench: bench/spawn_bench.c $(OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/bench/runtimes_bench: bench/runtimes_bench.c $(OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Controller connect throughput and latency on loopback, with a mock drone.
-#  1. connects for existing keys: wrk, 16 connections, against /ctrl/connect,
-#     and the same wrk against /pub/health as the baseline of the HTTP layer;
+# Controller connect throughput and latency on loopback, with a mock drone, for
+# each store side by side: SQLite, PostgreSQL with one controller, PostgreSQL
+# with two controllers on one database.
+#  1. connects for existing keys: wrk (16 connections in all, split over the
+#     controllers) against /ctrl/connect, and the same against /pub/health
+#     as the baseline of the HTTP layer;
 #  2. connect->ready for new keys (status stream), sequential.
+# PostgreSQL runs a cluster of its own with fsync on and synchronous_commit
+# off, which matches SQLite's WAL with synchronous=NORMAL.
 #   bench/connect.sh [SECONDS]            (results: bench/RESULTS.md)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,30 +15,86 @@ scripts/install-deps.sh --bench >/dev/null
 make -s all >/dev/null
 secs=${1:-10}
 tmp=$(mktemp -d)
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-url=http://127.0.0.1:$port
+chmod 755 "$tmp" # the PostgreSQL server runs as its own user
+pgdir=$tmp/pg
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/pg-up.sh --stop "$pgdir" 2>/dev/null || true
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
-build/plane controller --db "$tmp/c.db" --port "$port" --default-cluster localhost:9090 2>"$tmp/c.log" & pids+=($!)
-until curl -sf "$url/pub/health" >/dev/null; do sleep 0.05; done
-PLANE_LOG=warn build/plane drone --controller-url "$url/" --cluster localhost:9090 --runtime mock --db "$tmp/d.db" \
-    2>"$tmp/d.log" & pids+=($!)
-until curl -sf "$url/ctrl/c/localhost:9090/state" | grep -q '"ready":true'; do sleep 0.1; done
-sleep 1   # first heartbeat
-for i in $(seq 0 99); do
-  curl -sf -o /dev/null -H 'content-type: application/json' \
-    -d "{\"key\":{\"name\":\"bench-$i\"},\"spawn_config\":{\"executable\":{\"image\":\"mock\"}}}" "$url/ctrl/connect"
-done
-echo "== existing keys: wrk -t2 -c16 -d${secs}s =="
-run() { wrk -t2 -c16 -d"${secs}s" --latency "$@" 2>&1; }
-base=$(run "$url/pub/health")
-ours=$(KEYS=100 run -s bench/connect_existing.lua "$url/ctrl/connect")
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rate() { echo "$1" | awk '/Requests\/sec/ {print $2}'; }
 pct() { echo "$1" | awk -v p="$2" '$1 == p {print $2}'; }
-errs() { echo "$1" | awk '/Non-2xx/ {print $NF}'; }
-printf '  %-28s %10s req/s  p50 %8s  p99 %8s\n' "GET /pub/health (baseline)" "$(rate "$base")" "$(pct "$base" 50%)" "$(pct "$base" 99%)"
-printf '  %-28s %10s req/s  p50 %8s  p99 %8s  non-2xx: %s\n' "POST /ctrl/connect" "$(rate "$ours")" "$(pct "$ours" 50%)" "$(pct "$ours" 99%)" "$(errs "$ours")"
-/usr/bin/python3 -c "print(f'  connect / health throughput ratio: {float(\"$(rate "$ours")\")/float(\"$(rate "$base")\"):.2f}  (target >= 5000 connects/s, p99 < 10 ms)')"
-echo "== new keys =="
-/usr/bin/python3 bench/connect_bench.py "$url" 200
+errs() { echo "$1" | awk '/Non-2xx/ {n = $NF} END {print n + 0}'; }
+
+# setup NAME DB N: N controllers on DB, a mock drone on the first, 100 keys.
+setup() {
+  local name=$1 db=$2 n=$3
+  urls=()
+  for i in $(seq 1 "$n"); do
+    local port; port=$(free_port)
+    build/plane controller --db "$db" --port "$port" --default-cluster localhost:9090 2>"$tmp/$name-c$i.log" &
+    pids+=($!)
+    urls+=("http://127.0.0.1:$port")
+    until curl -sf "${urls[-1]}/pub/health" >/dev/null; do sleep 0.05; done
+  done
+  PLANE_LOG=warn build/plane drone --controller-url "${urls[0]}/" --cluster localhost:9090 --runtime mock \
+      --db "$tmp/$name-d.db" 2>"$tmp/$name-d.log" & pids+=($!)
+  until curl -sf "${urls[0]}/ctrl/c/localhost:9090/state" | grep -q '"ready":true'; do sleep 0.1; done
+  sleep 1   # first heartbeat
+  for i in $(seq 0 99); do
+    curl -sf -o /dev/null -H 'content-type: application/json' \
+      -d "{\"key\":{\"name\":\"bench-$i\"},\"spawn_config\":{\"executable\":{\"image\":\"mock\"}}}" "${urls[0]}/ctrl/connect"
+  done
+}
+
+# load PATH [wrk args]: 16 connections split over the controllers; prints "req/s p50 p99 non2xx".
+load() {
+  local path=$1; shift
+  local n=${#urls[@]} outs=() i
+  for i in $(seq 0 $((n - 1))); do
+    wrk -t$((2 / n > 0 ? 2 / n : 1)) -c$((16 / n)) -d"${secs}s" --latency "$@" "${urls[$i]}$path" >"$tmp/wrk$i" 2>&1 &
+    outs+=($!)
+  done
+  wait "${outs[@]}"
+  local total=0 p50="" p99="" bad=0
+  for i in $(seq 0 $((n - 1))); do
+    local o; o=$(cat "$tmp/wrk$i")
+    total=$(/usr/bin/python3 -c "print(${total} + float('$(rate "$o")'))")
+    p50="$p50 $(pct "$o" 50%)"; p99="$p99 $(pct "$o" 99%)"
+    bad=$((bad + $(errs "$o")))
+  done
+  echo "$total|$p50|$p99|$bad"
+}
+
+declare -A connects
+report() {
+  local name=$1
+  IFS='|' read -r base_rate base_p50 base_p99 _ <<<"$(load /pub/health)"
+  IFS='|' read -r c_rate c_p50 c_p99 c_bad <<<"$(KEYS=100 load /ctrl/connect -s bench/connect_existing.lua)"
+  connects[$name]=$c_rate
+  printf '  %-22s health %9.0f req/s | connect %9.0f req/s  p50%s  p99%s  non-2xx %s\n' \
+    "$name" "$base_rate" "$c_rate" "$c_p50" "$c_p99" "$c_bad"
+  printf '  %-22s ' "$name"; /usr/bin/python3 bench/connect_bench.py "${urls[0]}" 200
+}
+
+echo "== connects for existing keys (wrk, ${secs}s, 16 connections) and new keys connect->ready =="
+setup sqlite "$tmp/c.db" 1
+report sqlite
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+
+pg=$(PG_FSYNC=on PG_SYNC_COMMIT=off scripts/pg-up.sh "$pgdir")
+psql "$pg" -qc "CREATE DATABASE bench1" -c "CREATE DATABASE bench2"
+setup postgres-1 "${pg%/*}/bench1" 1
+report postgres-1
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=()
+setup postgres-2 "${pg%/*}/bench2" 2
+report postgres-2
+/usr/bin/python3 - "${connects[sqlite]}" "${connects[postgres-1]}" "${connects[postgres-2]}" <<'PY'
+import sys
+s, p1, p2 = map(float, sys.argv[1:])
+print(f"  postgres-1 / sqlite connects: {p1 / s:.2f} (target >= 0.5)   postgres-2 / postgres-1: {p2 / p1:.2f} (target >= 1.6)")
+PY

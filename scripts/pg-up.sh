@@ -4,7 +4,10 @@
 # `--db`. Idempotent: a cluster this script started and that still runs is
 # reused.  Usage: scripts/pg-up.sh [DIR]; scripts/pg-up.sh --stop [DIR] stops
 # it. The default DIR is under /tmp, one per checkout: the server runs as the
-# postgres user, which may not be able to enter the checkout.
+# postgres user, which may not be able to enter the checkout. Tests run it
+# with fsync=off (PG_FSYNC=on and PG_SYNC_COMMIT=off for benchmarks, which
+# then match SQLite's WAL with synchronous=NORMAL: durable, commits not
+# flushed one by one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +32,7 @@ fi
 if ! as_pg "$bin/pg_ctl -D '$dir/data' status" >/dev/null 2>&1; then
     # The same port as before when restarted, so that clients find it again.
     port=$(cat "$dir/port" 2>/dev/null || python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-    as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start" >/dev/null \
+    as_pg "$bin/pg_ctl -D '$dir/data' -l '$dir/log' -w -o \"-p $port -k '$dir' -c listen_addresses=127.0.0.1 -c fsync=${PG_FSYNC:-off} -c synchronous_commit=${PG_SYNC_COMMIT:-on} -c max_connections=200\" start" >/dev/null \
         || { tail -20 "$dir/log" >&2; exit 1; }
     echo "$port" > "$dir/port"
 fi

@@ -17,16 +17,20 @@
 #include "../common/backend_state.h"
 #include "../common/buf.h"
 #include "../common/json_util.h"
+#include "../common/controller_urls.h"
 #include "../common/url.h"
 #include "../common/version.h"
 #include "../common/xalloc.h"
 #include "admin.h"
 
 struct admin {
-    char *base;   /* scheme://authority, without a trailing slash */
-    char *bearer; /* from the URL's user part, or NULL */
+    size_t n, at;  /* controllers given; the one that answered last */
+    char **base;   /* scheme://authority each, without a trailing slash */
+    char **bearer; /* from each URL's user part, or NULL */
     bool json;
 };
+
+#define BASE(a) ((a)->base[(a)->at])
 
 static void die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void die(const char *fmt, ...)
@@ -47,15 +51,13 @@ static size_t collect(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* One request; returns the HTTP status and fills body. Connection failures die. */
-static long request(const struct admin *a, const char *method, const char *path, const char *json_body,
-                    struct buf *body)
+/* One request to the current controller: CURLE_OK with the HTTP status in *status, or curl's error. */
+static CURLcode request_one(struct admin *a, const char *method, const char *path, const char *json_body,
+                            struct buf *body, long *status, char *errbuf)
 {
     CURL *curl = curl_easy_init();
     struct curl_slist *hdrs = NULL;
-    char *url = xasprintf("%s%s", a->base, path);
-    char errbuf[CURL_ERROR_SIZE] = "";
-    long status = 0;
+    char *url = xasprintf("%s%s", BASE(a), path);
 
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, method);
@@ -67,26 +69,48 @@ static long request(const struct admin *a, const char *method, const char *path,
         hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, json_body);
     }
-    if (a->bearer && strncmp(path, "/ctrl/", 6) == 0) {
-        char *h = xasprintf("Authorization: Bearer %s", a->bearer);
+    if (a->bearer[a->at] && strncmp(path, "/ctrl/", 6) == 0) {
+        char *h = xasprintf("Authorization: Bearer %s", a->bearer[a->at]);
         hdrs = curl_slist_append(hdrs, h);
         free(h);
     }
     curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
     CURLcode rc = curl_easy_perform(curl);
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, status);
     curl_slist_free_all(hdrs);
     curl_easy_cleanup(curl);
     free(url);
+    return rc;
+}
+
+/*
+ * One request; returns the HTTP status and fills body. A controller that
+ * cannot be reached is skipped for the next one given; when none answers,
+ * it dies.
+ */
+static long request(struct admin *a, const char *method, const char *path, const char *json_body, struct buf *body)
+{
+    char errbuf[CURL_ERROR_SIZE] = "";
+    long status = 0;
+    CURLcode rc = CURLE_OK;
+
+    for (size_t tried = 0; tried < a->n; tried++, a->at = (a->at + 1) % a->n) {
+        errbuf[0] = '\0';
+        buf_reset(body);
+        rc = request_one(a, method, path, json_body, body, &status, errbuf);
+        /* Only a controller never reached is skipped: a request that got through may have acted. */
+        if (rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST)
+            break;
+    }
     if (rc != CURLE_OK) {
         buf_release(body);
-        die("cannot reach the controller at %s: %s", a->base, errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        die("cannot reach the controller at %s: %s", BASE(a), errbuf[0] ? errbuf : curl_easy_strerror(rc));
     }
     return status;
 }
 
 /* The JSON answer of a successful call; an error answer dies with its message. */
-static json_t *call(const struct admin *a, const char *method, const char *path, const char *json_body)
+static json_t *call(struct admin *a, const char *method, const char *path, const char *json_body)
 {
     struct buf body = BUF_INIT;
     long status = request(a, method, path, json_body, &body);
@@ -131,7 +155,7 @@ static char *format_time(int64_t ms)
 /* ---- status streams ---- */
 
 struct follow {
-    const struct admin *a;
+    struct admin *a;
     struct buf line;
     enum backend_status until;
     bool done;
@@ -172,11 +196,11 @@ static size_t stream_chunk(char *p, size_t size, size_t n, void *arg)
     return f->done ? 0 : len; /* 0 ends the transfer */
 }
 
-static void follow_status(const struct admin *a, const char *backend, enum backend_status until)
+static void follow_status(struct admin *a, const char *backend, enum backend_status until)
 {
     struct follow f = {.a = a, .until = until};
     CURL *curl = curl_easy_init();
-    char *url = xasprintf("%s/pub/b/%s/status-stream", a->base, backend);
+    char *url = xasprintf("%s/pub/b/%s/status-stream", BASE(a), backend);
 
     curl_easy_setopt(curl, CURLOPT_URL, url);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, stream_chunk);
@@ -192,7 +216,7 @@ static void follow_status(const struct admin *a, const char *backend, enum backe
 
 /* ---- commands ---- */
 
-static int cmd_connect(const struct admin *a, int argc, char **argv)
+static int cmd_connect(struct admin *a, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"cluster", required_argument, NULL, 'c'}, {"image", required_argument, NULL, 'i'},
@@ -260,7 +284,7 @@ static int cmd_connect(const struct admin *a, int argc, char **argv)
     return 0;
 }
 
-static int cmd_terminate(const struct admin *a, int argc, char **argv)
+static int cmd_terminate(struct admin *a, int argc, char **argv)
 {
     static const struct option opts[] = {
         {"hard", no_argument, NULL, 'h'}, {"immediate", no_argument, NULL, 'i'}, {0},
@@ -289,7 +313,7 @@ static int cmd_terminate(const struct admin *a, int argc, char **argv)
     return 0;
 }
 
-static int cmd_drain(const struct admin *a, int argc, char **argv)
+static int cmd_drain(struct admin *a, int argc, char **argv)
 {
     static const struct option opts[] = {{"cluster", required_argument, NULL, 'c'},
                                          {"drone", required_argument, NULL, 'd'}, {0}};
@@ -320,7 +344,7 @@ static int cmd_drain(const struct admin *a, int argc, char **argv)
     return 0;
 }
 
-static int cmd_status(const struct admin *a)
+static int cmd_status(struct admin *a)
 {
     json_t *r = call(a, "GET", "/ctrl/status", NULL);
 
@@ -346,21 +370,23 @@ static void usage(FILE *f)
                "  status\n"
                "\n"
                "--controller defaults to $PLANE_CONTROLLER or http://127.0.0.1:8080; a bearer token may be\n"
-               "given as the URL's user part (http://TOKEN@host:8080/).\n");
+               "given as the URL's user part (http://TOKEN@host:8080/). Given more than once (or as URLs\n"
+               "separated by commas), a controller that cannot be reached is skipped for the next.\n");
 }
 
 int admin_main(int argc, char **argv)
 {
     const char *controller = getenv("PLANE_CONTROLLER") ? getenv("PLANE_CONTROLLER") : "http://127.0.0.1:8080";
+    char *controllers = NULL; /* each --controller given */
     struct admin a = {0};
     struct url u;
     int i = 1;
 
     for (; i < argc && argv[i][0] == '-'; i++) {
         if (strcmp(argv[i], "--controller") == 0 && i + 1 < argc)
-            controller = argv[++i];
+            controllers = controller_urls_append(controllers, argv[++i]);
         else if (strncmp(argv[i], "--controller=", 13) == 0)
-            controller = argv[i] + 13;
+            controllers = controller_urls_append(controllers, argv[i] + 13);
         else if (strcmp(argv[i], "--json") == 0)
             a.json = true;
         else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
@@ -372,13 +398,22 @@ int admin_main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    if (url_parse(controller, &u) < 0 || (strcmp(u.scheme, "http") && strcmp(u.scheme, "https")))
-        die("invalid controller URL '%s'", controller);
-    char *auth = url_authority(&u);
-    a.base = xasprintf("%s://%s", u.scheme, auth);
-    a.bearer = u.user ? xstrdup(u.user) : NULL;
-    free(auth);
-    url_release(&u);
+    char *list = xstrdup(controllers ? controllers : controller), *save = NULL;
+    for (char *one = strtok_r(list, ",", &save); one; one = strtok_r(NULL, ",", &save)) {
+        if (url_parse(one, &u) < 0 || (strcmp(u.scheme, "http") && strcmp(u.scheme, "https")))
+            die("invalid controller URL '%s'", one);
+        char *auth = url_authority(&u);
+        a.base = xrealloc(a.base, (a.n + 1) * sizeof(*a.base));
+        a.bearer = xrealloc(a.bearer, (a.n + 1) * sizeof(*a.bearer));
+        a.base[a.n] = xasprintf("%s://%s", u.scheme, auth);
+        a.bearer[a.n++] = u.user ? xstrdup(u.user) : NULL;
+        free(auth);
+        url_release(&u);
+    }
+    free(list);
+    free(controllers);
+    if (a.n == 0)
+        die("no controller URL given");
     curl_global_init(CURL_GLOBAL_DEFAULT);
 
     const char *cmd = argv[i];
@@ -408,6 +443,10 @@ int admin_main(int argc, char **argv)
         rc = 2;
     }
     curl_global_cleanup();
+    for (size_t k = 0; k < a.n; k++) {
+        free(a.base[k]);
+        free(a.bearer[k]);
+    }
     free(a.base);
     free(a.bearer);
     return rc;

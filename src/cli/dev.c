@@ -137,11 +137,12 @@ int dev_main(int argc, char **argv)
     } else {
         printf("plane dev: controller http://127.0.0.1:%d, proxy http://127.0.0.1:%d (cluster %s),\n"
                "  %s runtime, data in %s/\n"
+               "  dashboard: http://127.0.0.1:%d/dashboard\n"
                "  try:  curl -s -X POST -H 'content-type: application/json' http://127.0.0.1:%d/ctrl/connect \\\n"
                "          -d '{\"key\":{\"name\":\"hello\"},\"spawn_config\":{\"executable\":"
                "{\"command\":[\"sh\",\"-c\",\"exec python3 -m http.server --bind 127.0.0.1 $PORT\"]}}}'\n"
                "  then open the \"url\" it returns. Ctrl-C stops everything, backends included.\n",
-               controller_port, proxy_port, cluster, runtime, data_dir, controller_port);
+               controller_port, proxy_port, cluster, runtime, data_dir, controller_port, controller_port);
         fflush(stdout);
         run_until_signal(&loop, stop_cb, &d);
         proxy_free(d.proxy);

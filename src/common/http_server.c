@@ -29,7 +29,7 @@
 #define IDLE_TIMEOUT_MS 60000 /* keep-alive connection with nothing to do */
 #define HEAD_TIMEOUT_MS 30000 /* a request head must arrive in this time */
 #define LINGER_MS 2000 /* reading what a client still sends after our last answer */
-#define WS_MAX_QUEUED (8u << 20) /* bytes waiting for a WebSocket peer before it is dropped */
+#define MAX_QUEUED (8u << 20) /* bytes waiting for a WebSocket or stream reader before it is dropped */
 #define MAX_BUFFERED (4u << 20)
 
 enum conn_state {
@@ -74,7 +74,7 @@ struct http_conn {
     int too_big;            /* 413 or 431 when a limit was passed */
     bool message_done;
     bool in_process;        /* inside process(): do not recurse */
-    bool overflow;          /* a WebSocket peer stopped reading: closing */
+    bool overflow;          /* a WebSocket peer or stream reader stopped reading: closing */
     bool dead;              /* the socket is closed; waits for the handler */
     bool closed;            /* handles closed */
     unsigned open_handles;
@@ -459,6 +459,32 @@ void http_stream_start(struct http_request *r, int status, const char *content_t
     conn_write(c, buf_detach(&out), n, false);
 }
 
+static void overflow_close_cb(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/*
+ * A reader that stops reading (a stuck drone or proxy, a browser tab that
+ * sleeps on a stream) must not make the controller queue without end: past
+ * MAX_QUEUED the connection is closed, from the loop rather than from inside
+ * the sender's call (its owner learns through on_close or on_abort, and may
+ * free itself there). True once that is decided: len must not be sent.
+ */
+static bool conn_overflows(struct http_conn *c, size_t len, const char *who)
+{
+    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
+
+    if (c->overflow)
+        return true;
+    if (queued + len <= MAX_QUEUED)
+        return false;
+    log_warn("http: %s %s reads nothing (%zu bytes waiting); closing", who, c->peer_ip, queued);
+    c->overflow = true;
+    uv_timer_start(&c->timer, overflow_close_cb, 0, 0);
+    return true;
+}
+
 int http_stream_write(struct http_request *r, const char *data, size_t len)
 {
     struct http_conn *c = r->conn;
@@ -468,6 +494,8 @@ int http_stream_write(struct http_request *r, const char *data, size_t len)
         return -EPIPE;
     if (len == 0)
         return 0;
+    if (conn_overflows(c, len, "stream reader"))
+        return -EPIPE;
     buf_printf(&out, "%zx\r\n", len);
     buf_append(&out, data, len);
     buf_append_str(&out, "\r\n");
@@ -477,30 +505,12 @@ int http_stream_write(struct http_request *r, const char *data, size_t len)
 
 /* ---- websocket ---- */
 
-static void overflow_close_cb(uv_timer_t *t)
-{
-    conn_close(t->data);
-}
-
-/*
- * A WebSocket peer that stops reading (a stuck drone or proxy) must not make
- * the controller queue without end: past WS_MAX_QUEUED the connection is
- * closed, from the loop rather than from inside the sender's call (its
- * owner learns through on_close, and may free itself there).
- */
 static int ws_write(void *transport, const char *data, size_t len)
 {
     struct http_conn *c = transport;
-    size_t queued = uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp);
 
-    if (c->overflow)
+    if (conn_overflows(c, len, "WebSocket peer"))
         return -EPIPE;
-    if (queued + len > WS_MAX_QUEUED) {
-        log_warn("http: WebSocket peer %s reads nothing (%zu bytes waiting); closing", c->peer_ip, queued);
-        c->overflow = true;
-        uv_timer_start(&c->timer, overflow_close_cb, 0, 0);
-        return -EPIPE;
-    }
     return conn_write(c, xstrndup(data, len), len, false);
 }
 

@@ -2,8 +2,8 @@
 /*
  * api.c - the controller's HTTP routes (spec §5.1): status and health,
  * cluster state, drain, terminate, revoke, backend status and the
- * server-sent status stream, CORS on /pub, and dispatch to connect and the
- * WebSocket endpoints. Errors carry the ApiError JSON of §4.8.
+ * server-sent status stream, CORS on /pub, and dispatch to connect, the
+ * WebSocket endpoints and the dashboard. Errors carry the ApiError JSON of §4.8.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -18,6 +18,7 @@
 #include "../common/wire.h"
 #include "../common/xalloc.h"
 #include "controller.h"
+#include "dashboard.h"
 #include "forward_auth.h"
 
 #define SSE_KEEPALIVE_MS 15000
@@ -127,6 +128,8 @@ static void drain_route(struct controller *c, struct http_request *req, const ch
         api_store_error(req, rc, "Database error");
     else
         http_respond_json(req, 200, json_pack("{s:b}", "updated", updated), NULL);
+    if (rc == 0 && updated)
+        dashboard_drones_changed(c);
 }
 
 static void terminate_route(struct controller *c, struct http_request *req, const char *backend_id, bool hard)
@@ -224,6 +227,7 @@ struct stream {
     bool history_done;
     bool ended;      /* stream_end has run */
     json_t *pending; /* live events that arrived while reading the history */
+    char *backend_id; /* owned */
 };
 
 static void stream_closed(uv_handle_t *h)
@@ -231,6 +235,7 @@ static void stream_closed(uv_handle_t *h)
     struct stream *s = h->data;
 
     json_decref(s->pending);
+    free(s->backend_id);
     free(s);
 }
 
@@ -311,6 +316,7 @@ static void status_stream_route(struct controller *c, struct http_request *req, 
 
     s->c = c;
     s->req = req;
+    s->backend_id = xstrdup(backend_id);
     s->pending = json_array();
     if (last) {
         char *trimmed = xstrdup(last);
@@ -340,12 +346,26 @@ static void status_stream_route(struct controller *c, struct http_request *req, 
     json_array_clear(s->pending);
 }
 
+void api_streams_resync(struct controller *c)
+{
+    struct list_node *pos, *tmp;
+
+    /* Entries already sent are skipped: the history only fills what was missed. */
+    list_for_each_safe(pos, tmp, &c->streams) {
+        struct stream *s = list_entry(pos, struct stream, node);
+        if (s->history_done)
+            STORE_CALL(c->store, backend_history, s->backend_id, stream_history, s);
+    }
+    dashboard_resync(c);
+}
+
 void api_streams_close(struct controller *c)
 {
     struct list_node *pos, *tmp;
 
     list_for_each_safe(pos, tmp, &c->streams)
         stream_end(list_entry(pos, struct stream, node));
+    dashboard_close(c);
 }
 
 static void metrics_route(struct controller *c, struct http_request *req)
@@ -418,30 +438,41 @@ static void auth_done(void *arg, enum forward_auth_verdict v)
         http_respond(req, 502, NULL, "Error forwarding auth.", 22, NULL);
 }
 
-/* Whether dispatch() would take req for a /ctrl route: decided on the same
- * decoded segments, so no spelling of the path ("//ctrl", "/%63trl") can
- * reach a /ctrl route around forward auth. */
-static bool is_ctrl(const struct http_request *req)
+/*
+ * Whether forward auth guards req, decided on the same decoded segments as
+ * dispatch(), so no spelling of the path ("//ctrl", "/%63trl") can reach a
+ * guarded route around it: /ctrl routes (*ask stays NULL: the check strips
+ * "/ctrl" itself), and the dashboard's (*ask: the canonical path to ask
+ * about, "/dashboard/...", owned by the caller).
+ */
+static bool is_guarded(const struct http_request *req, char **ask)
 {
     char *path = xstrdup(req->path);
-    char *seg[1];
-    bool ctrl = split(path, seg, 1) >= 1 && strcmp(seg[0], "ctrl") == 0;
+    char *seg[8];
+    int n = split(path, seg, 7);
+    bool guarded = n >= 1 && (strcmp(seg[0], "ctrl") == 0 || strcmp(seg[0], "dashboard") == 0);
 
+    *ask = NULL;
+    if (guarded && strcmp(seg[0], "dashboard") == 0)
+        *ask = dashboard_auth_path(seg, n < 7 ? n : 7);
     free(path);
-    return ctrl;
+    return guarded;
 }
 
 void api_handle(void *arg, struct http_request *req)
 {
     struct controller *c = arg;
+    char *ask = NULL;
 
-    if (c->forward_auth && is_ctrl(req)) {
+    if (c->forward_auth && is_guarded(req, &ask)) {
         struct auth_wait *aw = xcalloc(1, sizeof(*aw));
         aw->c = c;
         aw->req = req;
         req->on_abort = auth_abort;
         req->abort_arg = aw;
-        aw->check = forward_auth_start(c->forward_auth, req, auth_done, aw);
+        aw->check = ask ? forward_auth_start_as(c->forward_auth, req, req->method, ask, auth_done, aw)
+                        : forward_auth_start(c->forward_auth, req, auth_done, aw);
+        free(ask);
         return;
     }
     dispatch(c, req);
@@ -478,7 +509,9 @@ static void dispatch(struct controller *c, struct http_request *req)
         cluster_state_route(c, req, seg[2]);
     } else if (n == 4 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "c") == 0 &&
                (strcmp(seg[3], "drone-socket") == 0 || strcmp(seg[3], "proxy-socket") == 0) && get) {
-        sockets_accept(c, req, seg[2], strcmp(seg[3], "drone-socket") == 0);
+        sockets_accept(c, req, seg[2], strcmp(seg[3], "drone-socket") == 0 ? NODE_DRONE : NODE_PROXY);
+    } else if (n == 2 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "dns-socket") == 0 && get) {
+        sockets_accept(c, req, NULL, NODE_DNS);
     } else if (n == 6 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "c") == 0 && strcmp(seg[3], "d") == 0 &&
                strcmp(seg[5], "drain") == 0 && post) {
         drain_route(c, req, seg[2], seg[4]);
@@ -488,6 +521,8 @@ static void dispatch(struct controller *c, struct http_request *req)
     } else if (n == 4 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "b") == 0 &&
                (strcmp(seg[3], "soft-terminate") == 0 || strcmp(seg[3], "hard-terminate") == 0) && post) {
         terminate_route(c, req, seg[2], strcmp(seg[3], "hard-terminate") == 0);
+    } else if (n >= 1 && strcmp(seg[0], "dashboard") == 0) {
+        dashboard_route(c, req, seg + 1, n - 1);
     } else {
         not_found(req);
     }

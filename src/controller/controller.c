@@ -95,6 +95,13 @@ int controller_update_state(struct controller *c, const char *backend_id, const 
     return rc;
 }
 
+/* After the bus (re)connects: what other controllers announced meanwhile is in the store. */
+static void resync(void *arg)
+{
+    api_streams_resync(arg);
+    sockets_resync(arg);
+}
+
 /* ---- lost drones ---- */
 
 static void mark_lost(void *arg, const char *backend_id, int64_t drone_id)
@@ -198,6 +205,8 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     sync_clock(c);
     c->started_at = controller_now();
     c->events = events_new();
+    if (c->store->ops == &store_pg_ops)
+        c->bus = pg_bus_start(loop, cfg->db, c->id, c->events, resync, c);
     c->metrics = metrics_new();
     c->connects_spawned = metrics_counter(c->metrics, "plane_connects_total", "result=\"spawned\"",
                                           "Connect requests by outcome.");
@@ -248,6 +257,8 @@ void controller_stop(struct controller *c)
     c->stopping = true;
     api_streams_close(c);
     sockets_close_all(c);
+    pg_bus_stop(c->bus);
+    c->bus = NULL;
     http_server_close(c->http);
     uv_close((uv_handle_t *)&c->tick_timer, timer_closed);
     uv_close((uv_handle_t *)&c->cleanup_timer, timer_closed);

@@ -18,6 +18,7 @@
 #include "../common/http_server.h"
 #include "../common/list.h"
 #include "../common/metrics.h"
+#include "bus_pg.h"
 #include "events.h"
 #include "store.h"
 
@@ -57,8 +58,10 @@ struct controller {
     int64_t key_lease_ms;
     int64_t started_at;   /* epoch ms: drone silence counts from here at the earliest */
     struct forward_auth *forward_auth; /* NULL without --forward-auth */
+    struct pg_bus *bus;        /* the other controllers' events (PostgreSQL), or NULL */
     struct list_node sessions; /* drone and proxy sockets */
     struct list_node streams;  /* open status streams */
+    struct dashboard *dashboard; /* the dashboard's streams (dashboard.c); NULL until a page is opened */
     struct metrics *metrics;
     struct metric_counter *connects_spawned, *connects_existing, *connects_failed;
     struct metric_histogram *spawn_ready;  /* scheduled -> ready */
@@ -80,6 +83,7 @@ void api_error(struct http_request *req, int status, const char *kind, const cha
 /* A store failure rc: 503 DatabaseError when the database cannot be reached, else 500 with message. */
 void api_store_error(struct http_request *req, int rc, const char *message);
 void api_streams_close(struct controller *c);
+void api_streams_resync(struct controller *c);
 /* The request's JSON body; NULL after answering 415 or 400 (§5). */
 json_t *api_json_body(struct http_request *req);
 /* 422: the body has the wrong shape. */
@@ -100,6 +104,7 @@ struct connect_req {
     const json_t *executable;
     int64_t lifetime_s, idle_s; /* CONNECT_UNSET: none; any other value counts, <= 0 included (as Plane) */
     bool static_token;
+    bool idle_freeze;     /* spawn_config.idle "freeze" (our extension): frozen, not swept, when idle */
     const char *user;     /* or NULL */
     char *auth;           /* owned: the auth object as JSON with sorted keys */
 };
@@ -107,11 +112,20 @@ struct connect_req {
 bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *why);
 void connect_request_release(struct connect_req *r);
 
-/* sockets.c: the drone and proxy WebSocket endpoints */
-void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
+/* sockets.c: the drone, proxy and DNS server WebSocket endpoints; cluster is NULL for NODE_DNS */
+void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, enum node_kind kind);
 void sockets_close_all(struct controller *c);
+/* Catches up from the store with what the other controllers' lost notifications said. */
+void sockets_resync(struct controller *c);
 /* Whether a node of controller->sessions is a registered drone (else a proxy or not yet registered). */
 bool sockets_is_drone(const struct list_node *session_node);
+
+/*
+ * Thaws the backend if it is frozen (freeze on idle): a request or a connect
+ * wants it. With only_if_used, only when it was kept alive within its idle
+ * limit (a freeze that crossed a request). In sockets.c, beside the sweep.
+ */
+void controller_thaw_if_frozen(struct controller *c, const char *backend_id, bool only_if_used);
 
 /* controller.c: shared operations */
 /* Queues action (a BackendAction, stolen) for the backend's drone: stored, then delivered. 0 or -errno. */

@@ -25,6 +25,8 @@ struct event_sub {
 struct events {
     struct list_node subs;
     int depth; /* nested publishes in progress */
+    event_fn *forward;
+    void *forward_arg;
 };
 
 struct events *events_new(void)
@@ -76,7 +78,20 @@ void events_unsubscribe(struct event_sub *s)
         sub_free(s);
 }
 
+void events_set_forwarder(struct events *e, event_fn *fn, void *arg)
+{
+    e->forward = fn;
+    e->forward_arg = arg;
+}
+
 void events_publish(struct events *e, enum event_kind kind, const char *key, const json_t *payload)
+{
+    events_deliver(e, kind, key, payload);
+    if (e->forward)
+        e->forward(e->forward_arg, kind, key, payload);
+}
+
+void events_deliver(struct events *e, enum event_kind kind, const char *key, const json_t *payload)
 {
     struct list_node *pos, *tmp;
 

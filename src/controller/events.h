@@ -22,6 +22,11 @@ void events_free(struct events *e);
 /* key NULL: every event of the kind. */
 struct event_sub *events_subscribe(struct events *e, enum event_kind kind, const char *key, event_fn *fn, void *arg);
 void events_unsubscribe(struct event_sub *sub);
+/* Delivers to this process's subscribers, then hands the event to the forwarder, if any. */
 void events_publish(struct events *e, enum event_kind kind, const char *key, const json_t *payload);
+/* Delivers to this process's subscribers only (an event that came from another process). */
+void events_deliver(struct events *e, enum event_kind kind, const char *key, const json_t *payload);
+/* fn sees every event published here (bus_pg.c sends them to the other controllers); NULL: none. */
+void events_set_forwarder(struct events *e, event_fn *fn, void *arg);
 
 #endif

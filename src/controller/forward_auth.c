@@ -296,16 +296,12 @@ static bool skipped_header(const char *name)
     return false;
 }
 
-static void build_request(struct forward_auth *fa, const struct http_request *req, struct buf *out)
+static void build_request(struct forward_auth *fa, const struct http_request *req, const char *method,
+                          const char *original_path, struct buf *out)
 {
-    const char *path = req->path;
     bool has_host = false;
 
-    /* Without the first segment ("/ctrl", however it was spelled). */
-    while (*path == '/')
-        path++;
-    path += strcspn(path, "/");
-    buf_printf(out, "%s %s HTTP/1.1\r\n", req->method, fa->target);
+    buf_printf(out, "%s %s HTTP/1.1\r\n", method, fa->target);
     for (size_t i = 0; i < req->nheaders; i++) {
         const struct http_header *h = &req->headers[i];
         if (skipped_header(h->name))
@@ -316,14 +312,27 @@ static void build_request(struct forward_auth *fa, const struct http_request *re
     }
     if (!has_host)
         buf_printf(out, "host: %s\r\n", fa->authority);
-    buf_printf(out, "x-original-path: %s\r\n", *path ? path : "/");
-    if (strcmp(req->method, "GET") != 0 && strcmp(req->method, "HEAD") != 0)
+    buf_printf(out, "x-original-path: %s\r\n", *original_path ? original_path : "/");
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
         buf_append_str(out, "content-length: 0\r\n");
     buf_append_str(out, "connection: close\r\n\r\n");
 }
 
 struct forward_auth_check *forward_auth_start(struct forward_auth *fa, const struct http_request *req,
                                               forward_auth_cb *cb, void *arg)
+{
+    const char *path = req->path;
+
+    /* Without the first segment ("/ctrl", however it was spelled). */
+    while (*path == '/')
+        path++;
+    path += strcspn(path, "/");
+    return forward_auth_start_as(fa, req, req->method, path, cb, arg);
+}
+
+struct forward_auth_check *forward_auth_start_as(struct forward_auth *fa, const struct http_request *req,
+                                                 const char *method, const char *original_path,
+                                                 forward_auth_cb *cb, void *arg)
 {
     struct forward_auth_check *chk = xcalloc(1, sizeof(*chk));
     struct sockaddr_storage sa;
@@ -335,7 +344,7 @@ struct forward_auth_check *forward_auth_start(struct forward_auth *fa, const str
     chk->arg = arg;
     buf_init(&chk->request, 0);
     forward_auth_answer_init(&chk->answer);
-    build_request(fa, req, &chk->request);
+    build_request(fa, req, method, original_path, &chk->request);
     uv_timer_init(fa->loop, &chk->timer);
     chk->timer.data = chk;
     chk->handles = 1;

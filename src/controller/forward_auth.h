@@ -44,6 +44,14 @@ void forward_auth_free(struct forward_auth *fa);
 /* Starts a check of req; cb runs once, later, unless the check is cancelled. */
 struct forward_auth_check *forward_auth_start(struct forward_auth *fa, const struct http_request *req,
                                               forward_auth_cb *cb, void *arg);
+/*
+ * The same check for a question other than req itself: req's headers, with
+ * method and x-original-path given (the dashboard asks about its own paths,
+ * and whether a viewer may POST).
+ */
+struct forward_auth_check *forward_auth_start_as(struct forward_auth *fa, const struct http_request *req,
+                                                 const char *method, const char *original_path,
+                                                 forward_auth_cb *cb, void *arg);
 /* cb will not run; the check's resources go away in the background. */
 void forward_auth_cancel(struct forward_auth_check *chk);
 

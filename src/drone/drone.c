@@ -19,6 +19,7 @@
 
 #include "../common/backend_state.h"
 #include "../common/clock.h"
+#include "../common/controller_urls.h"
 #include "../common/json_util.h"
 #include "../common/http_server.h"
 #include "../common/log.h"
@@ -43,14 +44,14 @@
 struct drone {
     uv_loop_t *loop;
     char *name, *cluster, *pool, *ip;
-    char *socket_url;   /* ws://host:port/ctrl/c/<cluster>/drone-socket?pool=... */
-    char *bearer;       /* or NULL */
+    struct controller_urls urls; /* ws://host:port/ctrl/c/<cluster>/drone-socket?pool=..., one per controller */
     struct runtime *rt;
     struct state_store *store;
     struct key_manager *km;
     struct fence *fence; /* NULL if its keeper could not start */
     struct backend_env env;
     struct list_node backends;
+    struct list_node orphan_stops; /* of struct orphan_stop */
     struct ws_client *ws;
     bool connected;     /* handshake done */
     uint64_t connected_at;
@@ -169,14 +170,20 @@ static struct backend *find_backend(struct drone *d, const char *id)
  * terminate had its chance, well before the key expires at the controller
  * (as long after the hard deadline as the hard deadline is after the soft).
  */
-static void fence_backend(struct drone *d, const struct backend *b)
+static void fence_backend(struct drone *d, struct backend *b)
 {
     int64_t soft, hard;
 
     if (b->pid <= 0 || !key_manager_deadlines(d->km, b->id, &soft, &hard))
         return;
     int64_t slack = (hard - soft) / 4;
-    fence_arm(d->fence, b->id, b->pid, hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack));
+    int64_t deadline = hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack);
+    if (b->fenced) {
+        fence_move(d->fence, b->id, deadline);
+    } else {
+        fence_arm(d->fence, b->id, b->pid, deadline);
+        b->fenced = true;
+    }
 }
 
 static void on_state(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st, int64_t ts)
@@ -189,7 +196,7 @@ static void on_state(void *arg, struct backend *b, int64_t event_id, const struc
         fence_backend(d, b); /* spawned: its process is known */
     if (st->status == BACKEND_TERMINATED) {
         /* Renewals stop with the backend (§7.4), and so does our bookkeeping. */
-        if (b->pid > 0)
+        if (b->fenced)
             fence_disarm(d->fence, b->id);
         key_manager_unregister(d->km, b->id);
         backend_free(b);
@@ -296,12 +303,60 @@ static void do_spawn(struct drone *d, const char *action_id, const char *backend
     ak.soft_terminate_at = dl.soft_terminate_at;
     ak.hard_terminate_at = dl.hard_terminate_at;
     ak.token = json_integer_value(json_object_get(key, "token"));
+    if (dl.hard_terminate_at <= clock_epoch_ms()) {
+        /* Delivered after its lease's end (a long partition, a stalled drone): the key may be
+         * another backend's by now. Never started; reported as ended by its key. */
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED,
+                                   .termination = TERMINATION_HARD, .reason = REASON_KEYEXPIRED};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, backend_id, &st, ts);
+        log_warn("backend %s: its key's lease ended before the spawn arrived; not started", backend_id);
+        if (id > 0)
+            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
+    }
     key_manager_register(d->km, backend_id, &dl);
     b = backend_new(&d->env, backend_id, json_object_get(spawn, "executable"), &ak,
                     json_is_string(tok) ? json_string_value(tok) : NULL);
     list_insert_tail(&d->backends, &b->node);
     ack_action(d, action_id);
     backend_start(b);
+}
+
+/* A hard terminate of a backend the drone does not know, waiting for the runtime. */
+struct orphan_stop {
+    struct list_node node; /* in drone->orphan_stops */
+    struct drone *d;
+    char *backend_id, *action_id;
+    struct runtime_op *op;
+};
+
+static void orphan_stop_free(struct orphan_stop *o)
+{
+    list_remove(&o->node);
+    free(o->backend_id);
+    free(o->action_id);
+    free(o);
+}
+
+static void orphan_stopped(void *arg, const struct runtime_result *res)
+{
+    struct orphan_stop *o = arg;
+    struct drone *d = o->d;
+
+    if (res->status < 0) {
+        log_warn("backend %s: cannot make sure it is stopped: %s (the controller will ask again)", o->backend_id,
+                 res->error);
+    } else {
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, o->backend_id, &st, ts);
+        if (id > 0)
+            send_event(d, id, o->backend_id, &st, ts);
+        ack_action(d, o->action_id);
+    }
+    orphan_stop_free(o);
 }
 
 static void do_terminate(struct drone *d, const char *action_id, const char *backend_id, const json_t *t)
@@ -318,20 +373,31 @@ static void do_terminate(struct drone *d, const char *action_id, const char *bac
     }
     if (b) {
         backend_terminate(b, strcmp(kind, "hard") == 0 ? TERMINATION_HARD : TERMINATION_SOFT, r);
-    } else {
-        /* Not ours (any more): make sure nothing runs and say it is lost (§7.4). */
-        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
-        runtime_terminate(d->rt, backend_id, true, NULL, NULL);
-        struct backend_state cur;
-        if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
-            ack_action(d, action_id); /* already reported as terminated */
-            return;
-        }
-        int64_t ts = clock_epoch_ms();
-        int64_t id = state_store_record(d->store, backend_id, &st, ts);
-        if (id > 0)
-            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
     }
+    struct backend_state cur;
+    if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
+        ack_action(d, action_id); /* already reported as terminated */
+        return;
+    }
+    /* Not ours (any more): make sure nothing runs, then say it is lost (§7.4). Only once the
+     * runtime has answered: that frees its key. A failure is not acked, so it comes again. */
+    struct orphan_stop *o = xcalloc(1, sizeof(*o));
+    o->d = d;
+    o->backend_id = xstrdup(backend_id);
+    o->action_id = xstrdup(action_id);
+    list_insert_tail(&d->orphan_stops, &o->node);
+    o->op = runtime_terminate(d->rt, backend_id, true, orphan_stopped, o);
+}
+
+/* Freeze on idle (our extension): a backend that is not here has nothing to freeze or thaw. */
+static void do_freeze(struct drone *d, const char *action_id, const char *backend_id, bool frozen)
+{
+    struct backend *b = find_backend(d, backend_id);
+
+    if (b)
+        backend_freeze(b, frozen);
     ack_action(d, action_id);
 }
 
@@ -353,6 +419,8 @@ static void handle_message(struct drone *d, const json_t *msg)
             do_spawn(d, action_id, backend_id, ap);
         else if (strcmp(kind, "Terminate") == 0)
             do_terminate(d, action_id, backend_id, ap);
+        else if (strcmp(kind, "Freeze") == 0 || strcmp(kind, "Thaw") == 0)
+            do_freeze(d, action_id, backend_id, strcmp(kind, "Freeze") == 0);
         else
             log_warn("drone: dropped an action of unknown kind '%s'", kind);
     } else if (strcmp(tag, "AckEvent") == 0) {
@@ -412,6 +480,7 @@ static void lost(struct drone *d, const char *reason)
         log_info("drone %s: cannot reach the controller: %s", d->name, reason);
     if (d->connected && uv_now(d->loop) - d->connected_at >= STABLE_CONNECTION_MS)
         d->backoff_ms = BACKOFF_FIRST_MS;
+    bool was_connected = d->connected;
     d->connected = false;
     key_manager_set_connected(d->km, false);
     uv_timer_stop(&d->heartbeat);
@@ -419,7 +488,9 @@ static void lost(struct drone *d, const char *reason)
     d->ws = NULL;
     if (d->stopping)
         return;
-    uv_timer_start(&d->reconnect, reconnect_cb, d->backoff_ms, 0);
+    /* Another controller, if there are several: at once after a working connection ended. */
+    controller_urls_next(&d->urls);
+    uv_timer_start(&d->reconnect, reconnect_cb, was_connected && d->urls.n > 1 ? 0 : d->backoff_ms, 0);
     d->backoff_ms = d->backoff_ms * 11 / 10 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : d->backoff_ms * 11 / 10;
 }
 
@@ -466,7 +537,8 @@ static void connect_now(struct drone *d)
 
     if (d->ws || d->stopping)
         return;
-    d->ws = ws_client_connect(d->loop, d->socket_url, d->bearer, &ws_handler, d, &err);
+    d->ws = ws_client_connect(d->loop, CONTROLLER_URL_SOCKET(&d->urls), CONTROLLER_URL_BEARER(&d->urls), &ws_handler, d,
+                              &err);
     if (!d->ws) {
         log_error("drone: %s", buf_cstr(&err));
         uv_timer_start(&d->reconnect, reconnect_cb, BACKOFF_MAX_MS, 0);
@@ -481,8 +553,7 @@ static void drone_free(struct drone *d)
 {
     metrics_free(d->metrics);
     state_store_close(d->store);
-    free(d->socket_url);
-    free(d->bearer);
+    controller_urls_release(&d->urls);
     free(d->name);
     free(d->cluster);
     free(d->pool);
@@ -522,30 +593,16 @@ static int terminate_leftovers(struct drone *d)
     return 0;
 }
 
-static int build_socket_url(struct drone *d, const char *controller_url, struct buf *err)
+static int build_socket_urls(struct drone *d, const char *controller_url, struct buf *err)
 {
-    struct url u;
-    char *authority, *cluster, *pool;
-    if (url_parse(controller_url, &u) < 0) {
-        buf_printf(err, "invalid --controller-url '%s'", controller_url);
-        return -EINVAL;
-    }
-    if (strcmp(u.scheme, "https") == 0 || strcmp(u.scheme, "wss") == 0) {
-        buf_printf(err, "TLS to the controller is not supported yet ('%s')", controller_url);
-        url_release(&u);
-        return -EPROTONOSUPPORT;
-    }
-    authority = url_authority(&u);
-    cluster = xstrdup(d->cluster); /* a cluster name is a host[:port]: safe in a path as it is */
-    pool = url_encode(d->pool);
-    d->socket_url = xasprintf("ws://%s/ctrl/c/%s/drone-socket%s%s", authority, cluster, *d->pool ? "?pool=" : "",
-                              *d->pool ? pool : "");
-    d->bearer = u.user ? xstrdup(u.user) : NULL;
-    free(authority);
-    free(cluster);
+    char *pool = url_encode(d->pool);
+    /* a cluster name is a host[:port]: safe in a path as it is */
+    char *path = xasprintf("/ctrl/c/%s/drone-socket%s%s", d->cluster, *d->pool ? "?pool=" : "", *d->pool ? pool : "");
+    int rc = controller_urls_parse(&d->urls, controller_url, path, err);
+
+    free(path);
     free(pool);
-    url_release(&u);
-    return 0;
+    return rc;
 }
 
 int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *cfg, struct buf *err)
@@ -563,7 +620,8 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     d->ip = xstrdup(cfg->ip ? cfg->ip : "127.0.0.1");
     d->backoff_ms = BACKOFF_FIRST_MS;
     list_init(&d->backends);
-    if ((rc_ = build_socket_url(d, cfg->controller_url, err)) < 0)
+    list_init(&d->orphan_stops);
+    if ((rc_ = build_socket_urls(d, cfg->controller_url, err)) < 0)
         goto fail;
     if ((rc_ = state_store_open(&d->store, cfg->db_path, err)) < 0)
         goto fail;
@@ -616,7 +674,7 @@ fail:
         backend_free(list_entry(pos, struct backend, node));
     if (d->km)
         key_manager_free(d->km);
-    fence_release(d->fence);
+    fence_detach(d->fence);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
     drone_free(d);
@@ -652,9 +710,14 @@ void drone_stop(struct drone *d)
     d->connected = false;
     list_for_each_safe(pos, tmp, &d->backends)
         backend_free(list_entry(pos, struct backend, node));
+    list_for_each_safe(pos, tmp, &d->orphan_stops) {
+        struct orphan_stop *o = list_entry(pos, struct orphan_stop, node);
+        runtime_op_cancel(o->op);
+        orphan_stop_free(o);
+    }
     key_manager_free(d->km);
     d->km = NULL;
-    fence_release(d->fence);
+    fence_detach(d->fence);
     d->fence = NULL;
     runtime_close(d->rt, NULL, NULL);
     uv_close((uv_handle_t *)&d->heartbeat, handle_closed);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../common/controller_urls.h"
 #include "../common/log.h"
 #include "../common/names.h"
 #include "../common/run_loop.h"
@@ -21,7 +22,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: plane drone --controller-url URL --cluster NAME [options]\n"
                "\n"
-               "  --controller-url URL    the controller (http://[TOKEN@]host:port/)\n"
+               "  --controller-url URL    the controller (http://[TOKEN@]host:port/); more than once: several,\n"
+               "                          tried in turn\n"
                "  --cluster NAME          the cluster this drone serves\n"
                "  --name NAME             dr-...; random by default\n"
                "  --ip ADDR               address proxies reach backends at (default 127.0.0.1)\n"
@@ -58,6 +60,7 @@ int drone_main(int argc, char **argv)
     struct option *longopts = runtime_flags_options(own);
     struct drone_config cfg = {.pool = "", .ip = "127.0.0.1"};
     const char *runtime = NULL;
+    char *urls = NULL; /* --controller-url, each given */
     struct drone *drone = NULL;
     struct buf err = BUF_INIT;
     uv_loop_t loop;
@@ -72,7 +75,7 @@ int drone_main(int argc, char **argv)
         if (r > 0)
             continue;
         switch (opt) {
-        case 'u': cfg.controller_url = optarg; break;
+        case 'u': urls = controller_urls_append(urls, optarg); cfg.controller_url = urls; break;
         case 'c': cfg.cluster = optarg; break;
         case 'n': cfg.name = optarg; break;
         case 'i': cfg.ip = optarg; break;
@@ -131,5 +134,6 @@ int drone_main(int argc, char **argv)
     buf_release(&err);
 out:
     free(longopts);
+    free(urls);
     return rc;
 }

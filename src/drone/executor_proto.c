@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/json_util.h"
 #include "../common/log.h"
@@ -29,6 +30,7 @@ static const struct {
     {EXEC_METRICS, "MetricsMessage"},
     {EXEC_TERMINATE_EVENT, "TerminateEvent"},
     {EXEC_HELLO, "ExecutorHello"},
+    {EXEC_PROCESS, "BackendProcess"},
 };
 
 const char *exec_kind_name(enum exec_kind kind)
@@ -250,6 +252,15 @@ static int parse_payload(struct exec_msg *m, const json_t *v, struct buf *err)
             if (!plain_string(json_array_get(m->backends, i)))
                 return fail(err, name, "backends must be strings");
         return 0;
+    case EXEC_PROCESS: {
+        const json_t *pid = json_object_get(v, "pid");
+        if (!(m->backend_id = plain_string(json_object_get(v, "backend_id"))) || !json_is_integer(pid) ||
+            json_integer_value(pid) <= 1 || json_integer_value(pid) > INT32_MAX ||
+            !(m->pid_ns = plain_string(json_object_get(v, "pid_ns"))))
+            return fail(err, name, "needs backend_id, a pid above 1 and pid_ns");
+        m->pid = (int)json_integer_value(pid);
+        return 0;
+    }
     case EXEC_UNKNOWN:
         break;
     }
@@ -435,4 +446,21 @@ char *exec_encode_hello(const char *const *backend_ids, size_t n)
     for (size_t i = 0; i < n; i++)
         json_array_append_new(arr, json_string(backend_ids[i]));
     return envelope(NULL, EXEC_HELLO, json_pack("{s:o}", "backends", arr));
+}
+
+char *exec_encode_process(const char *backend_id, int pid, const char *pid_ns)
+{
+    return envelope(NULL, EXEC_PROCESS, json_pack("{s:o, s:i, s:o}", "backend_id", json_string_safe(backend_id), "pid",
+                                                  pid, "pid_ns", json_string_safe(pid_ns)));
+}
+
+const char *exec_pid_namespace(void)
+{
+    static char ns[64];
+
+    if (!ns[0]) {
+        ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof(ns) - 1);
+        ns[n > 0 ? n : 0] = '\0';
+    }
+    return ns;
 }

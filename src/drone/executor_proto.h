@@ -41,6 +41,7 @@ enum exec_kind {
     EXEC_METRICS,
     EXEC_TERMINATE_EVENT,
     EXEC_HELLO,
+    EXEC_PROCESS,
 };
 
 /* A parsed line. Pointers borrow from root, which the message owns. */
@@ -66,6 +67,8 @@ struct exec_msg {
     struct backend_metrics metrics;
     int exit_code;             /* RUNTIME_EXIT_UNKNOWN for null */
     const json_t *backends;    /* hello: array of strings */
+    int pid;                   /* process: the backend's main process */
+    const char *pid_ns;        /* process: the executor's pid namespace ("pid:[N]") */
 };
 
 /*
@@ -90,5 +93,13 @@ char *exec_encode_error(const char *id, const char *message);
 char *exec_encode_metrics(const struct backend_metrics *m);
 char *exec_encode_exit(const char *backend_id, int exit_code);
 char *exec_encode_hello(const char *const *backend_ids, size_t n);
+/*
+ * Our extension, sent just before a spawn's result: the backend's process,
+ * with the executor's pid namespace, so that a drone on the same host (and
+ * in the same namespace) can fence it (fence.h). Plane clients skip it.
+ */
+char *exec_encode_process(const char *backend_id, int pid, const char *pid_ns);
+/* This process's pid namespace as /proc names it ("pid:[4026531836]"), or "" if unknown. Static storage. */
+const char *exec_pid_namespace(void);
 
 #endif

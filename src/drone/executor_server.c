@@ -211,6 +211,8 @@ static void request_done(void *arg, const struct runtime_result *res)
         track(r->server, r->backend_id);
     /* Off the client's list first: a failed send closes the client, which walks that list. */
     list_remove(&r->node);
+    if (c && r->kind == EXEC_SPAWN && res->status == 0 && res->pid > 0)
+        client_send(c, exec_encode_process(r->backend_id, res->pid, exec_pid_namespace()));
     if (c)
         client_send(c, exec_encode_result(exec_response_kind(r->kind), r->id, res));
     request_free(r);

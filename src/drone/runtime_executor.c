@@ -66,6 +66,7 @@ struct exec_runtime {
     size_t queued;
     struct list_node sent;   /* of struct creq, awaiting a response */
     struct list_node backends; /* of struct tracked: spawned, no exit seen */
+    json_t *pids; /* backend id -> pid, from BackendProcess until the spawn's result */
 };
 
 struct out_write {
@@ -226,6 +227,12 @@ static void handle_response(struct exec_runtime *ert, struct exec_msg *m)
         log_warn("executor: dropped a response for unknown request %.43s", m->id);
         return;
     }
+    /* A pid announced for a spawn belongs to this answer only, whatever it says. */
+    int pid = 0;
+    if (r->kind == EXEC_SPAWN) {
+        pid = (int)json_integer_value(json_object_get(ert->pids, r->op->backend_id));
+        json_object_del(ert->pids, r->op->backend_id);
+    }
     if (m->kind == EXEC_ERROR) {
         creq_finish(r, -EPROTO, m->error);
         return;
@@ -242,6 +249,7 @@ static void handle_response(struct exec_runtime *ert, struct exec_msg *m)
     case EXEC_SPAWN_RESULT:
         r->op->res.port = m->port;
         r->op->res.container_id = xstrdup(m->container_id);
+        r->op->res.pid = pid;
         track(ert, r->op->backend_id);
         break;
     case EXEC_TERMINATE_RESULT:
@@ -301,6 +309,10 @@ static int handle_line(void *arg, const char *line, size_t len)
         runtime_emit_metrics(&ert->base, &m.metrics);
     } else if (m.kind == EXEC_HELLO) {
         handle_hello(ert, m.backends);
+    } else if (m.kind == EXEC_PROCESS) {
+        /* A pid means something only in the namespace it was read in. */
+        if (strcmp(m.pid_ns, exec_pid_namespace()) == 0 && json_object_size(ert->pids) < 4096)
+            json_object_set_new(ert->pids, m.backend_id, json_integer(m.pid));
     } else {
         log_warn("executor: dropped an unexpected %s message", exec_kind_name(m.kind));
     }
@@ -472,6 +484,7 @@ static int exec_open(struct runtime **out, const struct runtime_config *cfg, str
     list_init(&ert->queue);
     list_init(&ert->sent);
     list_init(&ert->backends);
+    ert->pids = json_object();
     line_reader_init(&ert->reader, EXEC_MAX_LINE);
     uv_timer_init(cfg->loop, &ert->retry);
     ert->down_since = uv_now(cfg->loop);
@@ -507,6 +520,7 @@ static void exec_free(struct runtime *rt)
     list_for_each_safe(pos, tmp, &ert->backends)
         tracked_free(list_entry(pos, struct tracked, node));
     line_reader_release(&ert->reader);
+    json_decref(ert->pids);
     free(ert->socket_path);
     free(ert);
 }

@@ -62,6 +62,19 @@ def wait_for(cond, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def framed_json(read, sep):
+    """The JSON messages in what read() returns (bytes, b"" at the end), one before each sep."""
+    buf = b""
+    while True:
+        chunk = read()
+        if not chunk:
+            return
+        buf += chunk
+        while sep in buf:
+            raw, buf = buf.split(sep, 1)
+            yield json.loads(raw)
+
+
 class ExecutorClient:
     """A client of the executor protocol, written from the spec (section 15)."""
 
@@ -77,23 +90,15 @@ class ExecutorClient:
         self.reader.start()
 
     def _read(self):
-        buf = b""
         try:
-            while True:
-                chunk = self.sock.recv(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                while b"\n" in buf:
-                    line, buf = buf.split(b"\n", 1)
-                    msg = json.loads(line)
-                    if msg.get("id") is None:
-                        self.events.put(msg["message"])
-                    else:
-                        with self.lock:
-                            q = self.waiters.pop(msg["id"], None)
-                        if q is not None:
-                            q.put(msg["message"])
+            for msg in framed_json(lambda: self.sock.recv(65536), b"\n"):
+                if msg.get("id") is None:
+                    self.events.put(msg["message"])
+                else:
+                    with self.lock:
+                        q = self.waiters.pop(msg["id"], None)
+                    if q is not None:
+                        q.put(msg["message"])
         except (OSError, ValueError):
             pass
         self.closed.set()
@@ -197,6 +202,17 @@ def executor(procs, tmp_path):
     def make(runtime, *extra, name="ex"):
         return Executor(procs, tmp_path, runtime, extra, name).start()
     return make
+
+
+def check_backend_env(env, port, backend_id, **user):
+    """The echo backend's environment as ExecutorClient.spawn starts it (static token "s.static")."""
+    assert env["PORT"] == str(port)
+    assert env["SESSION_BACKEND_ID"] == backend_id
+    assert env["SESSION_BACKEND_KEY"] == "key-" + backend_id
+    assert env["SESSION_BACKEND_FENCING_TOKEN"] == "1234"
+    assert env["SESSION_BACKEND_STATIC_TOKEN"] == "s.static"
+    for k, v in user.items():
+        assert env[k] == v
 
 
 def echo_exe(**env):

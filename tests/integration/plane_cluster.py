@@ -19,12 +19,25 @@ def free_port():
     return port
 
 
+def pg_database():
+    """A fresh database on the test PostgreSQL server (make test starts one), or a skip."""
+    import pytest
+    import subprocess
+    import uuid
+    base = os.environ.get("PLANE_TEST_PG_URL")
+    if not base:
+        pytest.skip("no PLANE_TEST_PG_URL (make test starts a server with scripts/pg-up.sh)")
+    name = "it_" + uuid.uuid4().hex[:12]
+    subprocess.run(["psql", base, "-qc", f"CREATE DATABASE {name}"], check=True, capture_output=True)
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
 class Controller:
-    def __init__(self, procs, tmp_path, *extra, default_cluster="localhost:9090", port=None):
+    def __init__(self, procs, tmp_path, *extra, default_cluster="localhost:9090", port=None, db=None, name=None):
         self.procs = procs
         self.port = port or free_port()
-        self.db = str(tmp_path / "controller.db")
-        self.log = str(tmp_path / "controller.log")
+        self.db = db or str(tmp_path / "controller.db")
+        self.log = str(tmp_path / f"{name or 'controller'}.log")
         self.args = [PLANE, "controller", "--db", self.db, "--port", str(self.port)]
         if default_cluster:
             self.args += ["--default-cluster", default_cluster]
@@ -75,6 +88,14 @@ class Controller:
         return requests.get(f"{self.url}/ctrl/c/{cluster}/state", timeout=5).json()
 
     def sql(self, query, *args):
+        if self.db.startswith("postgres"):
+            import subprocess
+            q = query.replace("?", "%s") % tuple(f"'{a}'" if isinstance(a, str) else str(a) for a in args)
+            out = subprocess.run(["psql", self.db, "-AtF", "\t", "-P", "null=\\N", "-c", q], check=True,
+                                 capture_output=True, text=True).stdout
+            conv = {"\\N": None, "t": 1, "f": 0}
+            return [tuple(conv[v] if v in conv else int(v) if v.lstrip("-").isdigit() else v
+                          for v in line.split("\t")) for line in out.splitlines() if line]
         db = sqlite3.connect(self.db, timeout=10)
         try:
             rows = db.execute(query, args).fetchall()
@@ -127,7 +148,10 @@ def sse_events(url, headers=None, until="terminated", timeout=15):
         assert r.status_code == 200
         assert r.headers["content-type"] == "text/event-stream"
         buf = ""
+        deadline = time.time() + timeout
         for chunk in r.iter_content(chunk_size=None, decode_unicode=True):
+            if time.time() > deadline:  # keep-alive comments would otherwise keep it open for ever
+                raise AssertionError(f"no '{until}' event within {timeout} s: {events}")
             buf += chunk
             raw += chunk
             while "\n\n" in buf:

@@ -338,12 +338,14 @@ def test_metrics_move(ctrl, drone):
 # ---- forward auth (§5.3) ----
 
 class AuthServer:
-    """An auth service: 204 for `Authorization: Bearer good`, 403 otherwise; records every check."""
+    """An auth service: 204 for `Authorization: Bearer good` (or whatever allow(method, headers)
+    says), 403 otherwise; records every check."""
 
-    def __init__(self):
+    def __init__(self, allow=None):
         import http.server
         import threading
         seen = self.seen = []
+        allow = allow or (lambda method, headers: headers.get("authorization") == "Bearer good")
 
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -353,7 +355,7 @@ class AuthServer:
                 body = self.rfile.read(n) if n else b""
                 seen.append({"method": self.command, "path": self.path, "body": body,
                              "headers": [(k.lower(), v) for k, v in self.headers.items()]})
-                ok = self.headers.get("authorization") == "Bearer good"
+                ok = allow(self.command, self.headers)
                 self.send_response(204 if ok else 403)
                 self.send_header("content-length", "0")
                 self.end_headers()

@@ -225,3 +225,33 @@ TEST(proto_round_trip)
     free(line);
     json_decref(exe);
 }
+
+TEST(proto_backend_process_extension)
+{
+    char *line = exec_encode_process("b9", 4242, "pid:[4026531836]");
+    struct exec_msg m;
+    struct buf err = BUF_INIT;
+
+    ASSERT_STR_EQ(line, "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b9\",\"pid\":4242,"
+                        "\"pid_ns\":\"pid:[4026531836]\"}}}\n");
+    parse_ok(line, &m);
+    ASSERT_EQ(m.kind, EXEC_PROCESS);
+    ASSERT_STR_EQ(m.backend_id, "b9");
+    ASSERT_EQ(m.pid, 4242);
+    ASSERT_STR_EQ(m.pid_ns, "pid:[4026531836]");
+    exec_msg_release(&m);
+    free(line);
+    static const char *const bad[] = {
+        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":1,\"pid_ns\":\"x\"}}}",
+        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":-4,\"pid_ns\":\"x\"}}}",
+        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":3000000000,\"pid_ns\":\"x\"}}}",
+        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":5}}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        ASSERT_EQ(exec_msg_parse(bad[i], strlen(bad[i]), &m, &err), -EINVAL);
+        exec_msg_release(&m);
+        buf_reset(&err);
+    }
+    buf_release(&err);
+    ASSERT_TRUE(strncmp(exec_pid_namespace(), "pid:[", 5) == 0);
+}

@@ -14,26 +14,40 @@
 
 #include <libpq-fe.h>
 
+#include "../../src/common/clock.h"
 #include "../../src/common/xalloc.h"
 #include "../../src/controller/store.h"
 #include "test.h"
 
 char *test_tmpdir(void);
 
-#define T0 1000000000000LL /* a time in ms; the store never reads a clock of its own for these */
+/*
+ * Now, when the suite starts. The stores take the caller's times, except
+ * that PostgreSQL expires and renews keys by the database's own clock: key
+ * expiry is checked against real time, on both.
+ */
+static int64_t t0_ms;
+#define T0 t0_ms
 
-static void new_backend(struct store *s, const char *id, const char *key, int64_t drone, int64_t token, int rc_want,
-                        bool lifetime, int64_t lifetime_ms)
+static void new_backend_until(struct store *s, const char *id, const char *key, int64_t drone, int64_t token,
+                              int rc_want, bool lifetime, int64_t lifetime_ms, int64_t key_expires_at)
 {
     char action[128];
     snprintf(action, sizeof(action), "{\"action_id\":\"ak-%s\"}", id);
     char *action_id = xasprintf("ak-%s", id);
     struct new_backend nb = {.id = id, .cluster = "c.test", .drone_id = drone, .has_lifetime = lifetime,
                              .lifetime_ms = lifetime_ms, .key_namespace = "", .key_name = key, .key_tag = "",
-                             .key_expires_at = T0 + 60000, .fencing_token = token, .action_id = action_id,
+                             .key_expires_at = key_expires_at, .fencing_token = token, .action_id = action_id,
                              .action_json = action, .now = T0};
     ASSERT_EQ(STORE_CALL(s, backend_create, &nb), rc_want);
     free(action_id);
+}
+
+/* A backend whose key's lease is a minute. */
+static void new_backend(struct store *s, const char *id, const char *key, int64_t drone, int64_t token, int rc_want,
+                        bool lifetime, int64_t lifetime_ms)
+{
+    new_backend_until(s, id, key, drone, token, rc_want, lifetime, lifetime_ms, T0 + 60000);
 }
 
 static void collect(void *arg, const char *backend_id, int64_t drone_id)
@@ -58,8 +72,82 @@ static void count_history(void *arg, const struct backend_state *st, int64_t t)
     (*(int *)arg)++;
 }
 
+static const json_t *by_id(const json_t *rows, const char *id)
+{
+    size_t i;
+    json_t *row;
+
+    json_array_foreach(rows, i, row) {
+        if (strcmp(json_string_value(json_object_get(row, "id")), id) == 0)
+            return row;
+    }
+    return NULL;
+}
+
+/* The dashboard's reads, on what contract() left: b4 ready on dr-a (draining), b1 and b3 terminated. */
+static void dashboard_reads(struct store *s, int64_t token)
+{
+    static const char spawn[] = "{\"action_id\":\"ak-b5\",\"action\":{\"Spawn\":{\"key\":{\"key\":"
+                                "{\"name\":\"k5\",\"namespace\":\"ns\",\"tag\":\"t\"}}}}}";
+    struct new_backend nb = {.id = "b5", .cluster = "c.test", .key_namespace = "ns", .key_name = "k5",
+                             .key_tag = "t", .key_expires_at = T0 + 60000, .fencing_token = token,
+                             .action_id = "ak-b5", .action_json = spawn, .now = T0 + 50};
+    struct backend_state done = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED};
+    json_t *rows, *ids;
+    const json_t *row;
+    bool b;
+
+    ASSERT_OK(STORE_CALL(s, drone_overview, &rows));
+    ASSERT_EQ(json_array_size(rows), 2);
+    row = json_array_get(rows, 0);
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "name")), "dr-a");
+    nb.drone_id = json_integer_value(json_object_get(row, "id"));
+    ASSERT_TRUE(json_is_true(json_object_get(row, "draining")) && json_is_true(json_object_get(row, "connected")));
+    ASSERT_EQ(json_integer_value(json_object_get(row, "backends")), 1);
+    ASSERT_EQ(json_integer_value(json_object_get(row, "last_heartbeat")), T0);
+    row = json_array_get(rows, 1);
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "name")), "dr-b");
+    ASSERT_TRUE(json_is_false(json_object_get(row, "draining")) && json_is_null(json_object_get(row, "last_heartbeat")));
+    json_decref(rows);
+
+    /* b5 ends at once: its key row goes, the key is read back from its Spawn action. */
+    ASSERT_OK(STORE_CALL(s, backend_create, &nb));
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "b5", &done, T0 + 60, true, &b));
+    ASSERT_OK(STORE_CALL(s, backend_overview, NULL, 10, &rows));
+    ASSERT_EQ(json_array_size(rows), 5); /* b4, and the terminated b1, bx, b3, b5 */
+    row = by_id(rows, "b4");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "name")), "k4");
+    ASSERT_STR_EQ(json_string_value(json_object_get(row, "drone")), "dr-a");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "state"), "status")), "ready");
+    ASSERT_EQ(json_array_size(json_object_get(row, "history")), 2);
+    row = by_id(rows, "b5");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "namespace")), "ns");
+    ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "tag")), "t");
+    /* The history in no set order: scheduled at T0 + 50, terminated at T0 + 60. */
+    const json_t *h = json_object_get(row, "history");
+    ASSERT_EQ(json_array_size(h), 2);
+    ASSERT_EQ(json_integer_value(json_array_get(json_array_get(h, 0), 1)) +
+                  json_integer_value(json_array_get(json_array_get(h, 1), 1)),
+              2 * T0 + 110);
+    json_decref(rows);
+    /* Of the terminated, the most recent only. */
+    ASSERT_OK(STORE_CALL(s, backend_overview, NULL, 1, &rows));
+    ASSERT_EQ(json_array_size(rows), 2);
+    ASSERT_NOT_NULL(by_id(rows, "b4"));
+    ASSERT_NOT_NULL(by_id(rows, "b5"));
+    json_decref(rows);
+    /* By id: unknown ids are left out; a terminated backend's key is not looked for. */
+    ids = json_pack("[s, s]", "b5", "nope");
+    ASSERT_OK(STORE_CALL(s, backend_overview, ids, 0, &rows));
+    ASSERT_EQ(json_array_size(rows), 1);
+    ASSERT_TRUE(json_is_null(json_object_get(json_array_get(rows, 0), "key")));
+    json_decref(rows);
+    json_decref(ids);
+}
+
 static void contract(struct store *s)
 {
+    t0_ms = clock_epoch_ms();
     int64_t drone, other, tok[3], offset;
     char *name = NULL;
     bool b;
@@ -91,7 +179,10 @@ static void contract(struct store *s)
     ASSERT_OK(STORE_CALL(s, key_get, "", "k1", &key));
     ASSERT_STR_EQ(key.backend_id, "b1");
     ASSERT_EQ(key.fencing_token, tok[0]);
-    ASSERT_EQ(key.expires_at, T0 + 60000);
+    ASSERT_TRUE(llabs(key.expires_at - (T0 + 60000)) < 5000); /* the database's clock, on PostgreSQL */
+    ASSERT_STR_EQ(key.cluster, "c.test"); /* and what a connect answers with */
+    ASSERT_EQ(key.status, BACKEND_SCHEDULED);
+    ASSERT_TRUE(key.static_token == NULL && key.subdomain == NULL);
     key_row_release(&key);
     ASSERT_EQ(STORE_CALL(s, backend_get, "b2", &(struct backend_row){0}), -ENOENT); /* rolled back whole */
     ASSERT_EQ(STORE_CALL(s, key_get, "other", "k1", &key), -ENOENT);
@@ -99,8 +190,11 @@ static void contract(struct store *s)
     /* Renewal: the backend's own drone, an unexpired key. */
     ASSERT_OK(STORE_CALL(s, key_renew, "b1", other + 1000, T0, T0 + 90000, &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 60000, T0 + 120000, &b));
+    new_backend_until(s, "bx", "kx", drone, tok[1], 0, false, 0, T0 - 1000);
+    ASSERT_OK(STORE_CALL(s, key_renew, "bx", drone, T0, T0 + 60000, &b));
     ASSERT_FALSE(b); /* expired */
+    struct backend_state gone = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED};
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "bx", &gone, T0, true, &b));
     ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 1000, T0 + 61000, &b));
     ASSERT_TRUE(b);
     ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k1", T0 + 60999, &b));
@@ -131,7 +225,7 @@ static void contract(struct store *s)
     ASSERT_EQ(STORE_CALL(s, key_get, "", "k1", &key), -ENOENT);
 
     /* Ended as the controller believes (lost): held, unrenewable, until it expires. */
-    new_backend(s, "b3", "k3", drone, tok[2], 0, false, 0);
+    new_backend_until(s, "b3", "k3", drone, tok[2], 0, false, 0, T0 + 1500);
     done.reason = REASON_LOST;
     ASSERT_OK(STORE_CALL(s, backend_update_state, "b3", &done, T0 + 40, false, &b));
     ASSERT_TRUE(b);
@@ -139,16 +233,17 @@ static void contract(struct store *s)
     key_row_release(&key);
     ASSERT_OK(STORE_CALL(s, key_renew, "b3", drone, T0 + 50, T0 + 90000, &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 59999, &b));
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", clock_epoch_ms(), &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 60000, &b));
+    usleep(1700000); /* its lease runs out */
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", clock_epoch_ms(), &b));
     ASSERT_TRUE(b);
 
     /* Actions: pending in order until acked, by their drone only. */
     char seen[256] = "";
     ASSERT_OK(STORE_CALL(s, action_create, "ak-x", "b3", drone, "{}", T0 + 100));
     ASSERT_OK(STORE_CALL(s, actions_pending, drone, 50, collect_action, seen));
-    ASSERT_STR_EQ(seen, "ak-b1 ak-b3 ak-x ");
+    ASSERT_STR_EQ(seen, "ak-b1 ak-bx ak-b3 ak-x ");
     ASSERT_OK(STORE_CALL(s, action_ack, other + 1000, "ak-b1", T0));
     ASSERT_OK(STORE_CALL(s, action_ack, drone, "ak-b3", T0));
     seen[0] = '\0';
@@ -191,7 +286,7 @@ static void contract(struct store *s)
     ASSERT_STR_EQ(seen, "b4 ");
     json_t *counts;
     ASSERT_OK(STORE_CALL(s, backend_counts, &counts));
-    ASSERT_EQ(json_integer_value(json_object_get(counts, "terminated")), 2);
+    ASSERT_EQ(json_integer_value(json_object_get(counts, "terminated")), 3);
     ASSERT_EQ(json_integer_value(json_object_get(counts, "ready")), 1);
     json_decref(counts);
     json_t *state;
@@ -203,7 +298,43 @@ static void contract(struct store *s)
     ASSERT_OK(STORE_CALL(s, drone_drain, "c.test", "dr-a", &b));
     ASSERT_FALSE(b);
     ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
+    dashboard_reads(s, tok[2] + 2);
     ASSERT_OK(STORE_CALL(s, ping));
+
+    /* ACME DNS-01 (§8.4, §9): one lease per cluster, holding a minute even against its holder; the TXT value under it. */
+    char *txt;
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0, 60000, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60000, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0 + 1, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 8, "not-the-holder", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v1", &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "other.test", 8, T0, 60000, &b)); /* per cluster */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60001, 60000, &b)); /* lapsed */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v2", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 7)); /* not its lease any more: nothing */
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 8));
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 9, T0 + 60002, 60000, &b)); /* free again */
+    ASSERT_TRUE(b);
 }
 
 TEST(store_contract_sqlite)

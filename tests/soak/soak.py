@@ -54,6 +54,11 @@ class Stats:
         self.counts = {}      # (kind, outcome) -> n
         self.unanswered = []  # (kind, what, error)
         self.wrong = []       # (kind, what, detail)
+        self.examples = {}    # (kind, outcome) -> the first body seen, for errors
+
+    def example(self, kind, outcome, text):
+        with self.lock:
+            self.examples.setdefault((kind, outcome), text[:160])
 
     def add(self, kind, outcome):
         with self.lock:
@@ -106,6 +111,8 @@ class Load:
             self.stats.add("connect", type(e).__name__)
             return None
         self.stats.add("connect", r.status_code)
+        if r.status_code != 200:
+            self.stats.example("connect", r.status_code, r.text)
         return r.json() if r.status_code == 200 else None
 
     def http(self, conn, seq):
@@ -126,6 +133,8 @@ class Load:
             self.stats.add("http", type(e).__name__)
             return
         self.stats.add("http", r.status_code)
+        if r.status_code != 200:
+            self.stats.example("http", r.status_code, r.text)
         if r.status_code == 200 and r.content != want:
             self.stats.bad("http", conn["backend_id"], f"{len(r.content)} bytes, wanted {len(want)}")
 
@@ -362,6 +371,10 @@ def main():
         print()
         print(table(sorted(((k, str(o), n) for (k, o), n in stats.counts.items()), key=lambda r: (r[0], r[1])),
                     ("call", "outcome", "count")))
+        if stats.examples:
+            print()
+            print(table(sorted(((k, str(o), t.replace("\n", " ")) for (k, o), t in stats.examples.items())),
+                        ("call", "outcome", "first answer body")))
         print()
         print(table([(n, len(ss), min(s[0] for s in ss) // 1024, max(s[0] for s in ss) // 1024,
                       min(s[1] for s in ss), max(s[1] for s in ss)) for n, ss in sorted(mon.samples.items())],

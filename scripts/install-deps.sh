@@ -13,6 +13,7 @@ pkgs=(
     postgresql
     chromium        # the dashboard's tests drive the page in headless Chromium
     pebble bind9-dnsutils openssl   # ACME tests: a real CA, dig, certificates
+    iproute2 iptables ethtool util-linux   # fault tests and soak: hosts in network namespaces
 )
 [ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
 

@@ -660,7 +660,7 @@ int run_config_parse(struct run_config *rc, const char *text, size_t len, struct
     int r;
 
     memset(rc, 0, sizeof(*rc));
-    rc->root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &je);
+    rc->root = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!rc->root) {
         buf_printf(err, "line %d, column %d: %s", je.line, je.column, je.text);
         return -EINVAL;

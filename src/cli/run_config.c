@@ -653,7 +653,7 @@ static int parse_plan(struct run_config *rc, const json_t *v, const char *where,
     BUG("plan kind %d", (int)p->kind);
 }
 
-int run_config_parse(struct run_config *rc, const char *text, size_t len, struct buf *err)
+static int parse(struct run_config *rc, const char *text, size_t len, struct buf *err)
 {
     json_error_t je;
     char where[32];
@@ -686,6 +686,18 @@ int run_config_parse(struct run_config *rc, const char *text, size_t len, struct
         }
     }
     return 0;
+}
+
+int run_config_parse(struct run_config *rc, const char *text, size_t len, struct buf *err)
+{
+    size_t start = err->len;
+    int r = parse(rc, text, len, err);
+
+    /* Keys and values from the file are quoted in the message: it stays one printable line. */
+    for (size_t i = start; r < 0 && i < err->len; i++)
+        if ((unsigned char)err->data[i] < 0x20 || err->data[i] == 0x7f)
+            err->data[i] = '?';
+    return r;
 }
 
 void run_config_release(struct run_config *rc)

@@ -829,7 +829,7 @@ def test_tls_termination_and_https_redirect(procs, tmp_path):
     wait_for(lambda: subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve,
                                      base + "/ready"], capture_output=True).stdout == b"200", what="https ready")
     conn = connect(ctrl, "tls", user="carol")
-    out = subprocess.run(["curl", "-sS", "-i", *resolve, base + token_path(conn, "/x?y=1")],
+    out = subprocess.run(["curl", "-sS", "-i", "--http1.1", *resolve, base + token_path(conn, "/x?y=1")],
                          capture_output=True, timeout=30)
     assert out.returncode == 0, out.stderr
     head, body = out.stdout.split(b"\r\n\r\n", 1)
@@ -843,7 +843,8 @@ def test_tls_termination_and_https_redirect(procs, tmp_path):
     data = os.urandom(1 << 20)
     up = tmp_path / "up.bin"
     up.write_bytes(data)
-    out = subprocess.run(["curl", "-sS", *resolve, "--data-binary", f"@{up}", base + token_path(conn, "/echo")],
+    out = subprocess.run(["curl", "-sS", "--http1.1", *resolve, "--data-binary", f"@{up}",
+                          base + token_path(conn, "/echo")],
                          capture_output=True, timeout=30)
     assert out.stdout == data
     # WebSocket over TLS.

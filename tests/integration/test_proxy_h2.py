@@ -1,0 +1,207 @@
+# SPDX-License-Identifier: MIT
+"""HTTP/2 on the proxy: h2c with prior knowledge on the HTTP port, h2 chosen
+by ALPN on the TLS port, with real clients (curl, h2load) against a real
+controller, drone (process runtime, echo backend) and proxy. The rules of
+§16.1 are those of HTTP/1.1: /ready, /, tokens, the host check and the
+x-verified-* contract; bodies both ways byte-exact; many streams at once;
+malformed frames end the connection with a GOAWAY."""
+import json
+import os
+import socket
+import struct
+import subprocess
+
+import pytest
+
+from conftest import wait_for
+from plane_cluster import Controller, Drone, free_port
+from test_proxy import CLUSTER, Proxy, connect, make_cert, pattern, token_path
+
+
+@pytest.fixture
+def cluster(procs, tmp_path):
+    ctrl = Controller(procs, tmp_path, default_cluster=CLUSTER).start()
+    Drone(procs, tmp_path, ctrl, "dr-h2", runtime="process").start()
+    proxy = Proxy(procs, tmp_path, ctrl.url, "--root-redirect-url", "https://example.com/home").start()
+    return ctrl, proxy
+
+
+def curl(*args, data=None, timeout=30):
+    """curl with the response head in a file: (status, head lines, body bytes, http version)."""
+    out = subprocess.run(["curl", "-sS", "-D", "-", "-o", "/dev/stdout", *args], input=data, capture_output=True,
+                         timeout=timeout)
+    assert out.returncode == 0, out.stderr
+    head, body = out.stdout.split(b"\r\n\r\n", 1)
+    lines = head.decode().split("\r\n")
+    version, status = lines[0].split(" ")[:2]
+    fields = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        fields[k.strip().lower()] = v.strip()
+    return int(status), fields, body, version
+
+
+def h2c(proxy, path, *args, host=CLUSTER, data=None):
+    extra = ["-H", f"Host: {host}"] if host else []
+    return curl("--http2-prior-knowledge", *extra, *args, proxy.url(path), data=data)
+
+
+def check_plane_fields(fields):
+    assert fields["access-control-allow-origin"] == "*"
+    assert fields["server"].startswith("Plane/0.5.5-")
+
+
+def test_h2c_ready_and_root(cluster):
+    ctrl, proxy = cluster
+    status, fields, body, version = h2c(proxy, "/ready")
+    assert (version, status) == ("HTTP/2", 200)
+    check_plane_fields(fields)
+    status, fields, _, version = h2c(proxy, "/")
+    assert (version, status) == ("HTTP/2", 301)
+    assert fields["location"] == "https://example.com/home"
+    status, _, _, _ = h2c(proxy, "/not-a-token/x")
+    assert status == 410
+
+
+def test_h2c_proxied_get_keeps_the_header_contract(cluster):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-get", user="alice", auth={"b": 1, "a": [True]})
+    ctrl.wait_status(conn["backend_id"], "ready")
+    status, fields, body, version = h2c(proxy, token_path(conn, "/hello?x=1"),
+                                        "-H", "x-verified-username: mallory", "-H", "X-Verified-Backend: evil",
+                                        "-H", "x-forwarded-for: 10.9.9.9", "-H", "cookie: a=1", "-H", "cookie: b=2")
+    assert (version, status) == ("HTTP/2", 200)
+    check_plane_fields(fields)
+    assert fields["x-plane-backend-id"] == conn["backend_id"]
+    j = json.loads(body)
+    assert j["method"] == "GET" and j["path"] == "/hello?x=1"
+    h = j["headers"]
+    assert h["host"] == CLUSTER  # :authority, read as Host
+    assert h["x-verified-username"] == "alice"
+    assert h["x-verified-user-data"] == '{"a":[true],"b":1}'
+    assert h["x-verified-backend"] == conn["backend_id"]
+    assert h["x-verified-path"] == "/" + conn["token"] + "/hello"
+    assert h["x-forwarded-for"] == "127.0.0.1" and h["x-forwarded-proto"] == "http"
+    assert h["cookie"] == "a=1; b=2"
+    # Host rules as for HTTP/1.1: another cluster is 403.
+    status, _, _, _ = h2c(proxy, token_path(conn, "/x"), host="other.example")
+    assert status == 403
+
+
+@pytest.mark.parametrize("how", ["content-length", "no length"])
+def test_h2c_post_one_mib_byte_exact(cluster, tmp_path, how):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-post")
+    ctrl.wait_status(conn["backend_id"], "ready")
+    data = os.urandom(1 << 20)
+    if how == "content-length":
+        up = tmp_path / "up.bin"
+        up.write_bytes(data)
+        status, _, body, version = h2c(proxy, token_path(conn, "/echo"), "--data-binary", f"@{up}")
+    else:  # from stdin: no content-length, so the body goes upstream chunked
+        status, _, body, version = h2c(proxy, token_path(conn, "/echo"), "-T", "-", "-X", "POST", data=data)
+    assert (version, status) == ("HTTP/2", 200)
+    assert body == data
+
+
+def test_h2c_large_download_byte_exact(cluster):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-down")
+    ctrl.wait_status(conn["backend_id"], "ready")
+    n = 8 << 20
+    for query in ("", "?chunked=1"):
+        status, _, body, _ = h2c(proxy, token_path(conn, f"/bytes/{n}{query}"))
+        assert status == 200 and body == pattern(n)
+
+
+def test_h2load_many_streams(cluster):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-load")
+    ctrl.wait_status(conn["backend_id"], "ready")
+    out = subprocess.run(["h2load", "-n", "600", "-c", "3", "-m", "50", "-H", f":authority: {CLUSTER}",
+                          proxy.url(token_path(conn, "/x"))], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "600 succeeded" in out.stdout and "600 2xx" in out.stdout, out.stdout
+
+
+def test_h2_over_tls_by_alpn(procs, tmp_path):
+    cert_json, cacert = make_cert(tmp_path)
+    https_port, http_port = free_port(), free_port()
+    cluster_name = f"localhost:{https_port}"
+    ctrl = Controller(procs, tmp_path, default_cluster=cluster_name).start()
+    Drone(procs, tmp_path, ctrl, "dr-h2tls", runtime="process", cluster=cluster_name).start()
+    proxy = Proxy(procs, tmp_path, ctrl.url, "--https-port", str(https_port), "--http-port", str(http_port),
+                  "--cert-path", cert_json, cluster=cluster_name)
+    proxy.port = http_port
+    proxy.start(ready=False)
+    tls = ["--resolve", f"localhost:{https_port}:127.0.0.1", "--cacert", cacert]
+    base = f"https://localhost:{https_port}"
+    wait_for(lambda: subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *tls,
+                                     base + "/ready"], capture_output=True).stdout == b"200", what="https ready")
+    status, _, _, version = curl("--http2", *tls, base + "/ready")
+    assert (version, status) == ("HTTP/2", 200)
+    conn = connect(ctrl, "h2-tls", user="carol")
+    ctrl.wait_status(conn["backend_id"], "ready")
+    status, fields, body, version = curl("--http2", *tls, base + token_path(conn, "/x?y=1"))
+    assert (version, status) == ("HTTP/2", 200)
+    j = json.loads(body)
+    assert j["headers"]["x-forwarded-proto"] == "https" and j["headers"]["x-verified-username"] == "carol"
+    data = os.urandom(1 << 20)
+    up = tmp_path / "up.bin"
+    up.write_bytes(data)
+    status, _, body, version = curl("--http2", *tls, "--data-binary", f"@{up}", base + token_path(conn, "/echo"))
+    assert (version, status, body == data) == ("HTTP/2", 200, True)
+    # http/1.1 is still offered by ALPN.
+    status, _, _, version = curl("--http1.1", *tls, base + token_path(conn, "/x"))
+    assert (version, status) == ("HTTP/1.1", 200)
+
+
+def frame(ftype, flags, stream, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", stream) + payload
+
+
+def read_frames(sock):
+    """Frames until the peer closes: [(type, flags, stream, payload)]."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, ConnectionResetError):
+            break
+        if not chunk:
+            break
+        data += chunk
+    frames = []
+    while len(data) >= 9:
+        n = int.from_bytes(data[:3], "big")
+        frames.append((data[3], data[4], int.from_bytes(data[5:9], "big") & 0x7FFFFFFF, data[9:9 + n]))
+        data = data[9 + n:]
+    return frames
+
+
+@pytest.mark.parametrize("bad", [
+    frame(0x0, 0, 1, b"data on an idle stream"),      # DATA before HEADERS: PROTOCOL_ERROR
+    frame(0x4, 0, 0, b"\x00\x03"),                    # SETTINGS of 2 bytes: FRAME_SIZE_ERROR
+    frame(0x1, 0x4, 2, b"\x82"),                      # HEADERS on an even (server) stream id
+    b"\xff" * 64,                                     # garbage
+])
+def test_malformed_frames_end_the_connection_with_goaway(cluster, bad):
+    ctrl, proxy = cluster
+    s = socket.create_connection(("127.0.0.1", proxy.port), timeout=5)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + frame(0x4, 0, 0) + bad)
+    frames = read_frames(s)
+    s.close()
+    assert any(f[0] == 0x7 for f in frames), frames  # GOAWAY
+    # The proxy goes on serving.
+    assert h2c(proxy, "/ready")[0] == 200
+
+
+def test_request_head_too_large_is_431(cluster):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-big")
+    args = []
+    for i in range(120):
+        args += ["-H", f"x-field-{i}: {'v' * 50}"]
+    status, fields, _, version = h2c(proxy, token_path(conn, "/x"), *args)
+    assert (version, status) == ("HTTP/2", 431)
+    check_plane_fields(fields)

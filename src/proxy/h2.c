@@ -249,12 +249,13 @@ static int on_headers_complete(http_parser *p)
         return 0;
     }
     max = 1;
-    for (pos = st->rfields.data, end = pos + st->rfields.len; pos && pos < end; pos += strlen(pos) + 1)
+    end = (st->rfields.data ? st->rfields.data : "") + st->rfields.len;
+    for (pos = end - st->rfields.len; pos < end; pos += strlen(pos) + 1)
         max++;
     nv = xcalloc(max, sizeof(*nv));
     snprintf(code, sizeof(code), "%d", st->status);
     nv[n++] = (nghttp2_nv){(uint8_t *)":status", (uint8_t *)code, 7, strlen(code), NGHTTP2_NV_FLAG_NONE};
-    for (pos = st->rfields.data; pos && pos < end;) {
+    for (pos = end - st->rfields.len; pos < end;) {
         const char *name = pos, *value = pos + strlen(pos) + 1;
         pos = value + strlen(value) + 1;
         if (is_hop_by_hop(name) || !is_token(name))

@@ -95,6 +95,7 @@ http {
     }
     server {
         listen 127.0.0.1:$N2PORT http2;
+        keepalive_requests 1000000;  # the default 1000 would end each h2load connection early
         location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 }

@@ -734,6 +734,7 @@ struct conn *listener_adopt(struct worker *w, int fd, const char *ip, bool https
     snprintf(c->ip, sizeof(c->ip), "%s", ip);
     c->https = https;
     c->served = true; /* HTTP/1.1 from here on */
+    c->bridged = true;
     conn_begin(w, c, false); /* the bytes on a bridge are plaintext: TLS ended at the HTTP/2 side */
     return c;
 }
@@ -831,8 +832,8 @@ void listener_drain(struct worker *w)
     listener_stop(w);
     list_for_each_safe(pos, tmp, &w->conns) {
         struct conn *c = list_entry(pos, struct conn, node);
-        if (c->state == CONN_HEAD && c->req.fed == 0 && c->s.in_len == 0)
-            conn_close(c);
+        if (c->state == CONN_HEAD && c->req.fed == 0 && c->s.in_len == 0 && !c->bridged)
+            conn_close(c); /* idle; a bridged one has its request on the way */
         else if (c->state == CONN_H2)
             h2_conn_drain(c);
         else

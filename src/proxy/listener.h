@@ -79,6 +79,7 @@ struct conn {
     size_t memo_len;
 
     bool served;                  /* an exchange has ended: no HTTP/2 preface any more */
+    bool bridged;                 /* adopted for one HTTP/2 stream (h2_bridge.c) */
     struct h2_session *h2;        /* owned in CONN_H2 */
 
     bool in_process;              /* conn_process() is on the stack */

@@ -22,11 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "../src/common/log.h"
-#include "../src/common/net.h"
-#include "../src/common/xalloc.h"
-#include "../src/drone/runtime.h"
-#include "bench_util.h"
+#include "runtime_driver.h"
 
 static double baseline_once(const char *echo, int port)
 {
@@ -48,69 +44,6 @@ static double baseline_once(const char *echo, int port)
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);
     posix_spawn_file_actions_destroy(&fa);
-    return dt;
-}
-
-struct bench {
-    uv_loop_t loop;
-    struct runtime *rt;
-    json_t *exe;
-    bool ready, exited, failed;
-    char id[32];
-    uint16_t port;
-};
-
-static void on_exit_cb(void *arg, const char *id, int code)
-{
-    struct bench *b = arg;
-
-    (void)id;
-    (void)code;
-    b->exited = true;
-}
-
-static void on_ready(void *arg, const struct runtime_result *res)
-{
-    struct bench *b = arg;
-
-    if (res->status < 0) {
-        fprintf(stderr, "wait_ready: %s\n", res->error);
-        b->failed = true;
-    }
-    b->ready = true;
-}
-
-static void on_spawned(void *arg, const struct runtime_result *res)
-{
-    struct bench *b = arg;
-    char addr[NET_ADDR_LEN];
-
-    if (res->status < 0) {
-        fprintf(stderr, "spawn: %s\n", res->error);
-        b->failed = b->ready = true;
-        return;
-    }
-    b->port = res->port;
-    net_addr_format(addr, "127.0.0.1", res->port);
-    runtime_wait_ready(b->rt, b->id, addr, on_ready, b);
-}
-
-static double ours_once(struct bench *b, int i)
-{
-    struct spawn_spec spec = {.backend_id = b->id, .executable = b->exe};
-
-    snprintf(b->id, sizeof(b->id), "b%d", i);
-    b->ready = b->exited = false;
-    double t0 = now_ms();
-    runtime_spawn(b->rt, &spec, on_spawned, b);
-    while (!b->ready)
-        uv_run(&b->loop, UV_RUN_ONCE);
-    double dt = now_ms() - t0;
-    if (b->failed)
-        exit(1);
-    runtime_terminate(b->rt, b->id, true, NULL, NULL);
-    while (!b->exited)
-        uv_run(&b->loop, UV_RUN_ONCE);
     return dt;
 }
 
@@ -140,9 +73,8 @@ static int children(void)
 
 int main(int argc, char **argv)
 {
-    struct bench b = {0};
+    uv_loop_t loop;
     struct runtime_config cfg = {0};
-    struct buf err = BUF_INIT;
     char dir[] = "/tmp/plane-spawn-bench-XXXXXX";
 
     if (argc < 2) {
@@ -154,23 +86,20 @@ int main(int argc, char **argv)
     setenv("PLANE_LOG", "warn", 0);
     log_init("bench");
     signal(SIGPIPE, SIG_IGN);
-    uv_loop_init(&b.loop);
-    cfg.loop = &b.loop;
+    uv_loop_init(&loop);
     cfg.data_dir = mkdtemp(dir);
-    cfg.on_exit = on_exit_cb;
-    cfg.cb_arg = &b;
-    if (runtime_open(&b.rt, &runtime_process_ops, &cfg, &err) < 0)
-        fatalx("%s", buf_cstr(&err));
-    b.exe = json_pack("{s:[s]}", "command", argv[1]);
+    struct bench *b = bench_open(&loop, &runtime_process_ops, &cfg, json_pack("{s:[s]}", "command", argv[1]));
+    if (!b)
+        return 1;
 
     double *base = xcalloc((size_t)rounds, sizeof(double)), *ours = xcalloc((size_t)rounds, sizeof(double));
     for (int i = 0; i < 20; i++) { /* warm up both paths */
-        ours_once(&b, 100000 + i);
+        bench_once(b, 100000 + i);
         baseline_once(argv[1], 19000 + i);
     }
     for (int i = 0; i < rounds; i++) {
         base[i] = baseline_once(argv[1], 19100 + i % 100);
-        ours[i] = ours_once(&b, i);
+        ours[i] = bench_once(b, i);
     }
     double mb = pct(base, rounds, 0.5), mo = pct(ours, rounds, 0.5);
     printf("spawn->ready of the echo backend, %d rounds each (ms):\n", rounds);
@@ -184,7 +113,7 @@ int main(int argc, char **argv)
     int fds0 = count_dir("/proc/self/fd"), kids0 = children();
     double t0 = now_ms();
     for (int i = 0; i < loops; i++)
-        ours_once(&b, 200000 + i);
+        bench_once(b, 200000 + i);
     long rss1 = rss_kb();
     int fds1 = count_dir("/proc/self/fd"), kids1 = children();
     printf("%d backends started and stopped in %.0f ms:\n", loops, now_ms() - t0);
@@ -192,11 +121,9 @@ int main(int argc, char **argv)
            rss1, (double)(rss1 - rss0) * 100.0 / (double)rss0, fds0, fds1, kids0, kids1);
     bool ok = mo / mb <= 1.3 && labs(rss1 - rss0) * 10 <= rss0 && fds1 == fds0 && kids1 == 0;
     printf("RESULT: %s\n", ok ? "targets met" : "TARGET MISSED");
-    runtime_close(b.rt, NULL, NULL);
-    uv_run(&b.loop, UV_RUN_DEFAULT);
-    json_decref(b.exe);
+    bench_close(b);
+    uv_run(&loop, UV_RUN_DEFAULT);
     free(base);
     free(ours);
-    buf_release(&err);
     return ok ? 0 : 1;
 }

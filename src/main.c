@@ -16,16 +16,10 @@
 #include "cli/run_config.h"
 #include "controller/controller.h"
 #include "drone/drone.h"
+#include "dns/dns.h"
 #include "drone/executor_server.h"
 #include "drone/fence.h"
 #include "proxy/proxy.h"
-
-static int not_yet(int argc, char **argv)
-{
-    (void)argc;
-    fprintf(stderr, "plane %s: not yet implemented in this build\n", argv[0]);
-    return 1;
-}
 
 static int version_main(int argc, char **argv)
 {
@@ -43,7 +37,7 @@ static const struct subcommand {
     {"controller", controller_main, "HTTP API, scheduling, keys"},
     {"drone", drone_main, "run backends on this host"},
     {"proxy", proxy_main, "route HTTP and WebSocket traffic to backends"},
-    {"dns", not_yet, "ACME DNS-01 TXT responder (not yet)"},
+    {"dns", dns_main, "ACME DNS-01 TXT responder for proxies' certificates"},
     {"run-config", run_config_main, "start components from a JSON config file (Plane's format)"},
     {"dev", dev_main, "controller + drone in one process on localhost (the quickstart)"},
     {"admin", admin_main, "client of the controller API: connect, terminate, status, drain, ..."},

@@ -99,7 +99,7 @@ static long request(struct admin *a, const char *method, const char *path, const
         buf_reset(body);
         rc = request_one(a, method, path, json_body, body, &status, errbuf);
         /* Only a controller never reached is skipped: a request that got through may have acted. */
-        if (rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST && rc != CURLE_OPERATION_TIMEDOUT)
+        if (rc != CURLE_COULDNT_CONNECT && rc != CURLE_COULDNT_RESOLVE_HOST)
             break;
     }
     if (rc != CURLE_OK) {

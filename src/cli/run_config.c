@@ -28,19 +28,13 @@
 #include "../common/run_loop.h"
 #include "../common/url.h"
 #include "../common/xalloc.h"
+#include "../dns/dns.h"
 #include "../proxy/route_cache.h"
 #include "../proxy/rules.h"
 #include "run_config.h"
 
 #define PATH_LEN 256
 #define MAX_FILE_BYTES (1 << 20) /* a config file is a few hundred bytes */
-
-/*
- * plane dns is optional in this tree: when a build links a DNS server, its
- * entry point is used for a Dns plan; otherwise the weak reference is NULL
- * and a Dns plan is checked but not started.
- */
-extern int dns_main(int argc, char **argv) __attribute__((weak));
 
 /* ---- reading fields ---- */
 
@@ -499,18 +493,12 @@ static int parse_drone(struct run_config *rc, const json_t *o, const char *path,
 
 /* ---- Proxy ---- */
 
-/* Base64url without padding, as Plane requires of an EAB HMAC key. */
-static bool is_base64url(const char *s)
-{
-    size_t n = strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_");
-
-    return n > 0 && s[n] == '\0' && n % 4 != 1;
-}
-
 static int parse_acme(const json_t *o, const char *path, struct proxy_options *p, struct buf *err)
 {
     static const char *const known[] = {
-        "endpoint", "mailto_email", "acme_eab_keypair", "accept_insecure_certs_for_testing", NULL,
+        "endpoint", "mailto_email", "acme_eab_keypair", "accept_insecure_certs_for_testing",
+        "ca_cert", /* ours: --acme-ca-cert, the CA of the ACME server's TLS */
+        NULL,
     };
     static const char *const eab_known[] = {"key_id", "key", NULL};
     const json_t *eab;
@@ -522,14 +510,20 @@ static int parse_acme(const json_t *o, const char *path, struct proxy_options *p
         (r = http_url_field(o, path, "endpoint", &p->acme_endpoint, err)) < 0 ||
         (r = str_field(o, path, "mailto_email", true, &p->acme_email, err)) < 0 ||
         (r = field(o, path, "acme_eab_keypair", JSON_OBJECT, false, &eab, err)) < 0 ||
-        (r = bool_field(o, path, "accept_insecure_certs_for_testing", &insecure, err)) < 0)
+        (r = bool_field(o, path, "accept_insecure_certs_for_testing", &insecure, err)) < 0 ||
+        (r = str_field(o, path, "ca_cert", false, &p->acme_ca_cert, err)) < 0)
         return r;
+    if (insecure)
+        log_warn("%s.accept_insecure_certs_for_testing: not supported; give the test CA as ca_cert", path);
     if (eab) {
         subpath(sub, path, "acme_eab_keypair");
         if ((r = check_keys(eab, sub, eab_known, err)) < 0 || (r = str_field(eab, sub, "key_id", true, &p->eab_kid, err)) < 0 ||
             (r = str_field(eab, sub, "key", true, &p->eab_key, err)) < 0)
             return r;
-        if (!is_base64url(p->eab_key)) {
+        size_t n;
+        unsigned char *k = base64url_decode(p->eab_key, &n);
+        free(k);
+        if (!k || n == 0) {
             buf_printf(err, "%s.key: not base64url without padding", sub);
             return -EINVAL;
         }
@@ -552,7 +546,7 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
     char *norm;
     int r;
 
-    *p = (struct proxy_options){.http_port = -1, .https_port = -1, .host = "0.0.0.0"};
+    *p = (struct proxy_options){.http_port = -1, .https_port = -1, .host = "0.0.0.0", .acme_dns_wait_ms = -1};
     if ((r = check_keys(o, path, known, err)) < 0 || (r = name_field(o, path, "name", "px", &p->name, err)) < 0 ||
         (r = urls_field(rc, o, path, &p->controller_url, err)) < 0 ||
         (r = cluster_field(o, path, "cluster", true, &p->cluster, err)) < 0 ||
@@ -585,8 +579,8 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
     p->http_port = (int)http;
     p->https_port = (int)https;
     p->https = https > 0;
-    if (p->https && !p->cert_path) {
-        buf_printf(err, "%s.cert_path: required with port_config.https_port (ACME issuance is not implemented)", path);
+    if (p->https && !p->cert_path && !acme) {
+        buf_printf(err, "%s.cert_path: required with port_config.https_port unless acme_config is given", path);
         return -EINVAL;
     }
     if (acme) {
@@ -875,10 +869,6 @@ int run_config_main(int argc, char **argv)
     }
     if (run_config_parse(&rc, text, len, &err) < 0) {
         fprintf(stderr, "plane run-config: %s: %s\n", file, buf_cstr(&err));
-    } else if (rc.plans[0].kind == PLAN_DNS && !dns_main) {
-        fprintf(stderr, "plane run-config: %s: Dns: this build has no DNS server (plane dns is not implemented "
-                        "yet); the plan is valid but nothing was started\n", file);
-        status = 1;
     } else if (rc.plans[0].kind == PLAN_DNS) {
         status = run_dns(&rc.plans[0].u.dns);
     } else {

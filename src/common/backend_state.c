@@ -100,6 +100,8 @@ json_t *backend_state_to_json(const struct backend_state *s)
     case BACKEND_WAITING:
     case BACKEND_READY:
         json_object_set_new(o, "address", json_string(s->address));
+        if (s->status == BACKEND_READY && s->frozen)
+            json_object_set_new(o, "frozen", json_true());
         break;
     case BACKEND_TERMINATING:
         json_object_set_new(o, "last_status", json_string(backend_status_name(s->last_status)));
@@ -145,6 +147,7 @@ int backend_state_from_json(const json_t *j, struct backend_state *out, struct b
         if (!addr || strlen(addr) >= sizeof(out->address) || net_addr_parse(addr, &ss) < 0)
             return fail(err, "state needs an \"address\" IP:PORT");
         snprintf(out->address, sizeof(out->address), "%s", addr);
+        out->frozen = out->status == BACKEND_READY && json_is_true(json_object_get(j, "frozen"));
         return 0;
     }
     case BACKEND_TERMINATING:
@@ -205,6 +208,8 @@ json_t *backend_status_entry(const struct backend_state *s, int64_t time_ms)
         json_object_set_new(o, "termination_kind", json_string(kind));
     if (s->status == BACKEND_TERMINATED)
         json_object_set_new(o, "exit_error", json_boolean(s->has_exit_code && s->exit_code != 0));
+    if (s->status == BACKEND_READY && s->frozen)
+        json_object_set_new(o, "frozen", json_true());
     json_object_set_new(o, "time", json_integer(time_ms));
     return o;
 }

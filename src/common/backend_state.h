@@ -43,6 +43,8 @@ enum termination_kind { TERMINATION_NONE, TERMINATION_SOFT, TERMINATION_HARD };
 struct backend_state {
     enum backend_status status;
     char address[NET_ADDR_LEN];      /* waiting, ready */
+    bool frozen;                     /* ready: frozen while idle; our extension, "frozen": true beside
+                                        "status": "ready", so Plane's clients see it as ready */
     enum backend_status last_status; /* terminating, hard-terminating, terminated */
     enum termination_kind termination; /* terminated (terminating is always soft) */
     enum termination_reason reason;

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include <openssl/evp.h>
+
 #include "log.h"
 #include "names.h"
 #include "xalloc.h"
@@ -121,4 +123,45 @@ char *token_static_random(void)
 bool token_is_static(const char *token)
 {
     return strncmp(token, "s.", 2) == 0;
+}
+
+unsigned char *base64url_decode(const char *s, size_t *len)
+{
+    size_t n = strlen(s), padded = (n + 3) / 4 * 4, pad = 0;
+    char *std = xmalloc(padded + 1);
+    unsigned char *out;
+    int got;
+
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (ch == '-')
+            ch = '+';
+        else if (ch == '_')
+            ch = '/';
+        else if (ch == '=' && i >= n - 2)
+            ch = '=';
+        else if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9'))) {
+            free(std);
+            return NULL;
+        }
+        std[i] = ch;
+    }
+    for (size_t i = n; i < padded; i++)
+        std[i] = '=';
+    std[padded] = '\0';
+    for (size_t i = padded; i > 0 && std[i - 1] == '='; i--)
+        pad++;
+    if (n % 4 == 1 || pad > 2) {
+        free(std);
+        return NULL;
+    }
+    out = xmalloc(padded / 4 * 3 + 1);
+    got = EVP_DecodeBlock(out, (const unsigned char *)std, (int)padded);
+    free(std);
+    if (got < 0) {
+        free(out);
+        return NULL;
+    }
+    *len = (size_t)got - pad;
+    return out;
 }

@@ -24,6 +24,8 @@ char *name_random(const char *prefix);
 bool name_is_valid(const char *name, const char *prefix);
 /* Base64url without padding; out must hold 4 * ceil(n / 3) + 1 bytes. Returns length. */
 size_t base64url_encode(const unsigned char *in, size_t n, char *out);
+/* Decodes base64url (padding optional) into a new buffer (owned) of *len bytes; NULL if s is not base64url. */
+unsigned char *base64url_decode(const char *s, size_t *len);
 /* A fresh connection/secret/request token: 43 chars of base64url. Owned by caller. */
 char *token_random(void);
 /* "s." + a fresh token. Owned by caller. */

@@ -50,7 +50,8 @@ struct ws_client {
     char accept[WS_ACCEPT_LEN]; /* the Sec-WebSocket-Accept the server must send */
 
     uv_timer_t timer; /* connect and handshake timeouts, pings once open, deferred failures, linger */
-    uint64_t last_rx; /* uv_now() when the peer last sent anything */
+    uint64_t last_rx;   /* uv_now() when the peer last sent anything */
+    uint64_t last_tick; /* uv_now() of the last ping round */
     uv_getaddrinfo_t gai;
     struct addrinfo *ai;      /* owned (uv_freeaddrinfo) */
     struct addrinfo *ai_next; /* borrowed from ai: the next address to try */
@@ -235,7 +236,12 @@ static void wsc_on_timer(uv_timer_t *t)
     } else if (c->state == WSC_HANDSHAKE) {
         wsc_fail(c, false, "handshake with %s timed out", c->authority);
     } else if (c->state == WSC_OPEN) {
-        if (uv_now(c->loop) - c->last_rx >= WS_CLIENT_SILENCE_MS)
+        uint64_t now = uv_now(c->loop);
+        /* A round long overdue means we stood still (stopped, or a long call): what the peer sent
+         * meanwhile is still unread, so its silence is not judged this time. */
+        bool stalled = now - c->last_tick > 2 * WS_CLIENT_PING_MS;
+        c->last_tick = now;
+        if (!stalled && now - c->last_rx >= WS_CLIENT_SILENCE_MS)
             wsc_fail(c, false, "no answer from %s for %d s", c->authority, WS_CLIENT_SILENCE_MS / 1000);
         else
             ws_send_ping(c->ws, "", 0); /* a write error surfaces on the next read or send */
@@ -398,7 +404,7 @@ static void wsc_handshake_feed(struct ws_client *c, const char *data, size_t len
         return;
     }
     c->state = WSC_OPEN;
-    c->last_rx = uv_now(c->loop);
+    c->last_rx = c->last_tick = uv_now(c->loop);
     uv_timer_start(&c->timer, wsc_on_timer, WS_CLIENT_PING_MS, WS_CLIENT_PING_MS);
     buf_release(&c->field);
     buf_release(&c->value);

@@ -509,7 +509,9 @@ static void dispatch(struct controller *c, struct http_request *req)
         cluster_state_route(c, req, seg[2]);
     } else if (n == 4 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "c") == 0 &&
                (strcmp(seg[3], "drone-socket") == 0 || strcmp(seg[3], "proxy-socket") == 0) && get) {
-        sockets_accept(c, req, seg[2], strcmp(seg[3], "drone-socket") == 0);
+        sockets_accept(c, req, seg[2], strcmp(seg[3], "drone-socket") == 0 ? NODE_DRONE : NODE_PROXY);
+    } else if (n == 2 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "dns-socket") == 0 && get) {
+        sockets_accept(c, req, NULL, NODE_DNS);
     } else if (n == 6 && strcmp(seg[0], "ctrl") == 0 && strcmp(seg[1], "c") == 0 && strcmp(seg[3], "d") == 0 &&
                strcmp(seg[5], "drain") == 0 && post) {
         drain_route(c, req, seg[2], seg[4]);

@@ -90,6 +90,12 @@ bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *w
         if (b && !json_is_null(b) && !json_is_boolean(b))
             return BAD("spawn_config.use_static_token: expected a boolean");
         r->static_token = json_is_true(b);
+        const json_t *idle = json_object_get(s, "idle");
+        if (idle && !json_is_null(idle) &&
+            (!json_is_string(idle) ||
+             (strcmp(json_string_value(idle), "freeze") != 0 && strcmp(json_string_value(idle), "terminate") != 0)))
+            return BAD("spawn_config.idle: expected \"freeze\" or \"terminate\"");
+        r->idle_freeze = idle && json_is_string(idle) && strcmp(json_string_value(idle), "freeze") == 0;
         /* Plane accepts any id here and fails later on reads (§0 quirk 20); refuse it up front. */
         if (r->id && !name_is_valid(r->id, NULL))
             return BAD("spawn_config.id: only [a-z0-9-], at most 45 chars");
@@ -188,28 +194,24 @@ static int new_token(struct controller *c, const char *backend_id, const struct 
 static enum outcome existing(struct controller *c, struct http_request *http, const struct connect_req *r,
                              const struct key_row *key)
 {
-    struct backend_row row;
     char *token = NULL, *secret = NULL;
+    int rc;
 
     if (strcmp(key->tag, r->key_tag) != 0) {
         conn_error(c, http, 409, "KeyHeld", "Lock is held but tag does not match.");
         return DONE;
     }
-    int rc = STORE_CALL(c->store, backend_get, key->backend_id, &row);
-    if (rc < 0) {
+    if (key->static_token)
+        respond(c, http, key->backend_id, false, key->status, key->static_token, NULL, key->cluster, key->subdomain,
+                NULL);
+    else if ((rc = new_token(c, key->backend_id, r, &token, &secret)) < 0)
         store_error(c, http, rc);
-        return DONE;
-    }
-    if (row.static_token) {
-        respond(c, http, row.id, false, row.state.status, row.static_token, NULL, row.cluster, row.subdomain, NULL);
-    } else if ((rc = new_token(c, row.id, r, &token, &secret)) < 0) {
-        store_error(c, http, rc);
-    } else {
-        respond(c, http, row.id, false, row.state.status, token, secret, row.cluster, row.subdomain, NULL);
-    }
+    else
+        respond(c, http, key->backend_id, false, key->status, token, secret, key->cluster, key->subdomain, NULL);
+    if (key->frozen)
+        controller_thaw_if_frozen(c, key->backend_id, false);
     free(token);
     free(secret);
-    backend_row_release(&row);
     return DONE;
 }
 
@@ -304,6 +306,7 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
         .lifetime_ms = r->lifetime_s != CONNECT_UNSET ? r->lifetime_s * 1000 : 0,
         .has_max_idle = r->idle_s != CONNECT_UNSET,
         .max_idle_ms = r->idle_s != CONNECT_UNSET ? r->idle_s * 1000 : 0,
+        .idle_freeze = r->idle_freeze,
         .key_namespace = r->key_ns,
         .key_name = r->key_name,
         .key_tag = r->key_tag,

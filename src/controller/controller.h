@@ -105,6 +105,7 @@ struct connect_req {
     const json_t *executable;
     int64_t lifetime_s, idle_s; /* CONNECT_UNSET: none; any other value counts, <= 0 included (as Plane) */
     bool static_token;
+    bool idle_freeze;     /* spawn_config.idle "freeze" (our extension): frozen, not swept, when idle */
     const char *user;     /* or NULL */
     char *auth;           /* owned: the auth object as JSON with sorted keys */
 };
@@ -112,13 +113,20 @@ struct connect_req {
 bool connect_request_parse(const json_t *j, struct connect_req *r, struct buf *why);
 void connect_request_release(struct connect_req *r);
 
-/* sockets.c: the drone and proxy WebSocket endpoints */
-void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone);
+/* sockets.c: the drone, proxy and DNS server WebSocket endpoints; cluster is NULL for NODE_DNS */
+void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, enum node_kind kind);
 void sockets_close_all(struct controller *c);
 /* Catches up from the store with what the other controllers' lost notifications said. */
 void sockets_resync(struct controller *c);
 /* Whether a node of controller->sessions is a registered drone (else a proxy or not yet registered). */
 bool sockets_is_drone(const struct list_node *session_node);
+
+/*
+ * Thaws the backend if it is frozen (freeze on idle): a request or a connect
+ * wants it. With only_if_used, only when it was kept alive within its idle
+ * limit (a freeze that crossed a request). In sockets.c, beside the sweep.
+ */
+void controller_thaw_if_frozen(struct controller *c, const char *backend_id, bool only_if_used);
 
 /* controller.c: shared operations */
 /* Queues action (a BackendAction, stolen) for the backend's drone: stored, then delivered. 0 or -errno. */

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * messages.c - decode MessageFromDrone and MessageFromProxy (see messages.h).
+ * messages.c - decode MessageFromDrone, MessageFromProxy and
+ * MessageFromDns (see messages.h).
  */
 #include <errno.h>
 #include <string.h>
@@ -103,7 +104,18 @@ static int decode_proxy(const char *tag, json_t *p, struct node_msg *m, struct b
     return -EINVAL;
 }
 
-int node_msg_decode(const char *text, size_t len, bool drone, struct node_msg *m, struct buf *err)
+static int decode_dns(const char *tag, json_t *p, struct node_msg *m, struct buf *err)
+{
+    if (strcmp(tag, "TxtRecordRequest") == 0) {
+        m->kind = MSG_TXT_RECORD_REQUEST;
+        m->cluster = json_get_str(p, "cluster");
+        return m->cluster ? 0 : fail(err, "TxtRecordRequest needs cluster");
+    }
+    buf_printf(err, "unknown DNS server message '%.64s'", tag);
+    return -EINVAL;
+}
+
+int node_msg_decode(const char *text, size_t len, enum node_kind kind, struct node_msg *m, struct buf *err)
 {
     json_error_t jerr;
     json_t *p;
@@ -118,7 +130,14 @@ int node_msg_decode(const char *text, size_t len, bool drone, struct node_msg *m
     tag = wire_variant_of(m->root, &p);
     if (!tag || !p)
         return fail(err, "not a message variant");
-    return drone ? decode_drone(tag, p, m, err) : decode_proxy(tag, p, m, err);
+    switch (kind) {
+    case NODE_DRONE:
+        return decode_drone(tag, p, m, err);
+    case NODE_PROXY:
+        return decode_proxy(tag, p, m, err);
+    default:
+        return decode_dns(tag, p, m, err);
+    }
 }
 
 void node_msg_release(struct node_msg *m)

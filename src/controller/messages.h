@@ -13,6 +13,7 @@
 
 #include "../common/backend_state.h"
 #include "../common/buf.h"
+#include "store.h"
 
 enum node_msg_kind {
     MSG_HEARTBEAT,
@@ -25,6 +26,7 @@ enum node_msg_kind {
     MSG_CERT_LEASE_REQUEST,
     MSG_SET_TXT_RECORD,
     MSG_RELEASE_CERT_LEASE,
+    MSG_TXT_RECORD_REQUEST,
 };
 
 struct node_msg {
@@ -38,10 +40,11 @@ struct node_msg {
     const char *action_id;   /* ack action */
     const char *token;       /* route info request */
     const char *txt_value;   /* set txt record */
+    const char *cluster;     /* txt record request */
 };
 
-/* Decodes one message from a drone (drone true) or a proxy. 0, or -EINVAL with a line in err. */
-int node_msg_decode(const char *text, size_t len, bool drone, struct node_msg *out, struct buf *err);
+/* Decodes one message from a node of the given kind. 0, or -EINVAL with a line in err. */
+int node_msg_decode(const char *text, size_t len, enum node_kind kind, struct node_msg *out, struct buf *err);
 void node_msg_release(struct node_msg *m);
 
 #endif

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * sockets.c - the WebSocket endpoints for drones and proxies (spec §6-§8).
+ * sockets.c - the WebSocket endpoints for drones, proxies and DNS servers
+ * (spec §6-§9).
  *
  * A session starts with the handshake exchange; the node is registered
  * then. A drone session forwards the actions queued for its drone as they
@@ -9,7 +10,8 @@
  * them always), renews keys, and sweeps idle and expired backends every
  * 5 s. A proxy session answers route requests (holding those for backends
  * still starting until they are ready or gone), records keepalives, and
- * tells the proxy when any backend terminates.
+ * tells the proxy when any backend terminates; its certificate lease and
+ * TXT requests, like a DNS server's TXT lookups, go to acme.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -22,6 +24,7 @@
 #include "../common/wire.h"
 #include "../common/ws.h"
 #include "../common/xalloc.h"
+#include "acme.h"
 #include "controller.h"
 #include "messages.h"
 
@@ -33,8 +36,9 @@ struct session {
     struct list_node node; /* in controller->sessions */
     struct controller *c;
     struct http_ws *ws;
-    bool drone;            /* else proxy */
-    char *cluster;         /* owned */
+    bool drone;            /* kind == NODE_DRONE */
+    enum node_kind kind;
+    char *cluster;         /* owned; NULL for DNS servers */
     char *pool;            /* owned; drones only */
     char *name;            /* owned, after the handshake */
     char peer_ip[64];
@@ -106,11 +110,35 @@ static void sweep_one(void *arg, const char *backend_id, int64_t drone_id)
                             wire_variant("Terminate", json_pack("{s:s, s:s}", "kind", "soft", "reason", "swept")));
 }
 
+static void freeze_one(void *arg, const char *backend_id, int64_t drone_id)
+{
+    struct session *s = arg;
+
+    log_info("backend %s: idle, freezing", backend_id);
+    controller_queue_action(s->c, backend_id, drone_id, wire_variant("Freeze", json_object()));
+}
+
+void controller_thaw_if_frozen(struct controller *c, const char *backend_id, bool only_if_used)
+{
+    struct backend_row row;
+
+    if (STORE_CALL(c->store, backend_get, backend_id, &row) < 0)
+        return;
+    if (row.state.status == BACKEND_READY && row.state.frozen &&
+        (!only_if_used || (row.allowed_idle_ms >= 0 && controller_now() - row.last_keepalive <= row.allowed_idle_ms))) {
+        log_info("backend %s: wanted while frozen, thawing", backend_id);
+        controller_queue_action(c, backend_id, row.drone_id, wire_variant("Thaw", json_object()));
+    }
+    backend_row_release(&row);
+}
+
 static void sweep_cb(uv_timer_t *t)
 {
     struct session *s = t->data;
 
     STORE_CALL(s->c->store, sweep_candidates, s->node_id, controller_now(), sweep_one, s);
+    if (s->c->store->ops->freeze_candidates) /* else idle backends are swept, "freeze" or not */
+        STORE_CALL(s->c->store, freeze_candidates, s->node_id, controller_now(), freeze_one, s);
 }
 
 static void drone_message(struct session *s, const struct node_msg *m)
@@ -126,6 +154,8 @@ static void drone_message(struct session *s, const struct node_msg *m)
         if (controller_update_state(c, m->backend_id, &m->state, true, &ok) == 0) {
             if (!ok)
                 log_debug("backend %s: %s is not newer, ignored", m->backend_id, backend_status_name(m->state.status));
+            else if (m->state.status == BACKEND_READY && m->state.frozen)
+                controller_thaw_if_frozen(c, m->backend_id, true); /* a request came meanwhile */
             /* Acked even when ignored; not when the store failed, so the drone retries. */
             send_msg(s, wire_variant("AckEvent", json_pack("{s:I}", "event_id", (json_int_t)m->event_id)));
         }
@@ -281,19 +311,33 @@ static void proxy_message(struct session *s, const struct node_msg *m)
     case MSG_KEEPALIVE:
         if (STORE_CALL(s->c->store, keepalive, m->backend_id, controller_now(), &alive) == 0 && !alive)
             send_msg(s, wire_variant("BackendRemoved", json_pack("{s:s}", "backend", m->backend_id)));
+        else if (alive)
+            controller_thaw_if_frozen(s->c, m->backend_id, false); /* the first request to a frozen backend */
         break;
     case MSG_CERT_LEASE_REQUEST:
-        /* ACME leases come with DNS support; refused until then. */
-        send_msg(s, wire_variant("CertManagerResponse",
-                                 wire_variant("CertLeaseResponse", json_pack("{s:b}", "accepted", 0))));
-        break;
     case MSG_SET_TXT_RECORD:
-        send_msg(s, wire_variant("CertManagerResponse",
-                                 wire_variant("SetTxtRecordResponse", json_pack("{s:b}", "accepted", 0))));
+    case MSG_RELEASE_CERT_LEASE: {
+        json_t *reply = acme_proxy_request(s->c->store, s->cluster, s->node_id, m, controller_now());
+        if (reply)
+            send_msg(s, reply);
         break;
-    default:
-        break; /* ReleaseCertLease: no reply */
     }
+    default:
+        break;
+    }
+}
+
+static void dns_message(struct session *s, const struct node_msg *m)
+{
+    json_t *reply = acme_dns_request(s->c->store, m);
+
+    if (reply)
+        send_msg(s, reply);
+}
+
+static const char *kind_label(const struct session *s)
+{
+    return s->kind == NODE_DRONE ? "drone" : s->kind == NODE_PROXY ? "proxy" : "DNS server";
 }
 
 /* ---- the session ---- */
@@ -324,7 +368,7 @@ static void session_end(struct session *s)
         held_end(list_entry(pos, struct held_route, node));
     if (s->registered) {
         STORE_CALL(s->c->store, node_disconnect, s->node_id, s->c->id, s->connected_at);
-        log_info("%s %s: disconnected", s->drone ? "drone" : "proxy", s->name);
+        log_info("%s %s: disconnected", kind_label(s), s->name);
     }
     uv_timer_stop(&s->sweep);
     uv_timer_stop(&s->resend);
@@ -349,28 +393,29 @@ static void handshake(struct session *s, const json_t *j)
     }
     http_ws_send(s->ws, text, strlen(text));
     free(text);
-    if (!name_is_valid(name, s->drone ? "dr" : "px")) {
-        log_warn("controller: rejected a %s named '%s'", s->drone ? "drone" : "proxy", name);
+    if (!name_is_valid(name, s->kind == NODE_DRONE ? "dr" : s->kind == NODE_PROXY ? "px" : "ns")) {
+        log_warn("controller: rejected a %s named '%s'", kind_label(s), name);
         http_ws_close(s->ws, 1008);
         session_end(s);
         return;
     }
     s->name = xstrdup(name);
     s->connected_at = controller_now();
-    if (STORE_CALL(s->c->store, node_connect, s->drone ? NODE_DRONE : NODE_PROXY, name, s->cluster, s->peer_ip,
+    if (STORE_CALL(s->c->store, node_connect, s->kind, name, s->cluster, s->peer_ip,
                    s->c->id, s->pool, s->connected_at, &s->node_id) < 0) {
         http_ws_close(s->ws, 1011);
         session_end(s);
         return;
     }
     s->registered = true;
-    log_info("%s %s: connected from %s (cluster %s)", s->drone ? "drone" : "proxy", name, s->peer_ip, s->cluster);
+    log_info("%s %s: connected from %s (cluster %s)", kind_label(s), name, s->peer_ip,
+             s->cluster ? s->cluster : "none");
     if (s->drone) {
         snprintf(key, sizeof(key), "%lld", (long long)s->node_id);
         s->actions = events_subscribe(s->c->events, EVENT_BACKEND_ACTION, key, action_event, s);
         uv_timer_start(&s->sweep, sweep_cb, SWEEP_INTERVAL_MS, SWEEP_INTERVAL_MS);
         uv_timer_start(&s->resend, resend_cb, 0, RESEND_INTERVAL_MS);
-    } else {
+    } else if (s->kind == NODE_PROXY) {
         s->removals = events_subscribe(s->c->events, EVENT_BACKEND_STATE, NULL, removal_event, s);
     }
 }
@@ -394,12 +439,14 @@ static void on_text(void *arg, const char *msg, size_t len)
         json_decref(j);
         return;
     }
-    if (node_msg_decode(msg, len, s->drone, &m, &err) < 0)
-        log_warn("%s %s: dropped a message: %s", s->drone ? "drone" : "proxy", s->name, buf_cstr(&err));
-    else if (s->drone)
+    if (node_msg_decode(msg, len, s->kind, &m, &err) < 0)
+        log_warn("%s %s: dropped a message: %s", kind_label(s), s->name, buf_cstr(&err));
+    else if (s->kind == NODE_DRONE)
         drone_message(s, &m);
-    else
+    else if (s->kind == NODE_PROXY)
         proxy_message(s, &m);
+    else
+        dns_message(s, &m);
     node_msg_release(&m);
     buf_release(&err);
 }
@@ -412,19 +459,20 @@ static void on_close(void *arg, int code)
 
 static const struct ws_handler session_handler = {.on_text = on_text, .on_close = on_close};
 
-void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, bool drone)
+void sockets_accept(struct controller *c, struct http_request *req, const char *cluster, enum node_kind kind)
 {
     struct session *s;
     char *pool;
 
-    if (!cluster_valid(cluster)) {
+    if (kind != NODE_DNS && !cluster_valid(cluster)) {
         api_error(req, 400, "InvalidClusterName", "Invalid cluster name");
         return;
     }
     s = xcalloc(1, sizeof(*s));
     s->c = c;
-    s->drone = drone;
-    s->cluster = xstrdup(cluster);
+    s->kind = kind;
+    s->drone = kind == NODE_DRONE;
+    s->cluster = kind == NODE_DNS ? NULL : xstrdup(cluster); /* DNS servers have none (§9) */
     pool = http_query_param(req, "pool");
     s->pool = pool ? pool : xstrdup("");
     snprintf(s->peer_ip, sizeof(s->peer_ip), "%s", req->peer_ip);

@@ -47,6 +47,9 @@ void key_row_release(struct key_row *r)
 {
     free(r->backend_id);
     free(r->tag);
+    free(r->cluster);
+    free(r->static_token);
+    free(r->subdomain);
     memset(r, 0, sizeof(*r));
 }
 

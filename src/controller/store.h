@@ -36,10 +36,14 @@ struct backend_row {
     int64_t last_keepalive;
 };
 
+/* A key and what a connect needs to answer with its backend (one read). */
 struct key_row {
     char *backend_id, *tag; /* owned */
     int64_t expires_at;
     int64_t fencing_token;
+    char *cluster, *static_token, *subdomain; /* the backend's, owned; the last two may be NULL */
+    enum backend_status status;               /* the backend's */
+    bool frozen;                              /* the backend is ready and frozen (freeze on idle) */
 };
 
 /* Everything connect writes for a new backend, in one transaction (§5.2.1 step 6). */
@@ -50,6 +54,7 @@ struct new_backend {
     int64_t lifetime_ms;
     bool has_max_idle;       /* max_idle_ms applies; <= 0 is swept at once, as Plane */
     int64_t max_idle_ms;
+    bool idle_freeze;        /* idle: frozen instead of swept */
     const char *key_namespace, *key_name, *key_tag;
     int64_t key_expires_at;
     int64_t fencing_token;
@@ -116,6 +121,13 @@ struct store_ops {
     int (*key_renew)(struct store *s, const char *backend_id, int64_t drone_id, int64_t now, int64_t expires_at,
                      bool *renewed);
     int (*sweep_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
+    /*
+     * Optional (freeze on idle): ready, unfrozen backends of the drone that
+     * asked to be frozen on idle and are idle now. A store that has it also
+     * leaves those out of sweep_candidates' idle test and takes a ready
+     * state that differs from the stored ready one (frozen, thawed).
+     */
+    int (*freeze_candidates)(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg);
     int (*keepalive)(struct store *s, const char *backend_id, int64_t now, bool *alive);
     int (*revoke)(struct store *s, const char *backend_id, const char *user);
     int (*route_get)(struct store *s, const char *token, struct route_row *out);
@@ -147,6 +159,18 @@ struct store_ops {
      * is read from its Spawn action instead; with ids it is null.
      */
     int (*backend_overview)(struct store *s, const json_t *ids, int terminated, json_t **out);
+    /*
+     * ACME DNS-01 (§8.4, §9; table acme_txt_entries). cert_lease takes the
+     * cluster's certificate lease for node_id unless a lease at most
+     * valid_ms old exists (whoever holds it); the TXT value stays. txt_set sets the TXT value only
+     * under node_id's lease. cert_release drops node_id's lease and its
+     * value. txt_get: *value is the value (owned) or NULL when there is none.
+     */
+    int (*cert_lease)(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                      bool *accepted);
+    int (*txt_set)(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted);
+    int (*cert_release)(struct store *s, const char *cluster, int64_t node_id);
+    int (*txt_get)(struct store *s, const char *cluster, char **value);
 };
 
 struct store {

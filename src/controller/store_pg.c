@@ -30,6 +30,8 @@
 #include "store.h"
 
 #define MAX_STMTS 64
+/* The database's time in epoch ms: keys expire by it, whatever the controllers' clocks say. */
+#define DB_NOW "(extract(epoch FROM clock_timestamp()) * 1000)::bigint"
 #define MAX_PARAMS 12
 #define RECONNECT_MS 500
 
@@ -39,6 +41,7 @@ struct pg_store {
     char *url;                 /* owned */
     int64_t next_connect;      /* boot ms before which no reconnect is tried */
     bool down_logged;
+    bool in_tx;                /* BEGIN sent: a broken connection must not be replaced mid-transaction */
     struct {
         const char *sql;
         bool prepared;         /* on the current connection */
@@ -80,11 +83,13 @@ static const char *pg_error(const struct pg_store *q)
     return *e ? e : "unknown error";
 }
 
-/* Whether the connection is usable, reconnecting if it may. */
+/* Whether the connection is usable, reconnecting if it may (never inside a transaction). */
 static bool connected(struct pg_store *q)
 {
     if (q->conn && PQstatus(q->conn) == CONNECTION_OK)
         return true;
+    if (q->in_tx)
+        return false; /* what was written in it is gone: the transaction fails, it is not continued elsewhere */
     if (clock_boot_ms() < q->next_connect)
         return false;
     q->next_connect = clock_boot_ms() + RECONNECT_MS;
@@ -167,6 +172,19 @@ static PGresult *run(struct pg_store *q, const char *sql, const struct params *p
     return r;
 }
 
+/* run() for a statement that must find a row: NULL with *rc = -ENOENT when it finds none. */
+static PGresult *run_row(struct pg_store *q, const char *sql, const struct params *p, const char *what, int *rc)
+{
+    PGresult *r = run(q, sql, p, what, rc);
+
+    if (r && PQntuples(r) == 0) {
+        PQclear(r);
+        *rc = -ENOENT;
+        return NULL;
+    }
+    return r;
+}
+
 /* Runs sql for its effect; *changed (if not NULL) says whether it touched a row. */
 static int exec_p(struct pg_store *q, const char *sql, const struct params *p, const char *what, bool *changed)
 {
@@ -194,15 +212,24 @@ static int simple(struct pg_store *q, const char *sql, const char *what)
 
 static int begin(struct pg_store *q)
 {
-    return simple(q, "BEGIN", "begin");
+    int rc = simple(q, "BEGIN", "begin");
+
+    q->in_tx = rc == 0;
+    return rc;
 }
 
+/* Ends the transaction: COMMIT if rc is 0 and the session that began it is still there, else ROLLBACK. */
 static int commit(struct pg_store *q, int rc)
 {
+    bool same_session = PQstatus(q->conn) == CONNECTION_OK && PQtransactionStatus(q->conn) == PQTRANS_INTRANS;
+
+    if (rc == 0 && !same_session)
+        rc = PQstatus(q->conn) == CONNECTION_OK ? -EIO : -ENOTCONN;
     if (rc == 0)
-        return simple(q, "COMMIT", "commit");
-    if (rc != -ENOTCONN)
+        rc = simple(q, "COMMIT", "commit");
+    else if (PQstatus(q->conn) == CONNECTION_OK)
         simple(q, "ROLLBACK", "rollback");
+    q->in_tx = false;
     return rc;
 }
 
@@ -268,6 +295,11 @@ static const char *const migrations[] = {
     /* Counted, never read from a clock; started at the time in ms, as tokens once were. */
     "CREATE SEQUENCE fencing_token;"
     "SELECT setval('fencing_token', (extract(epoch FROM clock_timestamp()) * 1000)::bigint);",
+    /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
+    "CREATE TABLE acme_txt_entries (cluster text PRIMARY KEY, leased_at bigint NOT NULL,"
+    " leased_by bigint NOT NULL, txt_value text);",
+    /* 3: backends frozen, not swept, when idle (our extension). */
+    "CREATE TABLE backend_idle_freeze (id text PRIMARY KEY);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -315,9 +347,26 @@ static int apply_migrations(struct pg_store *q, struct buf *err)
 
 char *store_pg_conninfo(const char *url)
 {
-    /* Fail fast when the server cannot be reached, unless the URL says otherwise. */
-    return strstr(url, "connect_timeout=") ? xstrdup(url)
-                                           : xasprintf("%s%sconnect_timeout=3", url, strchr(url, '?') ? "&" : "?");
+    /*
+     * Unless the URL says otherwise: fail fast when the server cannot be
+     * reached, and notice within seconds a server that stops answering (the
+     * loop waits on every statement), rather than after TCP's minutes.
+     */
+    static const char *const defaults[][2] = {
+        {"connect_timeout=", "3"},   {"keepalives=", "1"},        {"keepalives_idle=", "5"},
+        {"keepalives_interval=", "2"}, {"keepalives_count=", "3"}, {"tcp_user_timeout=", "10000"},
+        {"options=", "-c%20statement_timeout%3D10000"},
+    };
+    char *out = xstrdup(url);
+
+    for (size_t i = 0; i < sizeof(defaults) / sizeof(defaults[0]); i++) {
+        if (strstr(url, defaults[i][0]))
+            continue;
+        char *next = xasprintf("%s%s%s%s", out, strchr(out, '?') ? "&" : "?", defaults[i][0], defaults[i][1]);
+        free(out);
+        out = next;
+    }
+    return out;
 }
 
 /* Notices ("already exists, skipping") are not the operator's business. */
@@ -369,7 +418,7 @@ static int pg_ping(struct store *s)
 
 static int pg_clock(struct store *s, int64_t *db_ms)
 {
-    static const char sql[] = "SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint";
+    static const char sql[] = "SELECT " DB_NOW;
     int rc;
     PGresult *r = run(to_pg(s), sql, NULL, "clock", &rc);
 
@@ -452,12 +501,8 @@ static int pg_drone_drain(struct store *s, const char *cluster, const char *name
 
     p_str(&p, cluster);
     p_str(&p, name);
-    if (!(r = run(q, find, &p, "drain", &rc)))
+    if (!(r = run_row(q, find, &p, "drain", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     int64_t id = ival(r, 0, 0);
     bool is_drone = strcmp(PQgetvalue(r, 0, 1), "Drone") == 0;
     *updated = !PQgetisnull(r, 0, 2) && !bval(r, 0, 2);
@@ -526,15 +571,11 @@ static int pg_drone_pick(struct store *s, const char *cluster, const char *pool,
     p_str(&p, pool ? pool : "");
     p_int(&p, healthy_since);
     p_int(&p, best_of > 0 ? best_of : 2);
-    if (!(r = run(to_pg(s), sql, &p, "schedule", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "schedule", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        rc = -ENOENT;
-    } else {
-        *drone_id = ival(r, 0, 0);
-        *drone_name = val(r, 0, 1);
-        *clock_offset = ival(r, 0, 2);
-    }
+    *drone_id = ival(r, 0, 0);
+    *drone_name = val(r, 0, 1);
+    *clock_offset = ival(r, 0, 2);
     PQclear(r);
     return rc;
 }
@@ -544,7 +585,9 @@ static int pg_drone_pick(struct store *s, const char *cluster, const char *pool,
 static int pg_key_get(struct store *s, const char *ns, const char *name, struct key_row *out)
 {
     static const char sql[] =
-        "SELECT id, tag, expires_at, fencing_token FROM backend_key WHERE namespace = $1 AND key_name = $2";
+        "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
+        " backend.subdomain, backend.last_status_number, (backend.state::jsonb ->> 'frozen') = 'true'"
+        " FROM backend_key JOIN backend ON backend.id = backend_key.id WHERE namespace = $1 AND key_name = $2";
     struct params p = {0};
     int rc;
     PGresult *r;
@@ -552,28 +595,29 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
     memset(out, 0, sizeof(*out));
     p_str(&p, ns);
     p_str(&p, name);
-    if (!(r = run(to_pg(s), sql, &p, "key lookup", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "key lookup", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        rc = -ENOENT;
-    } else {
-        out->backend_id = val(r, 0, 0);
-        out->tag = val(r, 0, 1);
-        out->expires_at = ival(r, 0, 2);
-        out->fencing_token = ival(r, 0, 3);
-    }
+    out->backend_id = val(r, 0, 0);
+    out->tag = val(r, 0, 1);
+    out->expires_at = ival(r, 0, 2);
+    out->fencing_token = ival(r, 0, 3);
+    out->cluster = val(r, 0, 4);
+    out->static_token = val(r, 0, 5);
+    out->subdomain = val(r, 0, 6);
+    out->status = (enum backend_status)ival(r, 0, 7);
+    out->frozen = bval(r, 0, 8);
     PQclear(r);
     return rc;
 }
 
 static int pg_key_delete_expired(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted)
 {
-    static const char sql[] = "DELETE FROM backend_key WHERE namespace = $1 AND key_name = $2 AND expires_at <= $3";
+    static const char sql[] = "DELETE FROM backend_key WHERE namespace = $1 AND key_name = $2 AND expires_at <= " DB_NOW;
     struct params p = {0};
 
+    (void)now;
     p_str(&p, ns);
     p_str(&p, name);
-    p_int(&p, now);
     return exec_p(to_pg(s), sql, &p, "key delete", deleted);
 }
 
@@ -610,8 +654,9 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         "INSERT INTO backend(id, cluster, last_status, last_status_time, last_status_number, drone_id,"
         " expiration_time, last_keepalive, allowed_idle_ms, state, static_token, subdomain)"
         " VALUES($1, $2, 'scheduled', $3, 10, $4, $5, $3, $6, '{\"status\":\"scheduled\"}', $7, $8)";
+    /* The lease as the caller meant it (its expiry minus its now), from the database's now. */
     static const char key_sql[] = "INSERT INTO backend_key(id, namespace, key_name, tag, expires_at, fencing_token)"
-                                  " VALUES($1, $2, $3, $4, $5, $6)";
+                                  " VALUES($1, $2, $3, $4, " DB_NOW " + ($5::bigint - $7::bigint), $6)";
     struct params b = {0}, k = {0};
     int rc = begin(q);
 
@@ -639,12 +684,19 @@ static int pg_backend_create(struct store *s, const struct new_backend *nb)
         p_str(&k, nb->key_tag);
         p_int(&k, nb->key_expires_at);
         p_int(&k, nb->fencing_token);
+        p_int(&k, nb->now);
         rc = exec_p(q, key_sql, &k, "key insert", NULL);
     }
     if (rc == 0)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
     if (rc == 0)
         rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    if (rc == 0 && nb->idle_freeze) {
+        static const char freeze_sql[] = "INSERT INTO backend_idle_freeze(id) VALUES($1)";
+        struct params f = {0};
+        p_str(&f, nb->id);
+        rc = exec_p(q, freeze_sql, &f, "idle freeze insert", NULL);
+    }
     return commit(q, rc);
 }
 
@@ -676,12 +728,8 @@ static int pg_backend_get(struct store *s, const char *id, struct backend_row *o
 
     memset(out, 0, sizeof(*out));
     p_str(&p, id);
-    if (!(r = run(to_pg(s), sql, &p, "backend get", &rc)))
+    if (!(r = run_row(to_pg(s), sql, &p, "backend get", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     out->id = val(r, 0, 0);
     out->cluster = val(r, 0, 1);
     out->static_token = val(r, 0, 2);
@@ -723,9 +771,11 @@ static int pg_backend_update_state(struct store *s, const char *id, const struct
                                    bool release_key, bool *accepted)
 {
     struct pg_store *q = to_pg(s);
+    /* States only move forward, but a ready one may be frozen and thawed (same number, new state). */
     static const char sql[] = "UPDATE backend SET last_status = $2, last_status_time = $3, last_status_number = $4,"
                               " state = $5, cluster_address = $6 WHERE id = $1"
-                              " AND (last_status_number IS NULL OR last_status_number < $4)";
+                              " AND (last_status_number IS NULL OR last_status_number < $4"
+                              " OR ($4 = 50 AND last_status_number = 50 AND state != $5))";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = $1";
     static const char hold_key[] = "UPDATE backend_key SET allow_renew = false WHERE id = $1";
     json_t *j = backend_state_to_json(bs);
@@ -815,8 +865,8 @@ static int pg_action_ack(struct store *s, int64_t drone_id, const char *action_i
 static int pg_key_renew(struct store *s, const char *backend_id, int64_t drone_id, int64_t now, int64_t expires_at,
                         bool *renewed)
 {
-    static const char sql[] = "UPDATE backend_key SET expires_at = $2 WHERE id = $1 AND allow_renew"
-                              " AND expires_at > $4"
+    static const char sql[] = "UPDATE backend_key SET expires_at = " DB_NOW " + ($2::bigint - $4::bigint)"
+                              " WHERE id = $1 AND allow_renew AND expires_at > " DB_NOW
                               " AND EXISTS (SELECT 1 FROM backend WHERE backend.id = $1 AND drone_id = $3)";
     struct params p = {0};
 
@@ -835,19 +885,38 @@ static int each_id(PGresult *r, store_id_fn *fn, void *arg)
     return 0;
 }
 
-static int pg_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+/* Backends of drone_id that sql ($1 the drone, $2 now) selects. */
+static int each_candidate(struct pg_store *q, const char *sql, int64_t drone_id, int64_t now, store_id_fn *fn,
+                          void *arg, const char *what)
 {
-    static const char sql[] =
-        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status NOT IN ('scheduled', 'terminated')"
-        " AND ((allowed_idle_ms IS NOT NULL AND $2 - last_keepalive > allowed_idle_ms)"
-        " OR (expiration_time IS NOT NULL AND $2 > expiration_time))";
     struct params p = {0};
     int rc;
     PGresult *r;
 
     p_int(&p, drone_id);
     p_int(&p, now);
-    return (r = run(to_pg(s), sql, &p, "sweep", &rc)) ? each_id(r, fn, arg) : rc;
+    return (r = run(q, sql, &p, what, &rc)) ? each_id(r, fn, arg) : rc;
+}
+
+static int pg_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status NOT IN ('scheduled', 'terminated')"
+        " AND ((allowed_idle_ms IS NOT NULL AND $2 - last_keepalive > allowed_idle_ms"
+        "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
+        " OR (expiration_time IS NOT NULL AND $2 > expiration_time))";
+
+    return each_candidate(to_pg(s), sql, drone_id, now, fn, arg, "sweep");
+}
+
+static int pg_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = $1 AND last_status = 'ready'"
+        " AND (state::jsonb ->> 'frozen') IS DISTINCT FROM 'true' AND allowed_idle_ms IS NOT NULL"
+        " AND $2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
+
+    return each_candidate(to_pg(s), sql, drone_id, now, fn, arg, "freeze candidates");
 }
 
 static int pg_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
@@ -883,12 +952,8 @@ static int pg_route_get(struct store *s, const char *token, struct route_row *ou
 
     memset(out, 0, sizeof(*out));
     p_str(&p, token);
-    if (!(r = run(to_pg(s), strncmp(token, "s.", 2) == 0 ? by_static : by_token, &p, "route", &rc)))
+    if (!(r = run_row(to_pg(s), strncmp(token, "s.", 2) == 0 ? by_static : by_token, &p, "route", &rc)))
         return rc;
-    if (PQntuples(r) == 0) {
-        PQclear(r);
-        return -ENOENT;
-    }
     out->backend_id = val(r, 0, 0);
     out->secret_token = val(r, 0, 1);
     out->cluster = val(r, 0, 2);
@@ -1026,6 +1091,63 @@ static int pg_backend_overview(struct store *s, const json_t *ids, int terminate
     return rc;
 }
 
+/* ---- ACME DNS-01: the cluster's certificate lease and TXT value (§8.4, §9) ---- */
+
+static int pg_cert_lease(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                         bool *accepted)
+{
+    /* One statement: controllers sharing the database race on the row, and one wins. */
+    static const char sql[] =
+        "INSERT INTO acme_txt_entries(cluster, leased_at, leased_by) VALUES($1, $2, $3)"
+        " ON CONFLICT (cluster) DO UPDATE SET leased_at = excluded.leased_at, leased_by = excluded.leased_by"
+        " WHERE acme_txt_entries.leased_at < $2::bigint - $4::bigint";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, now);
+    p_int(&p, node_id);
+    p_int(&p, valid_ms);
+    return exec_p(to_pg(s), sql, &p, "cert lease", accepted);
+}
+
+static int pg_txt_set(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted)
+{
+    static const char sql[] = "UPDATE acme_txt_entries SET txt_value = $3 WHERE cluster = $1 AND leased_by = $2";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, node_id);
+    p_str(&p, value);
+    return exec_p(to_pg(s), sql, &p, "set txt record", accepted);
+}
+
+static int pg_cert_release(struct store *s, const char *cluster, int64_t node_id)
+{
+    static const char sql[] = "DELETE FROM acme_txt_entries WHERE cluster = $1 AND leased_by = $2";
+    struct params p = {0};
+
+    p_str(&p, cluster);
+    p_int(&p, node_id);
+    return exec_p(to_pg(s), sql, &p, "release cert lease", NULL);
+}
+
+static int pg_txt_get(struct store *s, const char *cluster, char **value)
+{
+    static const char sql[] = "SELECT txt_value FROM acme_txt_entries WHERE cluster = $1";
+    struct params p = {0};
+    int rc;
+    PGresult *r;
+
+    *value = NULL;
+    p_str(&p, cluster);
+    if (!(r = run(to_pg(s), sql, &p, "txt record", &rc)))
+        return rc;
+    if (PQntuples(r) > 0)
+        *value = val(r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
 const struct store_ops store_pg_ops = {
     .name = "postgres",
     .open = pg_open,
@@ -1051,6 +1173,7 @@ const struct store_ops store_pg_ops = {
     .key_renew = pg_key_renew,
     .fencing_next = pg_fencing_next,
     .sweep_candidates = pg_sweep_candidates,
+    .freeze_candidates = pg_freeze_candidates,
     .keepalive = pg_keepalive,
     .revoke = pg_revoke,
     .route_get = pg_route_get,
@@ -1060,4 +1183,8 @@ const struct store_ops store_pg_ops = {
     .prevent_renew = pg_prevent_renew,
     .drone_overview = pg_drone_overview,
     .backend_overview = pg_backend_overview,
+    .cert_lease = pg_cert_lease,
+    .txt_set = pg_txt_set,
+    .cert_release = pg_cert_release,
+    .txt_get = pg_txt_get,
 };

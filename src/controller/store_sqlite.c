@@ -83,6 +83,11 @@ static const char *const migrations[] = {
     " expiration_time INTEGER NOT NULL, username TEXT, auth TEXT NOT NULL, secret_token TEXT NOT NULL);"
     "CREATE INDEX IF NOT EXISTS token_backend ON token(backend_id);"
     "CREATE TABLE IF NOT EXISTS fencing (id INTEGER PRIMARY KEY CHECK (id = 1), last INTEGER NOT NULL);",
+    /* 2: ACME DNS-01 certificate leases and TXT values (§10.1). */
+    "CREATE TABLE acme_txt_entries (cluster TEXT PRIMARY KEY, leased_at INTEGER NOT NULL,"
+    " leased_by INTEGER NOT NULL, txt_value TEXT);",
+    /* 3: backends frozen, not swept, when idle (our extension). */
+    "CREATE TABLE backend_idle_freeze (id TEXT PRIMARY KEY);",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -498,7 +503,9 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
 {
     struct sqlite_store *q = to_sqlite(s);
     static const char sql[] =
-        "SELECT id, tag, expires_at, fencing_token FROM backend_key WHERE namespace = ?1 AND key_name = ?2";
+        "SELECT backend_key.id, tag, expires_at, fencing_token, backend.cluster, backend.static_token,"
+        " backend.subdomain, backend.last_status_number, json_extract(backend.state, '$.frozen') IS 1"
+        " FROM backend_key JOIN backend ON backend.id = backend_key.id WHERE namespace = ?1 AND key_name = ?2";
     sqlite3_stmt *st = stmt(q, sql);
     int rc;
 
@@ -511,6 +518,11 @@ static int sqlite_key_get(struct store *s, const char *ns, const char *name, str
         out->tag = col_text(st, 1);
         out->expires_at = sqlite3_column_int64(st, 2);
         out->fencing_token = sqlite3_column_int64(st, 3);
+        out->cluster = col_text(st, 4);
+        out->static_token = col_text(st, 5);
+        out->subdomain = col_text(st, 6);
+        out->status = (enum backend_status)sqlite3_column_int(st, 7);
+        out->frozen = sqlite3_column_int(st, 8) != 0;
         rc = 0;
     } else {
         rc = rc == SQLITE_DONE ? -ENOENT : db_error(q, "key lookup");
@@ -604,6 +616,12 @@ static int sqlite_backend_create(struct store *s, const struct new_backend *nb)
         rc = insert_history(q, nb->id, "{\"status\":\"scheduled\"}", nb->now);
     if (rc == 0)
         rc = insert_action(q, nb->action_id, nb->id, nb->drone_id, nb->action_json, nb->now);
+    if (rc == 0 && nb->idle_freeze) {
+        static const char freeze_sql[] = "INSERT INTO backend_idle_freeze(id) VALUES(?1)";
+        st = stmt(q, freeze_sql);
+        sqlite3_bind_text(st, 1, nb->id, -1, SQLITE_TRANSIENT);
+        rc = exec_stmt(q, st, "idle freeze insert");
+    }
     return commit(q, rc);
 }
 
@@ -679,9 +697,11 @@ static int sqlite_backend_update_state(struct store *s, const char *id, const st
                                        bool release_key, bool *accepted)
 {
     struct sqlite_store *q = to_sqlite(s);
+    /* States only move forward, but a ready one may be frozen and thawed (same number, new state). */
     static const char sql[] = "UPDATE backend SET last_status = ?2, last_status_time = ?3, last_status_number = ?4,"
                               " state = ?5, cluster_address = ?6 WHERE id = ?1"
-                              " AND (last_status_number IS NULL OR last_status_number < ?4)";
+                              " AND (last_status_number IS NULL OR last_status_number < ?4"
+                              " OR (?4 = 50 AND last_status_number = 50 AND state != ?5))";
     static const char del_key[] = "DELETE FROM backend_key WHERE id = ?1";
     static const char hold_key[] = "UPDATE backend_key SET allow_renew = 0 WHERE id = ?1";
     json_t *j = backend_state_to_json(bs);
@@ -814,18 +834,36 @@ static int each_id(struct sqlite_store *q, sqlite3_stmt *st, store_id_fn *fn, vo
     return rc == SQLITE_DONE ? 0 : db_error(q, what);
 }
 
-static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+/* Runs one of the sweep's queries (?1 the drone, ?2 now) and hands over the ids it finds. */
+static int each_candidate(struct sqlite_store *q, const char *sql, int64_t drone_id, int64_t now, store_id_fn *fn,
+                          void *arg, const char *what)
 {
-    struct sqlite_store *q = to_sqlite(s);
-    static const char sql[] =
-        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
-        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms)"
-        " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
     sqlite3_stmt *st = stmt(q, sql);
 
     sqlite3_bind_int64(st, 1, drone_id);
     sqlite3_bind_int64(st, 2, now);
-    return each_id(q, st, fn, arg, "sweep");
+    return each_id(q, st, fn, arg, what);
+}
+
+static int sqlite_sweep_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status NOT IN ('scheduled', 'terminated')"
+        " AND ((allowed_idle_ms IS NOT NULL AND ?2 - last_keepalive > allowed_idle_ms"
+        "       AND id NOT IN (SELECT id FROM backend_idle_freeze))"
+        " OR (expiration_time IS NOT NULL AND ?2 > expiration_time))";
+
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "sweep");
+}
+
+static int sqlite_freeze_candidates(struct store *s, int64_t drone_id, int64_t now, store_id_fn *fn, void *arg)
+{
+    static const char sql[] =
+        "SELECT id, drone_id FROM backend WHERE drone_id = ?1 AND last_status = 'ready'"
+        " AND json_extract(state, '$.frozen') IS NOT 1 AND allowed_idle_ms IS NOT NULL"
+        " AND ?2 - last_keepalive > allowed_idle_ms AND id IN (SELECT id FROM backend_idle_freeze)";
+
+    return each_candidate(to_sqlite(s), sql, drone_id, now, fn, arg, "freeze candidates");
 }
 
 static int sqlite_keepalive(struct store *s, const char *backend_id, int64_t now, bool *alive)
@@ -1015,6 +1053,71 @@ static int sqlite_backend_overview(struct store *s, const json_t *ids, int termi
     return json_rows(q, st, out, "backend overview");
 }
 
+/* ---- ACME DNS-01: the cluster's certificate lease and TXT value (§8.4, §9) ---- */
+
+static int sqlite_cert_lease(struct store *s, const char *cluster, int64_t node_id, int64_t now, int64_t valid_ms,
+                             bool *accepted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    /* A lease younger than valid_ms holds, even against its own holder (§8.4). */
+    static const char sql[] =
+        "INSERT INTO acme_txt_entries(cluster, leased_at, leased_by) VALUES(?1, ?2, ?3)"
+        " ON CONFLICT(cluster) DO UPDATE SET leased_at = excluded.leased_at, leased_by = excluded.leased_by"
+        " WHERE acme_txt_entries.leased_at < ?2 - ?4";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, now);
+    sqlite3_bind_int64(st, 3, node_id);
+    sqlite3_bind_int64(st, 4, valid_ms);
+    rc = exec_stmt(q, st, "cert lease");
+    *accepted = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int sqlite_txt_set(struct store *s, const char *cluster, int64_t node_id, const char *value, bool *accepted)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "UPDATE acme_txt_entries SET txt_value = ?3 WHERE cluster = ?1 AND leased_by = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, node_id);
+    sqlite3_bind_text(st, 3, value, -1, SQLITE_TRANSIENT);
+    rc = exec_stmt(q, st, "set txt record");
+    *accepted = rc == 0 && sqlite3_changes(q->db) > 0;
+    return rc;
+}
+
+static int sqlite_cert_release(struct store *s, const char *cluster, int64_t node_id)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "DELETE FROM acme_txt_entries WHERE cluster = ?1 AND leased_by = ?2";
+    sqlite3_stmt *st = stmt(q, sql);
+
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(st, 2, node_id);
+    return exec_stmt(q, st, "release cert lease");
+}
+
+static int sqlite_txt_get(struct store *s, const char *cluster, char **value)
+{
+    struct sqlite_store *q = to_sqlite(s);
+    static const char sql[] = "SELECT txt_value FROM acme_txt_entries WHERE cluster = ?1";
+    sqlite3_stmt *st = stmt(q, sql);
+    int rc;
+
+    *value = NULL;
+    sqlite3_bind_text(st, 1, cluster, -1, SQLITE_TRANSIENT);
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        *value = col_text(st, 0);
+    done(st);
+    return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : db_error(q, "txt record");
+}
+
 const struct store_ops store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
@@ -1039,6 +1142,7 @@ const struct store_ops store_sqlite_ops = {
     .key_renew = sqlite_key_renew,
     .fencing_next = sqlite_fencing_next,
     .sweep_candidates = sqlite_sweep_candidates,
+    .freeze_candidates = sqlite_freeze_candidates,
     .keepalive = sqlite_keepalive,
     .revoke = sqlite_revoke,
     .route_get = sqlite_route_get,
@@ -1048,4 +1152,8 @@ const struct store_ops store_sqlite_ops = {
     .prevent_renew = sqlite_prevent_renew,
     .drone_overview = sqlite_drone_overview,
     .backend_overview = sqlite_backend_overview,
+    .cert_lease = sqlite_cert_lease,
+    .txt_set = sqlite_txt_set,
+    .cert_release = sqlite_cert_release,
+    .txt_get = sqlite_txt_get,
 };

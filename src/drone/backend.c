@@ -121,6 +121,37 @@ static void became_ready(void *arg, const struct runtime_result *res)
     }
 }
 
+static void start_freeze(struct backend *b);
+
+static void freeze_done(void *arg, const struct runtime_result *res)
+{
+    struct backend *b = arg;
+    struct backend_state st = b->state;
+    bool frozen = !st.frozen;
+
+    b->op = NULL;
+    if (res->status < 0 && frozen) {
+        /* Idle and cannot be frozen (a runtime without a freezer): swept, as without "freeze". */
+        log_warn("backend %s: cannot freeze (%s), terminating it as idle", b->id, res->error);
+        backend_terminate(b, TERMINATION_SOFT, REASON_SWEPT);
+        return;
+    }
+    if (res->status < 0) {
+        log_warn("backend %s: cannot thaw: %s", b->id, res->error);
+        return; /* stays frozen; the next request or connect asks again */
+    }
+    st.frozen = frozen;
+    enter(b, st);
+    if (b->state.status == BACKEND_READY && b->state.frozen != b->want_frozen)
+        start_freeze(b); /* asked the other way meanwhile */
+}
+
+static void start_freeze(struct backend *b)
+{
+    b->op_started = uv_hrtime();
+    b->op = runtime_freeze(b->env->rt, b->id, !b->state.frozen, freeze_done, b);
+}
+
 static void send_stop(struct backend *b);
 
 static void retry_cb(uv_timer_t *t)
@@ -168,7 +199,7 @@ static void record(struct backend *b)
         log_error("backend %s: cannot record state %s", b->id, backend_status_name(b->state.status));
         event_id = 0;
     }
-    log_info("backend %s: %s", b->id, backend_status_name(b->state.status));
+    log_info("backend %s: %s%s", b->id, backend_status_name(b->state.status), b->state.frozen ? " (frozen)" : "");
     if (b->env->on_state)
         b->env->on_state(b->env->arg, b, event_id, &b->state, ts);
 }
@@ -239,6 +270,15 @@ void backend_terminate(struct backend *b, enum termination_kind kind, enum termi
         return;
     }
     enter(b, st);
+}
+
+void backend_freeze(struct backend *b, bool frozen)
+{
+    b->want_frozen = frozen;
+    /* One freeze or thaw at a time: freeze_done looks at want_frozen again. */
+    if (b->closing || b->state.status != BACKEND_READY || b->op || b->state.frozen == frozen)
+        return;
+    start_freeze(b);
 }
 
 void backend_exited(struct backend *b, bool has_code, int exit_code)

@@ -54,10 +54,12 @@ struct backend {
     char *static_token;    /* owned, or NULL */
     struct backend_state state;
     int pid;               /* its main process, once spawned, if the runtime tells; else 0 */
+    bool fenced;           /* the drone has armed the lease fence for it */
     struct runtime_op *op; /* the current state's operation, or NULL */
     uint64_t op_started;   /* uv_hrtime() when op began */
     uv_timer_t retry;      /* terminate retries */
     unsigned retry_ms;
+    bool want_frozen;      /* what the controller asked last (freeze on idle) */
     bool closing;
 };
 
@@ -73,6 +75,13 @@ void backend_start(struct backend *b);
 void backend_adopt(struct backend *b, const struct backend_state *st);
 /* Converts the state by the §11.2 rules and (re)sends the stop request. */
 void backend_terminate(struct backend *b, enum termination_kind kind, enum termination_reason reason);
+/*
+ * Freezes a ready backend (frozen: its processes stopped, its sockets open)
+ * or thaws it; the state becomes ready with "frozen" once the runtime has
+ * done it. Ignored in any other state; the last request wins. A backend the
+ * runtime cannot freeze is soft-terminated as swept instead.
+ */
+void backend_freeze(struct backend *b, bool frozen);
 /* The runtime says the backend is gone. */
 void backend_exited(struct backend *b, bool has_code, int exit_code);
 bool backend_is_terminated(const struct backend *b);

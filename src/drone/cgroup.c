@@ -14,6 +14,7 @@
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "cgroup.h"
+#include "procfs.h"
 #include "runtime.h"
 
 #define CGROUP_FS "/sys/fs/cgroup"
@@ -119,6 +120,10 @@ void cgroup_host_detect(struct cgroup_host *h)
             if (cself)
                 h->cpu_base = join_base(cpumount, cself);
             free(cself);
+            char *fself = self_group("freezer");
+            if (fself && access(CGROUP_FS "/freezer/cgroup.procs", F_OK) == 0)
+                h->freezer_base = join_base(CGROUP_FS "/freezer", fself);
+            free(fself);
         }
         free(parent);
         free(mount);
@@ -143,6 +148,7 @@ void cgroup_host_release(struct cgroup_host *h)
 {
     free(h->mem_base);
     free(h->cpu_base);
+    free(h->freezer_base);
     free(h->why_not);
     memset(h, 0, sizeof(*h));
 }
@@ -154,6 +160,19 @@ static int ensure_dir(const char *path)
     return 0;
 }
 
+/* base/id in a v1 hierarchy of its own (cpu, freezer), into *path. 0, or -errno with a line in err. */
+static int make_v1_group(const char *base, const char *id, char **path, struct buf *err)
+{
+    int rc = ensure_dir(base);
+
+    *path = xasprintf("%s/%s", base, id);
+    if (rc == 0)
+        rc = ensure_dir(*path);
+    if (rc < 0)
+        buf_printf(err, "cannot create cgroup '%s': %s", *path, strerror(-rc));
+    return rc;
+}
+
 int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgroup_limits *l,
                   struct cgroup *out, struct buf *err)
 {
@@ -161,6 +180,7 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
     int rc;
 
     memset(out, 0, sizeof(*out));
+    out->version = h->version;
     if (h->version == 0) {
         buf_printf(err, "resource limits need cgroups: %s", h->why_not ? h->why_not : "unavailable");
         return -ENOTSUP;
@@ -185,16 +205,11 @@ int cgroup_create(const struct cgroup_host *h, const char *id, const struct cgro
         buf_printf(err, "cannot create cgroup '%s': %s", out->mem_path, strerror(-rc));
         goto fail;
     }
-    if (h->version == 1 && h->cpu_base && l->cpu_percent > 0) {
-        rc = ensure_dir(h->cpu_base);
-        out->cpu_path = xasprintf("%s/%s", h->cpu_base, id);
-        if (rc == 0)
-            rc = ensure_dir(out->cpu_path);
-        if (rc < 0) {
-            buf_printf(err, "cannot create cgroup '%s': %s", out->cpu_path, strerror(-rc));
-            goto fail;
-        }
-    }
+    if (h->version == 1 && h->cpu_base && l->cpu_percent > 0 &&
+        (rc = make_v1_group(h->cpu_base, id, &out->cpu_path, err)) < 0)
+        goto fail;
+    if (h->version == 1 && h->freezer_base && (rc = make_v1_group(h->freezer_base, id, &out->freezer_path, err)) < 0)
+        goto fail;
     if (l->memory_bytes > 0) {
         snprintf(val, sizeof(val), "%lld", (long long)l->memory_bytes);
         rc = write_file(out->mem_path, h->version == 1 ? "memory.limit_in_bytes" : "memory.max", val);
@@ -232,15 +247,104 @@ fail:
     return rc;
 }
 
-int cgroup_add_pid(const struct cgroup *cg, pid_t pid)
+void cgroup_find(const struct cgroup_host *h, const char *id, struct cgroup *out)
 {
-    char val[32];
+    const char *bases[] = {h->mem_base, h->cpu_base, h->freezer_base};
+    char **paths[] = {&out->mem_path, &out->cpu_path, &out->freezer_path};
+
+    memset(out, 0, sizeof(*out));
+    out->version = h->version;
+    for (size_t i = 0; i < ARRAY_SIZE(bases); i++) {
+        char *p = bases[i] ? xasprintf("%s/%s", bases[i], id) : NULL;
+        if (p && access(p, F_OK) == 0)
+            *paths[i] = p;
+        else
+            free(p);
+    }
+}
+
+int cgroup_open_procs(const struct cgroup *cg, int fds[CGROUP_MAX_PROCS_FILES])
+{
+    const char *dirs[CGROUP_MAX_PROCS_FILES] = {cg->mem_path, cg->cpu_path, cg->freezer_path};
+    int n = 0;
+
+    for (int i = 0; i < CGROUP_MAX_PROCS_FILES; i++) {
+        if (!dirs[i])
+            continue;
+        char *path = xasprintf("%s/cgroup.procs", dirs[i]);
+        fds[n] = open(path, O_WRONLY | O_CLOEXEC);
+        free(path);
+        if (fds[n] == -1) {
+            int rc = -errno;
+            while (n > 0)
+                close(fds[--n]);
+            return rc;
+        }
+        n++;
+    }
+    return n;
+}
+
+uint64_t cgroup_cpu_ns(const struct cgroup *cg)
+{
+    char *path = xasprintf("%s/cgroup.procs", cg->mem_path);
+    FILE *f = fopen(path, "re");
+    uint64_t sum = 0;
+    int pid;
+
+    free(path);
+    if (!f)
+        return 0;
+    while (fscanf(f, "%d", &pid) == 1)
+        sum += procfs_cpu_ns(pid);
+    fclose(f);
+    return sum;
+}
+
+bool cgroup_can_freeze(const struct cgroup *cg)
+{
+    return cg->mem_path && (cg->version == 2 || cg->freezer_path);
+}
+
+int cgroup_freeze(const struct cgroup *cg, bool frozen)
+{
+    char state[32];
     int rc;
 
-    snprintf(val, sizeof(val), "%d", (int)pid);
-    rc = write_file(cg->mem_path, "cgroup.procs", val);
-    if (rc == 0 && cg->cpu_path)
-        rc = write_file(cg->cpu_path, "cgroup.procs", val);
+    if (!cgroup_can_freeze(cg))
+        return -ENOTSUP;
+    if (cg->version == 2) {
+        /* cgroup.freeze answers at once; "frozen 1" in cgroup.events follows. */
+        rc = write_file(cg->mem_path, "cgroup.freeze", frozen ? "1" : "0");
+        if (rc < 0 || !frozen)
+            return rc;
+        char *events = xasprintf("%s/cgroup.events", cg->mem_path);
+        char text[512];
+        rc = -ETIMEDOUT;
+        for (int i = 0; i < 1000; i++) {
+            if (read_file(events, text, sizeof(text)) > 0 && strstr(text, "frozen 1")) {
+                rc = 0;
+                break;
+            }
+            usleep(1000);
+        }
+        free(events);
+        return rc;
+    }
+    /* v1: FREEZING until every task has stopped; THAWED is immediate. */
+    rc = write_file(cg->freezer_path, "freezer.state", frozen ? "FROZEN" : "THAWED");
+    if (rc < 0 || !frozen)
+        return rc;
+    char *path = xasprintf("%s/freezer.state", cg->freezer_path);
+    rc = -ETIMEDOUT;
+    for (int i = 0; i < 1000; i++) {
+        if (read_file(path, state, sizeof(state)) > 0 && strncmp(state, "FROZEN", 6) == 0) {
+            rc = 0;
+            break;
+        }
+        usleep(1000);
+    }
+    free(path);
     return rc;
 }
 
@@ -262,11 +366,17 @@ int cgroup_kill_all(const struct cgroup *cg)
         if (pid > 1 && kill(pid, SIGKILL) == 0)
             n++;
     fclose(f);
+    /* v1 freezes SIGKILL too: a frozen group dies only once thawed (v2 lets it through). */
+    if (cg->freezer_path)
+        write_file(cg->freezer_path, "freezer.state", "THAWED");
     return n;
 }
 
 void cgroup_destroy(struct cgroup *cg)
 {
+    /* A frozen v1 group cannot empty: thaw it so its killed tasks can die. */
+    if (cg->freezer_path)
+        write_file(cg->freezer_path, "freezer.state", "THAWED");
     /* rmdir fails while the last killed process is still being reaped; retry briefly. */
     for (int i = 0; cg->mem_path && i < 50; i++) {
         if (rmdir(cg->mem_path) == 0 || errno == ENOENT)
@@ -275,8 +385,16 @@ void cgroup_destroy(struct cgroup *cg)
     }
     if (cg->cpu_path)
         rmdir(cg->cpu_path);
+    if (cg->freezer_path) {
+        for (int i = 0; i < 50; i++) {
+            if (rmdir(cg->freezer_path) == 0 || errno == ENOENT)
+                break;
+            usleep(1000);
+        }
+    }
     free(cg->mem_path);
     free(cg->cpu_path);
+    free(cg->freezer_path);
     memset(cg, 0, sizeof(*cg));
 }
 

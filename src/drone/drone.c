@@ -51,6 +51,7 @@ struct drone {
     struct fence *fence; /* NULL if its keeper could not start */
     struct backend_env env;
     struct list_node backends;
+    struct list_node orphan_stops; /* of struct orphan_stop */
     struct ws_client *ws;
     bool connected;     /* handshake done */
     uint64_t connected_at;
@@ -169,14 +170,20 @@ static struct backend *find_backend(struct drone *d, const char *id)
  * terminate had its chance, well before the key expires at the controller
  * (as long after the hard deadline as the hard deadline is after the soft).
  */
-static void fence_backend(struct drone *d, const struct backend *b)
+static void fence_backend(struct drone *d, struct backend *b)
 {
     int64_t soft, hard;
 
     if (b->pid <= 0 || !key_manager_deadlines(d->km, b->id, &soft, &hard))
         return;
     int64_t slack = (hard - soft) / 4;
-    fence_arm(d->fence, b->id, b->pid, hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack));
+    int64_t deadline = hard + (slack < 0 ? 0 : slack > 1000 ? 1000 : slack);
+    if (b->fenced) {
+        fence_move(d->fence, b->id, deadline);
+    } else {
+        fence_arm(d->fence, b->id, b->pid, deadline);
+        b->fenced = true;
+    }
 }
 
 static void on_state(void *arg, struct backend *b, int64_t event_id, const struct backend_state *st, int64_t ts)
@@ -189,7 +196,7 @@ static void on_state(void *arg, struct backend *b, int64_t event_id, const struc
         fence_backend(d, b); /* spawned: its process is known */
     if (st->status == BACKEND_TERMINATED) {
         /* Renewals stop with the backend (§7.4), and so does our bookkeeping. */
-        if (b->pid > 0)
+        if (b->fenced)
             fence_disarm(d->fence, b->id);
         key_manager_unregister(d->km, b->id);
         backend_free(b);
@@ -296,12 +303,60 @@ static void do_spawn(struct drone *d, const char *action_id, const char *backend
     ak.soft_terminate_at = dl.soft_terminate_at;
     ak.hard_terminate_at = dl.hard_terminate_at;
     ak.token = json_integer_value(json_object_get(key, "token"));
+    if (dl.hard_terminate_at <= clock_epoch_ms()) {
+        /* Delivered after its lease's end (a long partition, a stalled drone): the key may be
+         * another backend's by now. Never started; reported as ended by its key. */
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED,
+                                   .termination = TERMINATION_HARD, .reason = REASON_KEYEXPIRED};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, backend_id, &st, ts);
+        log_warn("backend %s: its key's lease ended before the spawn arrived; not started", backend_id);
+        if (id > 0)
+            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
+    }
     key_manager_register(d->km, backend_id, &dl);
     b = backend_new(&d->env, backend_id, json_object_get(spawn, "executable"), &ak,
                     json_is_string(tok) ? json_string_value(tok) : NULL);
     list_insert_tail(&d->backends, &b->node);
     ack_action(d, action_id);
     backend_start(b);
+}
+
+/* A hard terminate of a backend the drone does not know, waiting for the runtime. */
+struct orphan_stop {
+    struct list_node node; /* in drone->orphan_stops */
+    struct drone *d;
+    char *backend_id, *action_id;
+    struct runtime_op *op;
+};
+
+static void orphan_stop_free(struct orphan_stop *o)
+{
+    list_remove(&o->node);
+    free(o->backend_id);
+    free(o->action_id);
+    free(o);
+}
+
+static void orphan_stopped(void *arg, const struct runtime_result *res)
+{
+    struct orphan_stop *o = arg;
+    struct drone *d = o->d;
+
+    if (res->status < 0) {
+        log_warn("backend %s: cannot make sure it is stopped: %s (the controller will ask again)", o->backend_id,
+                 res->error);
+    } else {
+        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
+        int64_t ts = clock_epoch_ms();
+        int64_t id = state_store_record(d->store, o->backend_id, &st, ts);
+        if (id > 0)
+            send_event(d, id, o->backend_id, &st, ts);
+        ack_action(d, o->action_id);
+    }
+    orphan_stop_free(o);
 }
 
 static void do_terminate(struct drone *d, const char *action_id, const char *backend_id, const json_t *t)
@@ -318,20 +373,31 @@ static void do_terminate(struct drone *d, const char *action_id, const char *bac
     }
     if (b) {
         backend_terminate(b, strcmp(kind, "hard") == 0 ? TERMINATION_HARD : TERMINATION_SOFT, r);
-    } else {
-        /* Not ours (any more): make sure nothing runs and say it is lost (§7.4). */
-        struct backend_state st = {.status = BACKEND_TERMINATED, .last_status = BACKEND_READY, .reason = REASON_LOST};
-        runtime_terminate(d->rt, backend_id, true, NULL, NULL);
-        struct backend_state cur;
-        if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
-            ack_action(d, action_id); /* already reported as terminated */
-            return;
-        }
-        int64_t ts = clock_epoch_ms();
-        int64_t id = state_store_record(d->store, backend_id, &st, ts);
-        if (id > 0)
-            send_event(d, id, backend_id, &st, ts);
+        ack_action(d, action_id);
+        return;
     }
+    struct backend_state cur;
+    if (state_store_get(d->store, backend_id, &cur) == 0 && cur.status == BACKEND_TERMINATED) {
+        ack_action(d, action_id); /* already reported as terminated */
+        return;
+    }
+    /* Not ours (any more): make sure nothing runs, then say it is lost (§7.4). Only once the
+     * runtime has answered: that frees its key. A failure is not acked, so it comes again. */
+    struct orphan_stop *o = xcalloc(1, sizeof(*o));
+    o->d = d;
+    o->backend_id = xstrdup(backend_id);
+    o->action_id = xstrdup(action_id);
+    list_insert_tail(&d->orphan_stops, &o->node);
+    o->op = runtime_terminate(d->rt, backend_id, true, orphan_stopped, o);
+}
+
+/* Freeze on idle (our extension): a backend that is not here has nothing to freeze or thaw. */
+static void do_freeze(struct drone *d, const char *action_id, const char *backend_id, bool frozen)
+{
+    struct backend *b = find_backend(d, backend_id);
+
+    if (b)
+        backend_freeze(b, frozen);
     ack_action(d, action_id);
 }
 
@@ -353,6 +419,8 @@ static void handle_message(struct drone *d, const json_t *msg)
             do_spawn(d, action_id, backend_id, ap);
         else if (strcmp(kind, "Terminate") == 0)
             do_terminate(d, action_id, backend_id, ap);
+        else if (strcmp(kind, "Freeze") == 0 || strcmp(kind, "Thaw") == 0)
+            do_freeze(d, action_id, backend_id, strcmp(kind, "Freeze") == 0);
         else
             log_warn("drone: dropped an action of unknown kind '%s'", kind);
     } else if (strcmp(tag, "AckEvent") == 0) {
@@ -552,6 +620,7 @@ int drone_start(struct drone **out, uv_loop_t *loop, const struct drone_config *
     d->ip = xstrdup(cfg->ip ? cfg->ip : "127.0.0.1");
     d->backoff_ms = BACKOFF_FIRST_MS;
     list_init(&d->backends);
+    list_init(&d->orphan_stops);
     if ((rc_ = build_socket_urls(d, cfg->controller_url, err)) < 0)
         goto fail;
     if ((rc_ = state_store_open(&d->store, cfg->db_path, err)) < 0)
@@ -605,7 +674,7 @@ fail:
         backend_free(list_entry(pos, struct backend, node));
     if (d->km)
         key_manager_free(d->km);
-    fence_release(d->fence);
+    fence_detach(d->fence);
     if (d->rt)
         runtime_close(d->rt, NULL, NULL);
     drone_free(d);
@@ -641,9 +710,14 @@ void drone_stop(struct drone *d)
     d->connected = false;
     list_for_each_safe(pos, tmp, &d->backends)
         backend_free(list_entry(pos, struct backend, node));
+    list_for_each_safe(pos, tmp, &d->orphan_stops) {
+        struct orphan_stop *o = list_entry(pos, struct orphan_stop, node);
+        runtime_op_cancel(o->op);
+        orphan_stop_free(o);
+    }
     key_manager_free(d->km);
     d->km = NULL;
-    fence_release(d->fence);
+    fence_detach(d->fence);
     d->fence = NULL;
     runtime_close(d->rt, NULL, NULL);
     uv_close((uv_handle_t *)&d->heartbeat, handle_closed);

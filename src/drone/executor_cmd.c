@@ -38,7 +38,7 @@ static void usage(FILE *f)
             "\n"
             "Serves a runtime over the Unix-socket executor protocol.\n"
             "\n"
-            "  --runtime NAME          process, mock, docker, or executor (a client of another executor)\n"
+            "  --runtime NAME          process, mock, docker, oci, or executor (a client of another executor)\n"
             "  --socket PATH           where to listen\n"
             "  --cleanup-min-age SECS  prune leftovers of backends gone this long (default 3600)\n"
             "  --cleanup-interval SECS how often to prune (default 60)\n"

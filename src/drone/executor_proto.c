@@ -255,9 +255,9 @@ static int parse_payload(struct exec_msg *m, const json_t *v, struct buf *err)
     case EXEC_PROCESS: {
         const json_t *pid = json_object_get(v, "pid");
         if (!(m->backend_id = plain_string(json_object_get(v, "backend_id"))) || !json_is_integer(pid) ||
-            json_integer_value(pid) <= 0 || json_integer_value(pid) > INT32_MAX ||
+            json_integer_value(pid) <= 1 || json_integer_value(pid) > INT32_MAX ||
             !(m->pid_ns = plain_string(json_object_get(v, "pid_ns"))))
-            return fail(err, name, "needs backend_id, a positive pid and pid_ns");
+            return fail(err, name, "needs backend_id, a pid above 1 and pid_ns");
         m->pid = (int)json_integer_value(pid);
         return 0;
     }

@@ -5,13 +5,12 @@
  * poll loop over that socket and the backends' pidfds.
  *
  * Messages, one per datagram:
- *   "A <deadline> <pid> <backend id>"  with the backend's pidfd attached:
- *                                      arm, or move the deadline of an armed
- *                                      backend (the first pidfd is kept)
+ *   "A <deadline> <pid> <backend id>"  with the backend's pidfd attached: arm
+ *   "M <deadline> <backend id>"        move an armed deadline (never arms)
  *   "D <backend id>"                   disarm
- *   "Q"                                release: exit without killing
- * End of file without "Q" means the drone died: the keeper enforces the
- * deadlines it holds and exits when none is left.
+ * At end of file (the drone stopped or died) the keeper enforces the
+ * deadlines it holds and exits when none is left. Deadlines are waited for
+ * with a CLOCK_BOOTTIME timerfd, which counts a suspend.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -24,6 +23,7 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -54,6 +54,7 @@ struct fence *fence_start(struct buf *err)
 {
     int sv[2];
     posix_spawn_file_actions_t fa;
+    posix_spawnattr_t attr;
     char *argv[] = {(char *)"plane", (char *)"fence-keeper", NULL};
     int pid, rc;
 
@@ -63,7 +64,10 @@ struct fence *fence_start(struct buf *err)
     }
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_adddup2(&fa, sv[1], KEEPER_FD);
-    rc = posix_spawn(&pid, "/proc/self/exe", &fa, NULL, argv, environ);
+    posix_spawnattr_init(&attr);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID); /* out of the drone's process group */
+    rc = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+    posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     close(sv[1]);
     if (rc != 0) {
@@ -109,7 +113,7 @@ void fence_arm(struct fence *f, const char *backend_id, int pid, int64_t deadlin
     char line[MSG_MAX];
     int fd;
 
-    if (!f || pid <= 0)
+    if (!f || pid <= 1)
         return;
     fd = pidfd_open_(pid);
     if (fd < 0) {
@@ -119,6 +123,16 @@ void fence_arm(struct fence *f, const char *backend_id, int pid, int64_t deadlin
     snprintf(line, sizeof(line), "A %lld %d %s", (long long)deadline, pid, backend_id);
     send_line(f, line, fd);
     close(fd);
+}
+
+void fence_move(struct fence *f, const char *backend_id, int64_t deadline)
+{
+    char line[MSG_MAX];
+
+    if (!f)
+        return;
+    snprintf(line, sizeof(line), "M %lld %s", (long long)deadline, backend_id);
+    send_line(f, line, -1);
 }
 
 void fence_disarm(struct fence *f, const char *backend_id)
@@ -131,13 +145,12 @@ void fence_disarm(struct fence *f, const char *backend_id)
     send_line(f, line, -1);
 }
 
-void fence_release(struct fence *f)
+void fence_detach(struct fence *f)
 {
     if (!f)
         return;
-    send_line(f, "Q", -1);
     close(f->sock);
-    /* It exits at once; reap it if it has, or init will. */
+    /* It exits once nothing it holds is alive; reap it if it has, or init will. */
     waitpid(f->pid, NULL, WNOHANG);
     free(f);
 }
@@ -153,8 +166,8 @@ struct entry {
 struct keeper {
     struct entry *e;
     size_t n, cap;
-    int sock; /* -1 once the drone is gone */
-    bool quit; /* released */
+    int sock;  /* -1 once the drone is gone */
+    int timer; /* CLOCK_BOOTTIME timerfd, set to the earliest deadline */
 };
 
 static void entry_drop(struct keeper *k, size_t i)
@@ -179,7 +192,7 @@ static void enforce(struct entry *e)
 
     if (poll(&p, 1, 0) == 1)
         return; /* it has exited already */
-    if (getpgid(e->pid) == e->pid)
+    if (e->pid > 1 && getpgid(e->pid) == e->pid)
         kill(-e->pid, SIGKILL);
     syscall(SYS_pidfd_send_signal, e->pidfd, SIGKILL, NULL, 0);
     log_warn("lease fence: backend %s (pid %d) outlived its key lease and the drone did not stop it: killed", e->id,
@@ -193,29 +206,24 @@ static void handle(struct keeper *k, char *line, int fd)
     ssize_t i;
 
     if (line[0] == 'A' && fd >= 0 && sscanf(line, "A %lld %d %n", &deadline, &pid, &off) == 2 && off > 0 &&
-        line[off]) {
-        const char *id = line + off;
-        if ((i = entry_find(k, id)) >= 0 && k->e[i].pid == pid) {
-            k->e[i].deadline = deadline; /* the pidfd of the first arm still names the process */
-            close(fd);
-            return;
-        }
-        if (i >= 0)
+        line[off] && pid > 1) {
+        if ((i = entry_find(k, line + off)) >= 0)
             entry_drop(k, (size_t)i);
         if (k->n == k->cap) {
             k->cap = k->cap ? k->cap * 2 : 16;
             k->e = xrealloc(k->e, k->cap * sizeof(*k->e));
         }
-        k->e[k->n++] = (struct entry){.id = xstrdup(id), .pid = pid, .pidfd = fd, .deadline = deadline};
+        k->e[k->n++] = (struct entry){.id = xstrdup(line + off), .pid = pid, .pidfd = fd, .deadline = deadline};
         return;
     }
     if (fd >= 0)
         close(fd);
-    if (line[0] == 'D' && line[1] == ' ') {
+    if (line[0] == 'M' && sscanf(line, "M %lld %n", &deadline, &off) == 1 && off > 0 && line[off]) {
+        if ((i = entry_find(k, line + off)) >= 0)
+            k->e[i].deadline = deadline; /* gone meanwhile: nothing to move, never a new entry */
+    } else if (line[0] == 'D' && line[1] == ' ') {
         if ((i = entry_find(k, line + 2)) >= 0)
             entry_drop(k, (size_t)i);
-    } else if (strcmp(line, "Q") == 0) {
-        k->quit = true;
     } else {
         log_warn("lease fence: dropped a message it does not understand");
     }
@@ -249,6 +257,22 @@ static bool receive(struct keeper *k)
     return true;
 }
 
+/* Sets the timer to the earliest deadline (disarmed when none). */
+static void arm_timer(struct keeper *k)
+{
+    struct itimerspec its = {0};
+    int64_t first = 0;
+
+    for (size_t i = 0; i < k->n; i++)
+        if (!first || k->e[i].deadline < first)
+            first = k->e[i].deadline;
+    if (first) {
+        its.it_value.tv_sec = first / 1000;
+        its.it_value.tv_nsec = (first % 1000) * 1000000 + 1; /* never all zero: that disarms */
+    }
+    timerfd_settime(k->timer, TFD_TIMER_ABSTIME, &its, NULL);
+}
+
 int fence_keeper_main(int argc, char **argv)
 {
     struct keeper k = {.sock = KEEPER_FD};
@@ -260,47 +284,56 @@ int fence_keeper_main(int argc, char **argv)
         return 2;
     }
     fcntl(KEEPER_FD, F_SETFD, FD_CLOEXEC);
-    /* Ctrl-C at a terminal reaches the drone, which releases the keeper in good order. */
-    signal(SIGINT, SIG_IGN);
-    signal(SIGHUP, SIG_IGN);
-    signal(SIGPIPE, SIG_IGN);
+    /* Whatever a terminal or the drone's group is sent is not for us. */
+    static const int ignored[] = {SIGINT, SIGHUP, SIGPIPE, SIGTSTP, SIGTTIN, SIGTTOU, SIGQUIT};
+    for (size_t i = 0; i < sizeof(ignored) / sizeof(ignored[0]); i++)
+        signal(ignored[i], SIG_IGN);
     prctl(PR_SET_NAME, "plane-fence");
-    while (!k.quit) {
-        int64_t now = clock_boot_ms(), wait = -1;
+    k.timer = timerfd_create(CLOCK_BOOTTIME, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (k.timer < 0) {
+        log_error("lease fence: no boot-time timer: %s", strerror(errno));
+        return 1;
+    }
+    for (;;) {
+        int64_t now = clock_boot_ms();
         for (size_t i = 0; i < k.n;) {
             if (k.e[i].deadline <= now) {
                 enforce(&k.e[i]);
                 entry_drop(&k, i);
                 continue;
             }
-            if (wait < 0 || k.e[i].deadline - now < wait)
-                wait = k.e[i].deadline - now;
             i++;
         }
         if (k.sock < 0 && k.n == 0)
             break;
-        /* The socket first, then each backend's pidfd (readable once it has exited). */
-        pfd = xrealloc(pfd, (k.n + 1) * sizeof(*pfd));
+        arm_timer(&k);
+        /* The socket, the timer, then each backend's pidfd (readable once it has exited). */
+        pfd = xrealloc(pfd, (k.n + 2) * sizeof(*pfd));
         pfd[0] = (struct pollfd){.fd = k.sock, .events = POLLIN};
+        pfd[1] = (struct pollfd){.fd = k.timer, .events = POLLIN};
         for (size_t i = 0; i < k.n; i++)
-            pfd[i + 1] = (struct pollfd){.fd = k.e[i].pidfd, .events = POLLIN};
+            pfd[i + 2] = (struct pollfd){.fd = k.e[i].pidfd, .events = POLLIN};
         size_t n = k.n;
-        if (poll(pfd, n + 1, wait > INT32_MAX ? INT32_MAX : (int)wait) < 0 && errno != EINTR)
+        if (poll(pfd, n + 2, -1) < 0 && errno != EINTR)
+            break;
+        uint64_t expirations;
+        if (pfd[1].revents && read(k.timer, &expirations, sizeof(expirations)) < 0 && errno != EAGAIN)
             break;
         for (size_t i = n; i > 0; i--)
-            if (pfd[i].revents && i - 1 < k.n)
+            if (pfd[i + 1].revents && i - 1 < k.n)
                 entry_drop(&k, i - 1); /* exited: nothing to enforce */
         if (k.sock >= 0 && pfd[0].revents && !receive(&k)) {
             close(k.sock);
             k.sock = -1;
             if (k.n)
-                log_warn("lease fence: the drone is gone; enforcing the deadlines of %zu backends", k.n);
+                log_info("lease fence: the drone has let go; enforcing the deadlines of %zu backends", k.n);
         }
     }
     for (size_t i = k.n; i > 0; i--)
         entry_drop(&k, i - 1);
     if (k.sock >= 0)
         close(k.sock);
+    close(k.timer);
     free(k.e);
     free(pfd);
     return 0;

@@ -29,7 +29,10 @@ struct key_manager {
     struct key_manager_hooks hooks;
     struct list_node leases;
     bool connected;
+    uv_timer_t watch; /* every second: leases whose time came while loop timers stood still */
 };
+
+#define WATCH_MS 1000
 
 static struct lease *find(const struct key_manager *km, const char *id)
 {
@@ -118,6 +121,25 @@ static void set_deadlines(struct lease *l, const struct key_deadlines *d, bool r
         l->km->hooks.deadlines(l->km->hooks.arg, l->id, l->soft_at, l->hard_at);
 }
 
+/*
+ * Loop timers run on CLOCK_MONOTONIC, which stands still while the host is
+ * suspended: a lease due during a suspend would only be acted on that long
+ * after the resume. Once a second, every lease whose renewal time (in boot
+ * time) has come gets its turn now; tick() does whatever is due, once.
+ */
+static void watch_cb(uv_timer_t *t)
+{
+    struct key_manager *km = t->data;
+    struct list_node *pos, *tmp;
+    int64_t now = clock_boot_ms();
+
+    list_for_each_safe(pos, tmp, &km->leases) {
+        struct lease *l = list_entry(pos, struct lease, node);
+        if (now >= l->renew_at && !l->hard_done)
+            tick(&l->timer);
+    }
+}
+
 struct key_manager *key_manager_new(uv_loop_t *loop, const struct key_manager_hooks *hooks)
 {
     struct key_manager *km = xcalloc(1, sizeof(*km));
@@ -125,6 +147,9 @@ struct key_manager *key_manager_new(uv_loop_t *loop, const struct key_manager_ho
     km->loop = loop;
     km->hooks = *hooks;
     list_init(&km->leases);
+    uv_timer_init(loop, &km->watch);
+    km->watch.data = km;
+    uv_timer_start(&km->watch, watch_cb, WATCH_MS, WATCH_MS);
     return km;
 }
 
@@ -143,6 +168,11 @@ static void lease_free(struct lease *l)
     uv_close((uv_handle_t *)&l->timer, lease_closed);
 }
 
+static void watch_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
 void key_manager_free(struct key_manager *km)
 {
     struct list_node *pos, *tmp;
@@ -151,7 +181,7 @@ void key_manager_free(struct key_manager *km)
         return;
     list_for_each_safe(pos, tmp, &km->leases)
         lease_free(list_entry(pos, struct lease, node));
-    free(km);
+    uv_close((uv_handle_t *)&km->watch, watch_closed);
 }
 
 bool key_manager_register(struct key_manager *km, const char *backend_id, const struct key_deadlines *d)

@@ -25,6 +25,7 @@ static const struct runtime_ops *const runtimes[] = {
     &runtime_mock_ops,
     &runtime_executor_ops,
     &runtime_docker_ops,
+    &runtime_oci_ops,
 };
 
 #define DEFAULT_GRACE_MS 30000u          /* spec §14.5, §19 */
@@ -41,7 +42,7 @@ const struct runtime_ops *runtime_find(const char *name)
 
 const char *runtime_names(void)
 {
-    return "process|mock|executor|docker";
+    return "process|mock|executor|docker|oci";
 }
 
 static void deliver_cb(uv_check_t *check);
@@ -172,6 +173,22 @@ struct runtime_op *runtime_terminate(struct runtime *rt, const char *backend_id,
         runtime_op_complete(op, 0, NULL);
     else
         rt->ops->terminate(rt, op, hard);
+    return op;
+}
+
+struct runtime_op *runtime_freeze(struct runtime *rt, const char *backend_id, bool frozen, runtime_done_fn *cb,
+                                  void *arg)
+{
+    struct runtime_op *op = op_new(rt, RUNTIME_OP_FREEZE, backend_id, cb, arg);
+
+    if (rt->closing)
+        runtime_op_complete(op, -ESHUTDOWN, "runtime is shutting down");
+    else if (!rt->ops->freeze)
+        runtime_op_complete(op, -ENOTSUP, "the %s runtime cannot freeze backends", rt->ops->name);
+    else if (!backend_id_ok(backend_id))
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", backend_id ? backend_id : "");
+    else
+        rt->ops->freeze(rt, op, frozen);
     return op;
 }
 

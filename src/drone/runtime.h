@@ -97,6 +97,7 @@ struct runtime_config {
     const char *docker_log_config;   /* docker: HostConfig.LogConfig as JSON, or NULL */
     const char *mount_base;          /* docker: base directory of backend mounts (spec §14.4), or NULL */
     bool prune_images;               /* docker: cleanup also prunes unused images */
+    const char *oci_runtime;         /* oci: the crun program (default: crun on PATH) */
     runtime_exit_fn *on_exit;        /* required */
     runtime_metrics_fn *on_metrics;  /* may be NULL */
     void *cb_arg;                    /* passed to on_exit and on_metrics */
@@ -105,8 +106,15 @@ struct runtime_config {
 #define RUNTIME_CAP_METRICS (1u << 0)     /* emits metrics events */
 #define RUNTIME_CAP_SHARED_PORT (1u << 1) /* backends may share one address */
 #define RUNTIME_CAP_LIMITS (1u << 2)      /* applies resource_limits */
+#define RUNTIME_CAP_FREEZE (1u << 3)      /* implements freeze: idle backends frozen, not killed */
 
-enum runtime_op_kind { RUNTIME_OP_PREPARE, RUNTIME_OP_SPAWN, RUNTIME_OP_WAIT_READY, RUNTIME_OP_TERMINATE };
+enum runtime_op_kind {
+    RUNTIME_OP_PREPARE,
+    RUNTIME_OP_SPAWN,
+    RUNTIME_OP_WAIT_READY,
+    RUNTIME_OP_TERMINATE,
+    RUNTIME_OP_FREEZE, /* not counted in the drone's per-operation metrics */
+};
 
 /* An operation in flight. Implementations finish it with runtime_op_complete(). */
 struct runtime_op {
@@ -137,6 +145,13 @@ struct runtime_ops {
     void (*spawn)(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec);
     void (*wait_ready)(struct runtime *rt, struct runtime_op *op, const char *address);
     void (*terminate)(struct runtime *rt, struct runtime_op *op, bool hard);
+    /*
+     * Optional (RUNTIME_CAP_FREEZE): stop every process of the backend where
+     * it stands (frozen) or let it go on (!frozen). Its sockets stay open: a
+     * connection made meanwhile waits in the listen queue until the thaw.
+     * Terminating a frozen backend must work (thaw it first if need be).
+     */
+    void (*freeze)(struct runtime *rt, struct runtime_op *op, bool frozen);
     /* Optional: op was cancelled; stop its work early (still complete it). */
     void (*cancel)(struct runtime *rt, struct runtime_op *op);
     /* Optional: prune what terminated backends left behind (spec §14.9). */
@@ -163,11 +178,12 @@ struct runtime {
     void *close_arg;
 };
 
-extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops, runtime_docker_ops;
+extern const struct runtime_ops runtime_process_ops, runtime_mock_ops, runtime_executor_ops, runtime_docker_ops,
+    runtime_oci_ops;
 
 /* The runtime named name (see runtime_names()), or NULL. */
 const struct runtime_ops *runtime_find(const char *name);
-/* "process|mock|executor|docker": the names runtime_find() knows. */
+/* "process|mock|executor|docker|oci": the names runtime_find() knows. */
 const char *runtime_names(void);
 
 /*
@@ -196,6 +212,9 @@ struct runtime_op *runtime_wait_ready(struct runtime *rt, const char *backend_id
 /* Stop a backend: soft (SIGTERM, SIGKILL after the grace period) or hard. */
 struct runtime_op *runtime_terminate(struct runtime *rt, const char *backend_id, bool hard,
                                      runtime_done_fn *cb, void *arg);
+/* Freeze or thaw a running backend; -ENOTSUP from a runtime that cannot. */
+struct runtime_op *runtime_freeze(struct runtime *rt, const char *backend_id, bool frozen, runtime_done_fn *cb,
+                                  void *arg);
 /* The callback of op will not run; op must not be used afterwards. */
 void runtime_op_cancel(struct runtime_op *op);
 void runtime_cleanup(struct runtime *rt, int64_t min_age_ms);

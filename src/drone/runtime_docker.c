@@ -124,6 +124,7 @@ struct call {
     bool has_timer;
     int tries;
     bool hard;        /* terminate */
+    bool frozen;      /* freeze: pause (else unpause) */
     enum pull_policy policy;
     char *image;      /* owned: prepare, spawn */
     char *auth;       /* owned: X-Registry-Auth */
@@ -1149,6 +1150,40 @@ static void docker_terminate(struct runtime *rt, struct runtime_op *op, bool har
     run_terminate(k);
 }
 
+/* ---- freeze: the Engine's pause, the cgroup freezer underneath ---------- */
+
+static void freeze_done(void *arg, const struct docker_response *res)
+{
+    struct call *k = arg;
+
+    k->req = NULL;
+    if (res->error == 0 && res->status == 204)
+        runtime_op_complete(k->op, 0, NULL);
+    else
+        runtime_op_complete(k->op, response_status(res), "cannot %s backend %s: %s", k->frozen ? "pause" : "unpause",
+                            k->op->backend_id, response_error(res));
+    call_end(k);
+}
+
+/* A stop or kill of a paused container needs nothing more: the Engine unpauses it first. */
+static void docker_freeze(struct runtime *rt, struct runtime_op *op, bool frozen)
+{
+    struct docker_runtime *drt = to_docker(rt);
+    struct container *c = container_find(drt, op->backend_id);
+    struct call *k;
+    char *path;
+
+    if (!c || c->state != CONTAINER_RUNNING || !c->container_id) {
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", op->backend_id);
+        return;
+    }
+    k = call_new(drt, op, c);
+    k->frozen = frozen;
+    path = xasprintf("/containers/%s/%s", c->container_id, frozen ? "pause" : "unpause");
+    call_request(k, "POST", path, NULL, REQUEST_TIMEOUT_MS, freeze_done);
+    free(path);
+}
+
 /* ---- metrics ------------------------------------------------------------ */
 
 static uint64_t get_u64(const json_t *obj, const char *key)
@@ -1703,7 +1738,7 @@ static void docker_free(struct runtime *rt)
 
 const struct runtime_ops runtime_docker_ops = {
     .name = "docker",
-    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS,
+    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS | RUNTIME_CAP_FREEZE,
     .open = docker_open,
     .close = docker_close,
     .free = docker_free,
@@ -1711,6 +1746,7 @@ const struct runtime_ops runtime_docker_ops = {
     .spawn = docker_spawn,
     .wait_ready = docker_wait_ready,
     .terminate = docker_terminate,
+    .freeze = docker_freeze,
     .cancel = docker_cancel,
     .cleanup = docker_cleanup,
 };

@@ -227,6 +227,12 @@ static void handle_response(struct exec_runtime *ert, struct exec_msg *m)
         log_warn("executor: dropped a response for unknown request %.43s", m->id);
         return;
     }
+    /* A pid announced for a spawn belongs to this answer only, whatever it says. */
+    int pid = 0;
+    if (r->kind == EXEC_SPAWN) {
+        pid = (int)json_integer_value(json_object_get(ert->pids, r->op->backend_id));
+        json_object_del(ert->pids, r->op->backend_id);
+    }
     if (m->kind == EXEC_ERROR) {
         creq_finish(r, -EPROTO, m->error);
         return;
@@ -243,8 +249,7 @@ static void handle_response(struct exec_runtime *ert, struct exec_msg *m)
     case EXEC_SPAWN_RESULT:
         r->op->res.port = m->port;
         r->op->res.container_id = xstrdup(m->container_id);
-        r->op->res.pid = (int)json_integer_value(json_object_get(ert->pids, r->op->backend_id));
-        json_object_del(ert->pids, r->op->backend_id);
+        r->op->res.pid = pid;
         track(ert, r->op->backend_id);
         break;
     case EXEC_TERMINATE_RESULT:

@@ -27,6 +27,7 @@ enum {
     F_LOG_CONFIG,
     F_MOUNT_BASE,
     F_PRUNE_IMAGES,
+    F_OCI_RUNTIME,
 };
 
 static const struct option flags[] = {
@@ -43,11 +44,12 @@ static const struct option flags[] = {
     {"log-config", required_argument, NULL, F_LOG_CONFIG},
     {"mount-base", required_argument, NULL, F_MOUNT_BASE},
     {"auto-prune-images", no_argument, NULL, F_PRUNE_IMAGES},
+    {"oci-runtime", required_argument, NULL, F_OCI_RUNTIME},
 };
 
 const char runtime_flags_usage[] =
     "runtime settings:\n"
-    "  --data-dir DIR          process: logs, pid records, working dirs (default ./plane-data)\n"
+    "  --data-dir DIR          process, oci: logs, pid records, working dirs, oci/ (default ./plane-data)\n"
     "  --bind-ip IP            process, mock: address backends listen on (default 127.0.0.1)\n"
     "  --grace-period SECS     soft terminate: SIGKILL after this (default 30)\n"
     "  --ready-timeout SECS    give up waiting for readiness after this (default 300)\n"
@@ -60,7 +62,8 @@ const char runtime_flags_usage[] =
     "  --docker-runtime NAME   docker: HostConfig.Runtime for containers (e.g. runsc)\n"
     "  --log-config JSON       docker: HostConfig.LogConfig, e.g. {\"Type\":\"json-file\",\"Config\":{}}\n"
     "  --mount-base PATH       docker: base directory of backend volume mounts\n"
-    "  --auto-prune-images     docker: cleanup also prunes unused images\n";
+    "  --auto-prune-images     docker: cleanup also prunes unused images\n"
+    "  --oci-runtime PATH      oci: the crun program (default: crun on PATH)\n";
 
 struct option *runtime_flags_options(const struct option *own)
 {
@@ -127,6 +130,7 @@ int runtime_flag_parse(int opt, const char *arg, struct runtime_config *cfg, con
     case F_LOG_CONFIG: cfg->docker_log_config = arg; return 1;
     case F_MOUNT_BASE: cfg->mount_base = arg; return 1;
     case F_PRUNE_IMAGES: cfg->prune_images = true; return 1;
+    case F_OCI_RUNTIME: cfg->oci_runtime = arg; return 1;
     default: return 0;
     }
 }

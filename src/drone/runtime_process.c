@@ -20,6 +20,10 @@
  * A record <data_dir>/run/<id>.pid ("pid starttime") exists while a backend
  * runs, so a drone that was killed and restarted finds what the previous
  * instance left and kills it: no backend outlives the drone that owns it.
+ *
+ * The machinery is shared with other runtimes whose backends are child
+ * processes too (runtime_process.h): a flavour says what to start; this file
+ * is also the plain flavour, where the executable's command is the backend.
  */
 #include <assert.h>
 #include <dirent.h>
@@ -31,10 +35,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -46,6 +52,7 @@
 #include "procfs.h"
 #include "ready_probe.h"
 #include "runtime.h"
+#include "runtime_process.h"
 
 #define PORT_MIN 20000 /* below the kernel's ephemeral range (32768+) */
 #define PORT_MAX 29999
@@ -53,6 +60,8 @@
 
 struct process_runtime {
     struct runtime base; /* must be first */
+    const struct process_flavour *flavour;
+    void *data;          /* the flavour's, owned */
     char *data_dir;      /* owned */
     char *bind_ip;       /* owned */
     struct list_node children;
@@ -80,7 +89,7 @@ struct child {
     uint16_t port;
     bool exited;
     bool soft_sent;
-    bool spawn_failed;     /* killed during spawn: do not report its exit */
+    bool frozen;           /* by the cgroup freezer, or SIGSTOP without a freezable group */
     struct cgroup cg;      /* empty unless limits were asked for */
     struct list_node waiters;
     struct ready_probe *startup; /* probe begun at spawn, until it finishes */
@@ -92,29 +101,81 @@ struct child {
     unsigned open_handles; /* exit_poll and kill_timer, until closed */
 };
 
-/* What the executable JSON says; strings borrowed from the JSON. */
+/* What the plain flavour's executable JSON says; strings borrowed from the JSON. */
 struct process_exec {
     const char *argv[MAX_ARGS + 1];
     size_t argc;
     const json_t *env; /* object or NULL */
     const char *cwd;   /* or NULL */
-    struct cgroup_limits limits;
-    int64_t cpu_time_limit; /* seconds of CPU, RLIMIT_CPU; 0: none */
-    int64_t disk_limit_bytes;
+    struct process_command limits; /* only its limits */
 };
 
 static struct process_runtime *to_process(struct runtime *rt)
 {
-    assert(rt->ops == &runtime_process_ops);
+    assert(rt->ops->spawn == process_rt_spawn);
     return (struct process_runtime *)rt;
+}
+
+void *process_runtime_data(struct runtime *rt)
+{
+    return to_process(rt)->data;
+}
+
+const char *process_runtime_dir(struct runtime *rt)
+{
+    return to_process(rt)->data_dir;
+}
+
+const struct cgroup_host *process_runtime_cgroups(struct runtime *rt)
+{
+    return &to_process(rt)->cgroups;
+}
+
+static int check_env(const json_t *env, struct buf *err)
+{
+    const char *k;
+    json_t *v;
+
+    if (!json_is_object(env)) {
+        buf_printf(err, "executable.env must be an object of strings");
+        return -EINVAL;
+    }
+    json_object_foreach((json_t *)env, k, v) {
+        if (!json_is_string(v) || !*k || strchr(k, '=') || strlen(json_string_value(v)) != json_string_length(v)) {
+            buf_printf(err, "executable.env.%s must be a string (and the name non-empty, without '=')", k);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int read_limits(const json_t *limits, struct process_command *cmd, struct buf *err)
+{
+    int64_t percent = 0, disk = 0;
+
+    if (!limits || json_is_null(limits))
+        return 0;
+    if (!json_is_object(limits)) {
+        buf_printf(err, "executable.resource_limits must be an object");
+        return -EINVAL;
+    }
+    if (runtime_limit(limits, "memory_limit_bytes", INT64_MAX, &cmd->limits.memory_bytes, err) < 0 ||
+        runtime_limit(limits, "cpu_period", 1000000, &cmd->limits.cpu_period_us, err) < 0 ||
+        runtime_limit(limits, "cpu_period_percent", 255, &percent, err) < 0 ||
+        runtime_limit(limits, "cpu_time_limit", INT64_MAX, &cmd->cpu_time_limit, err) < 0 ||
+        runtime_limit(limits, "disk_limit_bytes", INT64_MAX, &disk, err) < 0)
+        return -EINVAL;
+    cmd->limits.cpu_percent = (int)percent;
+    if (disk > 0) {
+        buf_printf(err, "resource_limits.disk_limit_bytes is not supported by this runtime");
+        return -ENOTSUP;
+    }
+    return 0;
 }
 
 static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
 {
     const json_t *cmd = json_object_get(x, "command");
-    const json_t *cwd = json_object_get(x, "cwd");
-    const json_t *limits = json_object_get(x, "resource_limits");
-    int64_t percent = 0;
     size_t i;
 
     memset(e, 0, sizeof(*e));
@@ -139,49 +200,28 @@ static int parse_exec(const json_t *x, struct process_exec *e, struct buf *err)
         buf_printf(err, "executable.command[0] is empty");
         return -EINVAL;
     }
-    e->env = json_object_get(x, "env");
-    if (e->env && json_is_null(e->env))
-        e->env = NULL;
-    if (e->env) {
-        const char *k;
-        json_t *v;
-        if (!json_is_object(e->env)) {
-            buf_printf(err, "executable.env must be an object of strings");
-            return -EINVAL;
-        }
-        json_object_foreach((json_t *)e->env, k, v) {
-            if (!json_is_string(v) || !*k || strchr(k, '=') ||
-                strlen(json_string_value(v)) != json_string_length(v)) {
-                buf_printf(err, "executable.env.%s must be a string (and the name non-empty, without '=')", k);
-                return -EINVAL;
-            }
-        }
-    }
-    if (cwd && !json_is_null(cwd)) {
-        if (!json_is_string(cwd) || json_string_value(cwd)[0] != '/') {
+    return process_exec_common(x, &e->env, &e->cwd, &e->limits, err);
+}
+
+int process_exec_common(const json_t *x, const json_t **env, const char **cwd, struct process_command *limits,
+                        struct buf *err)
+{
+    const json_t *dir = json_object_get(x, "cwd");
+
+    *env = json_object_get(x, "env");
+    *cwd = NULL;
+    if (*env && json_is_null(*env))
+        *env = NULL;
+    if (*env && check_env(*env, err) < 0)
+        return -EINVAL;
+    if (dir && !json_is_null(dir)) {
+        if (!json_is_string(dir) || json_string_value(dir)[0] != '/') {
             buf_printf(err, "executable.cwd must be an absolute path");
             return -EINVAL;
         }
-        e->cwd = json_string_value(cwd);
+        *cwd = json_string_value(dir);
     }
-    if (limits && !json_is_null(limits)) {
-        if (!json_is_object(limits)) {
-            buf_printf(err, "executable.resource_limits must be an object");
-            return -EINVAL;
-        }
-        if (runtime_limit(limits, "memory_limit_bytes", INT64_MAX, &e->limits.memory_bytes, err) < 0 ||
-            runtime_limit(limits, "cpu_period", 1000000, &e->limits.cpu_period_us, err) < 0 ||
-            runtime_limit(limits, "cpu_period_percent", 255, &percent, err) < 0 ||
-            runtime_limit(limits, "cpu_time_limit", INT64_MAX, &e->cpu_time_limit, err) < 0 ||
-            runtime_limit(limits, "disk_limit_bytes", INT64_MAX, &e->disk_limit_bytes, err) < 0)
-            return -EINVAL;
-        e->limits.cpu_percent = (int)percent;
-        if (e->disk_limit_bytes > 0) {
-            buf_printf(err, "resource_limits.disk_limit_bytes is not supported by the process runtime");
-            return -ENOTSUP;
-        }
-    }
-    return 0;
+    return read_limits(json_object_get(x, "resource_limits"), limits, err);
 }
 
 /*
@@ -229,7 +269,7 @@ static const char *exec_path(const struct process_exec *e)
     return p ? json_string_value(p) : getenv("PATH");
 }
 
-static void process_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable)
+static void plain_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable)
 {
     struct process_exec e;
     struct buf err = BUF_INIT;
@@ -421,8 +461,22 @@ static void exit_cb(uv_poll_t *h, int status, int events)
     snprintf(msg, sizeof(msg), "backend exited with code %d before it was ready", code);
     child_stop_waits(c, -ECHILD, msg);
     child_close(c);
-    if (!c->spawn_failed)
-        runtime_emit_exit(&prt->base, c->id, code);
+    if (prt->flavour->forget)
+        prt->flavour->forget(prt->data, c->id);
+    runtime_emit_exit(&prt->base, c->id, code);
+}
+
+/*
+ * Signals c's process group; a leader started by fork may not have made its
+ * group yet (between fork and setsid), so then the leader alone. 0 or -errno.
+ */
+static int child_signal(const struct child *c, int sig)
+{
+    if (kill(-c->pid, sig) == 0)
+        return 0;
+    if (errno == ESRCH && !c->exited && kill(c->pid, sig) == 0)
+        return 0;
+    return -errno;
 }
 
 static void kill_timer_cb(uv_timer_t *t)
@@ -431,30 +485,32 @@ static void kill_timer_cb(uv_timer_t *t)
 
     if (!c->exited) {
         log_info("backend %s: still running %u ms after SIGTERM, sending SIGKILL", c->id, c->prt->base.grace_ms);
-        kill(-c->pid, SIGKILL);
+        child_signal(c, SIGKILL);
     }
 }
 
-/* NAME=VALUE strings for the backend; the caller frees each and the array. */
-static char **build_env(const struct process_exec *e, const struct spawn_spec *spec, uint16_t port,
-                        const char *home)
+char **process_env(const char *const *base, const json_t *user_env, const struct spawn_spec *spec, uint16_t port)
 {
-    static const char *const inherited[] = {"PATH", "LANG", "LC_ALL", "TZ"};
-    size_t cap = 16 + (e->env ? json_object_size(e->env) : 0);
-    char **env = xcalloc(cap, sizeof(*env));
-    size_t n = 0;
+    size_t nbase = 0;
+    size_t cap, n = 0;
+    char **env;
     const char *k;
     json_t *v;
 
-    for (size_t i = 0; i < ARRAY_SIZE(inherited); i++) {
-        const char *val = getenv(inherited[i]);
-        if (val && !(e->env && json_object_get(e->env, inherited[i])))
-            env[n++] = xasprintf("%s=%s", inherited[i], val);
+    while (base && base[nbase])
+        nbase++;
+    cap = nbase + 8 + (user_env ? json_object_size(user_env) : 0);
+    env = xcalloc(cap, sizeof(*env));
+    for (size_t i = 0; i < nbase; i++) {
+        size_t len = strcspn(base[i], "=");
+        char *name = xstrndup(base[i], len);
+        bool ours = strcmp(name, "PORT") == 0 || strncmp(name, "SESSION_BACKEND_", 16) == 0;
+        if (!ours && !(user_env && json_object_get(user_env, name)))
+            env[n++] = xstrdup(base[i]);
+        free(name);
     }
-    if (!(e->env && json_object_get(e->env, "HOME")))
-        env[n++] = xasprintf("HOME=%s", home);
-    if (e->env) {
-        json_object_foreach((json_t *)e->env, k, v) {
+    if (user_env) {
+        json_object_foreach((json_t *)user_env, k, v) {
             /* Ours win (§14.3): skip user values we are about to set. */
             if (strcmp(k, "PORT") == 0 || strncmp(k, "SESSION_BACKEND_", 16) == 0)
                 continue;
@@ -473,51 +529,206 @@ static char **build_env(const struct process_exec *e, const struct spawn_spec *s
     return env;
 }
 
-static void free_strv(char **v)
+void process_strv_free(char **v)
 {
     for (size_t i = 0; v && v[i]; i++)
         free(v[i]);
     free(v);
 }
 
-static int ensure_dir(const char *path, mode_t mode)
+void process_command_release(struct process_command *cmd)
+{
+    free(cmd->program);
+    process_strv_free(cmd->argv);
+    process_strv_free(cmd->env);
+    free(cmd->cwd);
+    memset(cmd, 0, sizeof(*cmd));
+}
+
+int process_ensure_dir(const char *path, mode_t mode)
 {
     if (mkdir(path, mode) == -1 && errno != EEXIST)
         return -errno;
     return 0;
 }
 
+/* The plain flavour: the executable's command, with the drone's PATH, LANG, LC_ALL, TZ and HOME. */
+static int plain_command(struct runtime *rt, const struct spawn_spec *spec, uint16_t port, const char *dir,
+                         struct process_command *out, struct buf *err)
+{
+    static const char *const inherited[] = {"PATH", "LANG", "LC_ALL", "TZ"};
+    const char *base[ARRAY_SIZE(inherited) + 2] = {0};
+    char *owned[ARRAY_SIZE(inherited) + 1] = {0};
+    struct process_exec e;
+    size_t n = 0;
+    int rc;
+
+    (void)rt;
+    rc = parse_exec(spec->executable, &e, err);
+    if (rc < 0)
+        return rc;
+    rc = find_program(e.argv[0], exec_path(&e), &out->program);
+    if (rc < 0) {
+        buf_printf(err, "cannot run '%s': %s", e.argv[0], strerror(-rc));
+        return rc;
+    }
+    for (size_t i = 0; i < ARRAY_SIZE(inherited); i++) {
+        const char *val = getenv(inherited[i]);
+        if (val) {
+            owned[n] = xasprintf("%s=%s", inherited[i], val);
+            base[n] = owned[n];
+            n++;
+        }
+    }
+    owned[n] = xasprintf("HOME=%s", dir);
+    base[n] = owned[n];
+    out->env = process_env(base, e.env, spec, port);
+    for (size_t i = 0; i <= n; i++)
+        free(owned[i]);
+    out->argv = xcalloc(e.argc + 1, sizeof(*out->argv));
+    for (size_t i = 0; i < e.argc; i++)
+        out->argv[i] = xstrdup(e.argv[i]);
+    out->cwd = xstrdup(e.cwd ? e.cwd : dir);
+    out->limits = e.limits.limits;
+    out->cpu_time_limit = e.limits.cpu_time_limit;
+    return 0;
+}
+
+/* What the leader does between its creation and exec. */
+struct start_plan {
+    const char *program;
+    char *const *argv;
+    char *const *env;
+    const char *cwd;
+    int log_fd;
+    int cgroup_fds[CGROUP_MAX_PROCS_FILES]; /* cgroup.procs files to enter, opened for writing */
+    int ncgroup_fds;
+    bool hide_cgroup2;
+};
+
+/* The child says why it cannot go on, in the backend's log, and exits 127. */
+static void __attribute__((noreturn)) plan_fail(const struct start_plan *p, const char *step)
+{
+    static const char prefix[] = "plane: cannot start the backend: ";
+    const char *why = strerror(errno);
+
+    if (write(p->log_fd, prefix, sizeof(prefix) - 1) > 0 && write(p->log_fd, step, strlen(step)) > 0 &&
+        write(p->log_fd, ": ", 2) > 0 && write(p->log_fd, why, strlen(why)) > 0)
+        (void)!write(p->log_fd, "\n", 1);
+    _exit(127);
+}
+
+/*
+ * The child of fork, until exec: a copy of a threaded process, so it makes
+ * system calls only. Its signal handlers are reset first; ours were blocked
+ * from before the fork until then.
+ */
+static void __attribute__((noreturn)) plan_exec(const struct start_plan *p)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigset_t none;
+    int fd;
+
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            sigaction(sig, &dfl, NULL);
+    sigemptyset(&none);
+    if (setsid() == -1)
+        plan_fail(p, "setsid");
+    /* Into the cgroups before anything can fork: nothing escapes the limits. */
+    for (int i = 0; i < p->ncgroup_fds; i++)
+        if (write(p->cgroup_fds[i], "0", 1) == -1)
+            plan_fail(p, "entering its cgroup");
+    if (p->hide_cgroup2) {
+        /* Slave, not private: host mounts still reach us, ours never reach the host. */
+        if (unshare(CLONE_NEWNS) == -1 || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) == -1 ||
+            umount2("/sys/fs/cgroup/unified", MNT_DETACH) == -1)
+            plan_fail(p, "hiding /sys/fs/cgroup/unified");
+    }
+    fd = open("/dev/null", O_RDONLY);
+    if (fd == -1 || dup2(fd, 0) == -1 || dup2(p->log_fd, 1) == -1 || dup2(p->log_fd, 2) == -1)
+        plan_fail(p, "redirecting its input and output");
+    if (fd > 2)
+        close(fd);
+    if (chdir(p->cwd) == -1)
+        plan_fail(p, p->cwd);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    execve(p->program, p->argv, p->env);
+    plan_fail(p, p->program);
+}
+
+/*
+ * start_child() for a leader that enters cgroups or a mount namespace before
+ * exec. A fork, not a vfork: writing to cgroup.procs waits for the kernel
+ * (an RCU grace period under the cgroup rwsem, milliseconds), and the loop
+ * must not wait with it. So the child's failures cannot be returned here:
+ * it logs them and exits 127, reported as the backend's exit.
+ */
+static int start_planned(const struct start_plan *p, pid_t *pid_out)
+{
+    sigset_t all, old;
+    pid_t pid;
+
+    /* No handler of ours may run in the child before it resets them. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    pid = fork();
+    if (pid == 0)
+        plan_exec(p);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (pid == -1)
+        return -errno;
+    *pid_out = pid;
+    return 0;
+}
+
 /*
  * Starts program in a new session (so in its own process group), with
  * default signal dispositions and an empty signal mask, stdin from
- * /dev/null and stdout/stderr to log_fd, in cwd. posix_spawn rather than
- * uv_spawn: glibc's is a vfork, about half the cost of libuv's fork plus a
- * sigaction per signal in the child. A pidfd tells the loop when it exits.
- * 0 or -errno.
+ * /dev/null and stdout/stderr to log_fd, in cwd, inside cg when it has a
+ * group. posix_spawn rather than uv_spawn: glibc's is a vfork, about half
+ * the cost of libuv's fork plus a sigaction per signal in the child; a
+ * leader that must enter cgroups or a mount namespace first gets our own
+ * vfork with those steps. A pidfd tells the loop when it exits. 0 or -errno.
  */
-static int start_child(const char *program, const char *const *argv, char **env, const char *cwd, int log_fd,
-                       int *pid_out, int *pidfd_out)
+static int start_child(struct process_runtime *prt, const struct process_command *cmd, const struct cgroup *cg,
+                       int log_fd, int *pid_out, int *pidfd_out)
 {
-    posix_spawn_file_actions_t fa;
-    posix_spawnattr_t attr;
-    sigset_t all, none;
+    struct start_plan plan = {.program = cmd->program, .argv = cmd->argv, .env = cmd->env, .cwd = cmd->cwd,
+                              .log_fd = log_fd, .hide_cgroup2 = prt->flavour->hide_cgroup2};
     pid_t pid;
     int rc;
 
-    posix_spawn_file_actions_init(&fa);
-    posix_spawnattr_init(&attr);
-    sigfillset(&all);
-    sigemptyset(&none);
-    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    posix_spawnattr_setsigdefault(&attr, &all);
-    posix_spawnattr_setsigmask(&attr, &none);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_adddup2(&fa, log_fd, 1);
-    posix_spawn_file_actions_adddup2(&fa, log_fd, 2);
-    posix_spawn_file_actions_addchdir_np(&fa, cwd);
-    rc = -posix_spawn(&pid, program, &fa, &attr, (char *const *)argv, env);
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
+    if (cg->mem_path) {
+        rc = cgroup_open_procs(cg, plan.cgroup_fds);
+        if (rc < 0)
+            return rc;
+        plan.ncgroup_fds = rc;
+    }
+    if (plan.ncgroup_fds > 0 || plan.hide_cgroup2) {
+        rc = start_planned(&plan, &pid);
+        for (int i = 0; i < plan.ncgroup_fds; i++)
+            close(plan.cgroup_fds[i]);
+    } else {
+        posix_spawn_file_actions_t fa;
+        posix_spawnattr_t attr;
+        sigset_t all, none;
+
+        posix_spawn_file_actions_init(&fa);
+        posix_spawnattr_init(&attr);
+        sigfillset(&all);
+        sigemptyset(&none);
+        posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+        posix_spawnattr_setsigdefault(&attr, &all);
+        posix_spawnattr_setsigmask(&attr, &none);
+        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+        posix_spawn_file_actions_adddup2(&fa, log_fd, 1);
+        posix_spawn_file_actions_adddup2(&fa, log_fd, 2);
+        posix_spawn_file_actions_addchdir_np(&fa, cmd->cwd);
+        rc = -posix_spawn(&pid, cmd->program, &fa, &attr, cmd->argv, cmd->env);
+        posix_spawn_file_actions_destroy(&fa);
+        posix_spawnattr_destroy(&attr);
+    }
     if (rc < 0)
         return rc;
     int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
@@ -533,21 +744,17 @@ static int start_child(const char *program, const char *const *argv, char **env,
     return 0;
 }
 
-static void process_spawn(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec)
+void process_rt_spawn(struct runtime *rt, struct runtime_op *op, const struct spawn_spec *spec)
 {
     struct process_runtime *prt = to_process(rt);
-    struct process_exec e;
+    struct process_command cmd = {0};
     struct buf err = BUF_INIT;
     struct child *c = NULL;
-    char **env = NULL;
-    char *log_path = NULL, *home = NULL, *logs = NULL, *backends = NULL, *program = NULL;
+    char *log_path = NULL, *home = NULL, *logs = NULL, *backends = NULL;
     int log_fd = -1;
     int port;
     int rc;
 
-    rc = parse_exec(spec->executable, &e, &err);
-    if (rc < 0)
-        goto out;
     c = child_find(prt, spec->backend_id);
     if (c) {
         rc = -EEXIST;
@@ -564,11 +771,14 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     logs = xasprintf("%s/logs", prt->data_dir);
     backends = xasprintf("%s/backends", prt->data_dir);
     home = xasprintf("%s/%s", backends, spec->backend_id);
-    if ((rc = ensure_dir(logs, 0750)) < 0 || (rc = ensure_dir(backends, 0750)) < 0 ||
-        (rc = ensure_dir(home, 0750)) < 0) {
+    if ((rc = process_ensure_dir(logs, 0750)) < 0 || (rc = process_ensure_dir(backends, 0750)) < 0 ||
+        (rc = process_ensure_dir(home, 0750)) < 0) {
         buf_printf(&err, "cannot create backend directories under '%s': %s", prt->data_dir, strerror(-rc));
         goto out;
     }
+    rc = prt->flavour->command(rt, spec, (uint16_t)port, home, &cmd, &err);
+    if (rc < 0)
+        goto out;
     log_path = xasprintf("%s/%s.log", logs, spec->backend_id);
     log_fd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
     if (log_fd == -1) {
@@ -583,21 +793,14 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     c->port = (uint16_t)port;
     list_init(&c->waiters);
     list_init(&c->node);
-    if (e.limits.memory_bytes > 0 || e.limits.cpu_percent > 0) {
-        rc = cgroup_create(&prt->cgroups, c->id, &e.limits, &c->cg, &err);
+    if (cmd.limits.memory_bytes > 0 || cmd.limits.cpu_percent > 0 || prt->flavour->always_cgroup) {
+        rc = cgroup_create(&prt->cgroups, c->id, &cmd.limits, &c->cg, &err);
         if (rc < 0)
             goto out;
     }
-
-    env = build_env(&e, spec, c->port, home);
-    rc = find_program(e.argv[0], exec_path(&e), &program);
+    rc = start_child(prt, &cmd, &c->cg, log_fd, &c->pid, &c->pidfd);
     if (rc < 0) {
-        buf_printf(&err, "cannot run '%s': %s", e.argv[0], strerror(-rc));
-        goto out;
-    }
-    rc = start_child(program, e.argv, env, e.cwd ? e.cwd : home, log_fd, &c->pid, &c->pidfd);
-    if (rc < 0) {
-        buf_printf(&err, "cannot start '%s': %s", program, strerror(-rc));
+        buf_printf(&err, "cannot start '%s': %s", cmd.program, strerror(-rc));
         goto out;
     }
     uv_poll_init(rt->loop, &c->exit_poll, c->pidfd);
@@ -605,16 +808,8 @@ static void process_spawn(struct runtime *rt, struct runtime_op *op, const struc
     uv_timer_init(rt->loop, &c->kill_timer);
     c->open_handles = 2;
     list_insert_tail(&prt->children, &c->node);
-    if (c->cg.mem_path && (rc = cgroup_add_pid(&c->cg, c->pid)) < 0) {
-        /* Limits we promised cannot be applied: do not run without them. */
-        buf_printf(&err, "cannot move pid %d into cgroup '%s': %s", c->pid, c->cg.mem_path, strerror(-rc));
-        c->spawn_failed = true; /* its exit is not reported: the spawn failed */
-        kill(-c->pid, SIGKILL);
-        c = NULL;
-        goto out;
-    }
-    if (e.cpu_time_limit > 0) {
-        struct rlimit rl = {.rlim_cur = (rlim_t)e.cpu_time_limit, .rlim_max = (rlim_t)e.cpu_time_limit};
+    if (cmd.cpu_time_limit > 0) {
+        struct rlimit rl = {.rlim_cur = (rlim_t)cmd.cpu_time_limit, .rlim_max = (rlim_t)cmd.cpu_time_limit};
         if (prlimit(c->pid, RLIMIT_CPU, &rl, NULL) == -1)
             log_warn("backend %s: cannot set cpu time limit: %s", c->id, strerror(errno));
     }
@@ -634,14 +829,15 @@ out:
             free(c->id);
             free(c);
         }
+        if (prt->flavour->forget)
+            prt->flavour->forget(prt->data, spec->backend_id);
         runtime_op_complete(op, rc, "%s", buf_cstr(&err));
     } else {
         runtime_op_complete(op, 0, NULL);
     }
     if (log_fd != -1)
         close(log_fd);
-    free_strv(env);
-    free(program);
+    process_command_release(&cmd);
     free(log_path);
     free(home);
     free(logs);
@@ -649,7 +845,7 @@ out:
     buf_release(&err);
 }
 
-static void process_wait_ready(struct runtime *rt, struct runtime_op *op, const char *address)
+void process_rt_wait_ready(struct runtime *rt, struct runtime_op *op, const char *address)
 {
     struct process_runtime *prt = to_process(rt);
     struct child *c = child_find(prt, op->backend_id);
@@ -681,7 +877,7 @@ static void process_wait_ready(struct runtime *rt, struct runtime_op *op, const 
     buf_release(&err);
 }
 
-static void process_cancel(struct runtime *rt, struct runtime_op *op)
+void process_rt_cancel(struct runtime *rt, struct runtime_op *op)
 {
     struct waiter *w = op->impl;
 
@@ -694,7 +890,49 @@ static void process_cancel(struct runtime *rt, struct runtime_op *op)
         waiter_complete(w, -ECANCELED, "cancelled");
 }
 
-static void process_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
+/*
+ * Freezes or thaws every process of c: through its cgroup's freezer when it
+ * has one that can, else by stopping its process group (SIGSTOP/SIGCONT).
+ * Either way its sockets stay open and connections queue. 0 or -errno.
+ */
+static int child_set_frozen(struct child *c, bool frozen)
+{
+    int rc = 0;
+
+    if (c->frozen == frozen)
+        return 0;
+    if (cgroup_can_freeze(&c->cg))
+        rc = cgroup_freeze(&c->cg, frozen);
+    else
+        rc = child_signal(c, frozen ? SIGSTOP : SIGCONT);
+    if (rc == 0) {
+        c->frozen = frozen;
+        log_info("backend %s: %s", c->id, frozen ? "frozen" : "thawed");
+    } else if (frozen) {
+        /* Never leave it half frozen. */
+        if (cgroup_can_freeze(&c->cg))
+            cgroup_freeze(&c->cg, false);
+    }
+    return rc;
+}
+
+void process_rt_freeze(struct runtime *rt, struct runtime_op *op, bool frozen)
+{
+    struct child *c = child_find(to_process(rt), op->backend_id);
+    int rc;
+
+    if (!c) {
+        runtime_op_complete(op, -ESRCH, "backend %s is not running", op->backend_id);
+        return;
+    }
+    rc = child_set_frozen(c, frozen);
+    if (rc < 0)
+        runtime_op_complete(op, rc, "cannot %s backend %s: %s", frozen ? "freeze" : "thaw", c->id, strerror(-rc));
+    else
+        runtime_op_complete(op, 0, NULL);
+}
+
+void process_rt_terminate(struct runtime *rt, struct runtime_op *op, bool hard)
 {
     struct process_runtime *prt = to_process(rt);
     struct child *c = child_find(prt, op->backend_id);
@@ -704,8 +942,12 @@ static void process_terminate(struct runtime *rt, struct runtime_op *op, bool ha
         runtime_op_complete(op, 0, NULL);
         return;
     }
-    if (kill(-c->pid, hard ? SIGKILL : SIGTERM) == -1) {
-        int rc = -errno;
+    /* A frozen backend would not see the signal (v1 holds back even SIGKILL). */
+    child_set_frozen(c, false);
+    /* A leader that forwards signals gets the soft one alone, so nothing gets it twice. */
+    bool leader_only = !hard && prt->flavour->soft_to_leader;
+    int rc = leader_only ? (kill(c->pid, SIGTERM) == 0 ? 0 : -errno) : child_signal(c, hard ? SIGKILL : SIGTERM);
+    if (rc < 0) {
         if (rc == -ESRCH) {
             /* The group is gone; the exit callback is on its way. */
             op->res.was_running = false;
@@ -715,7 +957,8 @@ static void process_terminate(struct runtime *rt, struct runtime_op *op, bool ha
         }
         return;
     }
-    log_info("backend %s: sent %s to process group %d", c->id, hard ? "SIGKILL" : "SIGTERM", c->pid);
+    log_info("backend %s: sent %s to %s %d", c->id, hard ? "SIGKILL" : "SIGTERM",
+             leader_only ? "pid" : "process group", c->pid);
     if (!hard && !c->soft_sent) {
         c->soft_sent = true;
         uv_timer_start(&c->kill_timer, kill_timer_cb, rt->grace_ms, 0);
@@ -739,7 +982,8 @@ static void metrics_cb(uv_timer_t *t)
             continue;
         if (!c->cg.mem_path || cgroup_sample(&c->cg, &m) < 0)
             procfs_memory(c->pid, &m);
-        uint64_t cpu = procfs_cpu_ns(c->pid);
+        /* A leader that runs the backend as its child (crun) is not where the CPU goes. */
+        uint64_t cpu = c->cg.mem_path ? cgroup_cpu_ns(&c->cg) : procfs_cpu_ns(c->pid);
         m.cpu_used = cpu > c->last_cpu_ns ? cpu - c->last_cpu_ns : 0;
         c->last_cpu_ns = cpu;
         m.sys_cpu = sys_delta;
@@ -771,51 +1015,64 @@ static void reap_leftovers(struct process_runtime *prt)
                 kill(pid, SIGKILL);
             }
             if (strcmp(cg, "-") != 0) {
-                struct cgroup old = {.mem_path = xstrdup(cg)};
+                /* The group of that backend in every hierarchy we use, as cgroup_create made it. */
+                struct cgroup old;
+                char *id = xstrndup(de->d_name, n - 4);
+                cgroup_find(&prt->cgroups, id, &old);
                 cgroup_kill_all(&old);
                 cgroup_destroy(&old);
+                free(id);
             }
         }
         if (f)
             fclose(f);
         unlink(path);
         free(path);
+        if (prt->flavour->forget) {
+            char *id = xstrndup(de->d_name, n - 4);
+            prt->flavour->forget(prt->data, id);
+            free(id);
+        }
     }
     if (d)
         closedir(d);
     free(dir);
 }
 
-static int process_open(struct runtime **out, const struct runtime_config *cfg, struct buf *err)
+int process_runtime_open(struct runtime **out, const struct runtime_config *cfg, const struct process_flavour *f,
+                         void *data, struct buf *err)
 {
     struct process_runtime *prt;
     char *dir;
     int rc;
 
     if (!cfg->data_dir) {
-        buf_printf(err, "the process runtime needs a data directory");
-        return -EINVAL;
+        buf_printf(err, "the runtime needs a data directory");
+        rc = -EINVAL;
+        goto fail;
     }
-    if ((rc = ensure_dir(cfg->data_dir, 0750)) < 0) {
+    if ((rc = process_ensure_dir(cfg->data_dir, 0750)) < 0) {
         buf_printf(err, "cannot create data directory '%s': %s", cfg->data_dir, strerror(-rc));
-        return rc;
+        goto fail;
     }
     prt = xcalloc(1, sizeof(*prt));
+    prt->flavour = f;
+    prt->data = data;
     prt->data_dir = xstrdup(cfg->data_dir);
     prt->bind_ip = xstrdup(cfg->bind_ip ? cfg->bind_ip : "127.0.0.1");
     list_init(&prt->children);
     dir = run_dir(prt);
-    rc = ensure_dir(dir, 0750);
+    rc = process_ensure_dir(dir, 0750);
     free(dir);
     if (rc < 0) {
         buf_printf(err, "cannot create '%s/run': %s", cfg->data_dir, strerror(-rc));
         free(prt->data_dir);
         free(prt->bind_ip);
         free(prt);
-        return rc;
+        goto fail;
     }
-    reap_leftovers(prt);
     cgroup_host_detect(&prt->cgroups);
+    reap_leftovers(prt);
     if (prt->cgroups.version == 0)
         log_info("process runtime: resource limits unavailable: %s", prt->cgroups.why_not);
     uint16_t r;
@@ -828,6 +1085,10 @@ static int process_open(struct runtime **out, const struct runtime_config *cfg, 
     uv_unref((uv_handle_t *)&prt->metrics_timer);
     *out = &prt->base;
     return 0;
+fail:
+    if (f->free)
+        f->free(data);
+    return rc;
 }
 
 /* Reaps the killed leaders, waiting at most a second for all of them together. */
@@ -854,11 +1115,13 @@ static void reap_killed(struct process_runtime *prt)
     log_warn("process runtime: some backends did not die within 1 s of SIGKILL");
 }
 
-static void process_close(struct runtime *rt)
+void process_rt_close(struct runtime *rt)
 {
     struct process_runtime *prt = to_process(rt);
     struct list_node *pos, *tmp;
 
+    if (prt->flavour->close)
+        prt->flavour->close(rt);
     uv_timer_stop(&prt->metrics_timer);
     runtime_close_handle(rt, (uv_handle_t *)&prt->metrics_timer, NULL, NULL);
     /* Backends do not outlive the runtime: kill them all, then reap them. */
@@ -867,7 +1130,7 @@ static void process_close(struct runtime *rt)
         child_stop_waits(c, -ESHUTDOWN, "runtime closed");
         if (!c->exited) {
             log_info("backend %s: killing pid %d on shutdown", c->id, c->pid);
-            kill(-c->pid, SIGKILL);
+            child_signal(c, SIGKILL);
             if (c->cg.mem_path)
                 cgroup_kill_all(&c->cg);
         }
@@ -880,14 +1143,18 @@ static void process_close(struct runtime *rt)
         char *rec = pid_record_path(prt, c->id);
         unlink(rec);
         free(rec);
+        if (prt->flavour->forget)
+            prt->flavour->forget(prt->data, c->id);
         child_close(c);
     }
 }
 
-static void process_free(struct runtime *rt)
+void process_rt_free(struct runtime *rt)
 {
     struct process_runtime *prt = to_process(rt);
 
+    if (prt->flavour->free)
+        prt->flavour->free(prt->data);
     cgroup_host_release(&prt->cgroups);
     free(prt->data_dir);
     free(prt->bind_ip);
@@ -895,7 +1162,7 @@ static void process_free(struct runtime *rt)
 }
 
 /* Removes logs and working directories of backends gone for longer than min_age_ms. */
-static void process_cleanup(struct runtime *rt, int64_t min_age_ms)
+void process_rt_cleanup(struct runtime *rt, int64_t min_age_ms)
 {
     struct process_runtime *prt = to_process(rt);
     char *logs = xasprintf("%s/logs", prt->data_dir);
@@ -925,16 +1192,23 @@ static void process_cleanup(struct runtime *rt, int64_t min_age_ms)
     free(logs);
 }
 
+void process_rt_prepare(struct runtime *rt, struct runtime_op *op, const json_t *executable)
+{
+    to_process(rt)->flavour->prepare(rt, op, executable);
+}
+
+static const struct process_flavour plain_flavour = {
+    .prepare = plain_prepare,
+    .command = plain_command,
+};
+
+static int process_open(struct runtime **out, const struct runtime_config *cfg, struct buf *err)
+{
+    return process_runtime_open(out, cfg, &plain_flavour, NULL, err);
+}
+
 const struct runtime_ops runtime_process_ops = {
     .name = "process",
-    .caps = RUNTIME_CAP_METRICS | RUNTIME_CAP_LIMITS,
     .open = process_open,
-    .close = process_close,
-    .free = process_free,
-    .prepare = process_prepare,
-    .spawn = process_spawn,
-    .wait_ready = process_wait_ready,
-    .terminate = process_terminate,
-    .cancel = process_cancel,
-    .cleanup = process_cleanup,
+    PROCESS_RUNTIME_OPS,
 };

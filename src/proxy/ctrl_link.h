@@ -2,8 +2,9 @@
 /*
  * ctrl_link.h - the proxy's connection to the controller (spec §6, §8,
  * §16.4): the WebSocket to <controller>/ctrl/c/<cluster>/proxy-socket,
- * the handshake, reconnects with backoff, RouteInfoRequest out and
- * RouteInfoResponse/BackendRemoved in. It lives on the control loop;
+ * the handshake, reconnects with backoff (a node_link), RouteInfoRequest out and
+ * RouteInfoResponse/BackendRemoved in, and the certificate manager's
+ * requests and answers (§8.1, §8.2). It lives on the control loop;
  * ctrl_link_request() and ctrl_link_is_up() may be called from any thread.
  */
 #ifndef PLANE_PROXY_CTRL_LINK_H
@@ -11,6 +12,7 @@
 
 #include <stdbool.h>
 
+#include <jansson.h>
 #include <uv.h>
 
 struct buf;
@@ -18,9 +20,6 @@ struct ctrl_link;
 struct monitor;
 struct route_cache;
 
-#define CTRL_LINK_BACKOFF_FIRST_MS 1000
-#define CTRL_LINK_BACKOFF_MAX_MS 60000
-#define CTRL_LINK_STABLE_MS 60000                 /* up this long: the next attempt is immediate */
 #define CTRL_LINK_RECONNECT_MS (60 * 60 * 1000)   /* voluntary reconnect, ±10 min */
 #define CTRL_LINK_RECONNECT_JITTER_MS (10 * 60 * 1000)
 
@@ -40,5 +39,10 @@ void ctrl_link_request(struct ctrl_link *l, const char *token, size_t len);
 void ctrl_link_keepalive(struct ctrl_link *l, const char *backend_id);
 /* Handshake done and the connection up. Any thread. */
 bool ctrl_link_is_up(const struct ctrl_link *l);
+/* Queues a message (stolen) for the controller. 0, or -ENOTCONN while the link is down. Any thread. */
+int ctrl_link_send(struct ctrl_link *l, json_t *msg);
+/* Where CertManagerResponse messages go (control loop): the variant's tag and its "accepted". */
+typedef void ctrl_link_cert_fn(void *arg, const char *tag, bool accepted);
+void ctrl_link_on_cert_response(struct ctrl_link *l, ctrl_link_cert_fn *fn, void *arg);
 
 #endif

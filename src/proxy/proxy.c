@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * proxy.c - `plane proxy`: flags and the port table (spec §2.3), the
- * certificate (§16.5), and the process layout: the main thread runs the
+ * certificate's start (§16.5: with HTTPS no listener opens before there is
+ * one; cert_manager.c keeps it current), and the process layout: the main thread runs the
  * control loop (controller link, keepalive schedule, signals), and one
  * worker loop per core serves traffic on its own SO_REUSEPORT sockets.
  *
@@ -19,6 +20,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +28,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#include <curl/curl.h>
 
 #include "../common/buf.h"
 #include "../common/http_server.h"
@@ -35,6 +39,7 @@
 #include "../common/run_loop.h"
 #include "../common/version.h"
 #include "../common/xalloc.h"
+#include "cert_manager.h"
 #include "ctrl_link.h"
 #include "monitor.h"
 #include "proxy.h"
@@ -60,8 +65,13 @@ static void usage(FILE *f)
                "  --https-port N           HTTPS port (implies --https)\n"
                "  --cert-path FILE         certificate file: {\"cert\": PEM chain, \"key\": PEM key}\n"
                "  --root-redirect-url URL  where a request for / is sent (301)\n"
-               "  --acme-endpoint URL, --acme-email EMAIL, --acme-eab-kid ID, --acme-eab-hmac-key KEY\n"
-               "                           ACME settings (accepted; issuance is not implemented yet)\n"
+               "  --acme-endpoint URL      obtain and renew the certificate from this ACME directory (DNS-01)\n"
+               "  --acme-email EMAIL       ACME account contact (also --acme-mailto)\n"
+               "  --acme-eab-kid ID, --acme-eab-hmac-key KEY   External Account Binding\n"
+               "                           (also --acme-eab-keypair ID:KEY); KEY is base64url\n"
+               "  --acme-ca-cert FILE      CA certificates that verify the ACME server (default: the system's)\n"
+               "  --acme-account-key FILE  the ACME account key (default: <cert-path>.account.pem)\n"
+               "  --acme-dns-wait SECONDS  wait after publishing a TXT record (default 15)\n"
                "  --host IP                listen address (default 0.0.0.0)\n"
                "  --workers N              event loops, one per core by default\n"
                "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n"
@@ -172,6 +182,11 @@ static void handle_closed(uv_handle_t *h)
 
 static void finish(struct proxy *px)
 {
+    /* First: the certificate thread sends through the link. */
+    cert_manager_stop(px->certs);
+    px->certs = NULL;
+    if (px->tls)
+        uv_close((uv_handle_t *)&px->renew, handle_closed);
     uv_timer_stop(&px->force);
     uv_close((uv_handle_t *)&px->force, handle_closed);
     uv_close((uv_handle_t *)&px->worker_done, handle_closed);
@@ -226,11 +241,46 @@ static void stop_cb(void *arg)
     if (px->metrics)
         http_server_close(px->metrics);
     px->metrics = NULL;
+    if (!px->workers_started) {
+        /* Still waiting for a certificate: nothing is being served. */
+        finish(px);
+        return;
+    }
     for (unsigned i = 0; i < px->nworkers; i++) {
         atomic_store(&px->workers[i]->want_drain, true);
         proxy_wake_worker(px, i);
     }
     uv_timer_start(&px->force, force_cb, SHUTDOWN_GRACE_MS, 0);
+}
+
+/* ---- the certificate ---- */
+
+static void start_workers(struct proxy *px);
+
+static void cert_installed(void *arg)
+{
+    struct proxy *px = arg;
+
+    if (!px->workers_started && !px->stopping)
+        start_workers(px);
+}
+
+static void cert_response(void *arg, const char *tag, bool accepted)
+{
+    struct proxy *px = arg;
+
+    if (px->certs)
+        cert_manager_response(px->certs, tag, accepted);
+}
+
+static void renew_cb(uv_signal_t *h, int signum)
+{
+    struct proxy *px = h->data;
+
+    (void)signum;
+    log_info("SIGUSR1: renewing the certificate");
+    if (px->certs)
+        cert_manager_renew_now(px->certs);
 }
 
 /* ---- main ---- */
@@ -249,12 +299,26 @@ static int check_options(struct proxy_options *o, struct buf *err)
         buf_printf(err, "invalid --cluster '%s'", o->cluster);
         return -EINVAL;
     }
-    if (!o->acme_endpoint != !o->acme_email) {
-        buf_printf(err, "--acme-endpoint and --acme-email go together");
+    if (!o->acme_endpoint && (o->acme_email || o->eab_kid || o->acme_ca_cert || o->acme_account_key)) {
+        buf_printf(err, "ACME settings need --acme-endpoint");
         return -EINVAL;
     }
     if (!o->eab_kid != !o->eab_key) {
         buf_printf(err, "--acme-eab-kid and --acme-eab-hmac-key go together");
+        return -EINVAL;
+    }
+    if (o->eab_key) {
+        size_t n;
+        unsigned char *k = base64url_decode(o->eab_key, &n);
+        free(k);
+        if (!k || n == 0) {
+            buf_printf(err, "--acme-eab-hmac-key must be base64url");
+            return -EINVAL;
+        }
+    }
+    if (o->acme_endpoint && strncmp(o->acme_endpoint, "https://", 8) != 0 &&
+        strncmp(o->acme_endpoint, "http://", 7) != 0) {
+        buf_printf(err, "invalid --acme-endpoint '%s' (an https:// URL)", o->acme_endpoint);
         return -EINVAL;
     }
     return 0;
@@ -314,16 +378,13 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
         px->http_port = o->http_port >= 0 ? o->http_port : 80;
     }
     if (px->https_port >= 0) {
-        /* §16.5: no listener opens before there is a certificate. */
-        if (o->acme_endpoint)
-            log_warn("ACME is not implemented yet; using --cert-path only");
-        if (!o->cert_path) {
-            buf_printf(err, "HTTPS needs --cert-path (ACME issuance is not implemented)");
+        if (!o->cert_path && !o->acme_endpoint) {
+            buf_printf(err, "HTTPS needs --cert-path or --acme-endpoint");
             goto out;
         }
-        px->tls = tls_ctx_load(o->cert_path, err);
-        if (!px->tls)
-            goto out;
+        px->tls = tls_ctx_new(); /* the certificate comes with cert_manager_start() */
+        if (o->acme_endpoint)
+            curl_global_init(CURL_GLOBAL_DEFAULT); /* before any thread uses curl */
     }
     if (px->http_port >= 0) {
         ports[nports] = px->http_port;
@@ -384,6 +445,32 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
         monitor_free(px->mon);
         goto out_workers;
     }
+    if (px->tls) {
+        struct cert_manager_config cc = {
+            .cluster = px->cluster,
+            .cert_path = o->cert_path,
+            .acme = o->acme_endpoint != NULL,
+            .acme_cfg = {.directory_url = o->acme_endpoint, .ca_file = o->acme_ca_cert, .email = o->acme_email,
+                         .eab_kid = o->eab_kid, .eab_hmac_key = o->eab_key,
+                         .txt_wait_ms = o->acme_dns_wait_ms >= 0 ? (unsigned)o->acme_dns_wait_ms : 15000},
+        };
+        char *account_key = o->acme_account_key ? xstrdup(o->acme_account_key)
+                            : o->cert_path      ? xasprintf("%s.account.pem", o->cert_path)
+                                                : NULL;
+        cc.acme_cfg.account_key_path = account_key;
+        px->certs = cert_manager_start(loop, &cc, px->tls, px->link, cert_installed, px, err);
+        free(account_key);
+        if (!px->certs) {
+            ctrl_link_free(px->link);
+            route_cache_free(px->cache);
+            monitor_free(px->mon);
+            goto out_workers;
+        }
+        ctrl_link_on_cert_response(px->link, cert_response, px);
+        uv_signal_init(loop, &px->renew);
+        px->renew.data = px;
+        uv_signal_start(&px->renew, renew_cb, SIGUSR1);
+    }
     uv_async_init(loop, &px->worker_done, worker_done_cb);
     px->worker_done.data = px;
     uv_timer_init(loop, &px->force);
@@ -397,16 +484,10 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
             px->metrics = NULL;
         }
     }
-    for (unsigned i = 0; i < px->nworkers; i++) {
-        if (worker_start(px->workers[i]) < 0)
-            fatalx("cannot start worker thread %u", i);
-    }
-    if (px->https_port >= 0)
-        log_info("%s: cluster %s, HTTPS port %d, HTTP redirect port %d, %u workers", px->name,
-                 px->cluster, px->https_port, px->http_port, px->nworkers);
+    if (!px->tls || tls_ctx_ready(px->tls))
+        start_workers(px);
     else
-        log_info("%s: cluster %s, HTTP port %d, %u workers", px->name, px->cluster, px->http_port,
-                 px->nworkers);
+        log_info("%s: cluster %s: waiting for a certificate before listening (§16.5)", px->name, px->cluster);
     *out = px;
     return 0;
 out_workers:
@@ -420,6 +501,21 @@ out:
     return rc;
 }
 
+static void start_workers(struct proxy *px)
+{
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        if (worker_start(px->workers[i]) < 0)
+            fatalx("cannot start worker thread %u", i);
+    }
+    px->workers_started = true;
+    if (px->https_port >= 0)
+        log_info("%s: cluster %s, HTTPS port %d, HTTP redirect port %d, %u workers", px->name,
+                 px->cluster, px->https_port, px->http_port, px->nworkers);
+    else
+        log_info("%s: cluster %s, HTTP port %d, %u workers", px->name, px->cluster, px->http_port,
+                 px->nworkers);
+}
+
 void proxy_stop(struct proxy *px)
 {
     stop_cb(px);
@@ -427,8 +523,12 @@ void proxy_stop(struct proxy *px)
 
 void proxy_free(struct proxy *px)
 {
-    for (unsigned i = 0; i < px->nworkers; i++)
-        worker_join_free(px->workers[i]);
+    for (unsigned i = 0; i < px->nworkers; i++) {
+        if (px->workers_started)
+            worker_join_free(px->workers[i]);
+        else
+            worker_free(px->workers[i]);
+    }
     uv_mutex_destroy(&px->wake_lock);
     free(px->workers);
     proxy_free_config(px);
@@ -449,6 +549,11 @@ int proxy_main(int argc, char **argv)
         {"acme-email", required_argument, NULL, 'e'},
         {"acme-eab-kid", required_argument, NULL, 'k'},
         {"acme-eab-hmac-key", required_argument, NULL, 'K'},
+        {"acme-mailto", required_argument, NULL, 'e'},
+        {"acme-eab-keypair", required_argument, NULL, 'E'},
+        {"acme-ca-cert", required_argument, NULL, 'A'},
+        {"acme-account-key", required_argument, NULL, 'Y'},
+        {"acme-dns-wait", required_argument, NULL, 'W'},
         {"root-redirect-url", required_argument, NULL, 'r'},
         {"host", required_argument, NULL, 'H'},
         {"workers", required_argument, NULL, 'w'},
@@ -458,7 +563,7 @@ int proxy_main(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {0},
     };
-    struct proxy_options o = {.http_port = -1, .https_port = -1, .host = "0.0.0.0"};
+    struct proxy_options o = {.http_port = -1, .https_port = -1, .host = "0.0.0.0", .acme_dns_wait_ms = -1};
     struct proxy *px = NULL;
     struct buf err = BUF_INIT;
     uv_loop_t loop;
@@ -479,6 +584,28 @@ int proxy_main(int argc, char **argv)
         case 'e': o.acme_email = optarg; break;
         case 'k': o.eab_kid = optarg; break;
         case 'K': o.eab_key = optarg; break;
+        case 'A': o.acme_ca_cert = optarg; break;
+        case 'Y': o.acme_account_key = optarg; break;
+        case 'E': {
+            char *colon = strchr(optarg, ':');
+            if (!colon) {
+                fprintf(stderr, "plane proxy: --acme-eab-keypair takes KID:HMAC_KEY\n");
+                return 2;
+            }
+            *colon = '\0'; /* argv is ours to modify */
+            o.eab_kid = optarg;
+            o.eab_key = colon + 1;
+            break;
+        }
+        case 'W': {
+            double v = strtod(optarg, &end);
+            if (end == optarg || *end || !(v >= 0 && v <= 600)) {
+                fprintf(stderr, "plane proxy: invalid --acme-dns-wait '%s' (seconds)\n", optarg);
+                return 2;
+            }
+            o.acme_dns_wait_ms = (int)(v * 1000);
+            break;
+        }
         case 'r': o.root_redirect = optarg; break;
         case 'H': o.host = optarg; break;
         case 'S': o.no_splice = true; break;

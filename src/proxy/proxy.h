@@ -14,6 +14,7 @@
 
 #include "../common/buf.h"
 
+struct cert_manager;
 struct ctrl_link;
 struct monitor;
 struct route_cache;
@@ -27,6 +28,9 @@ int proxy_main(int argc, char **argv);
 struct proxy_options {
     const char *name, *controller_url, *cluster, *cert_path, *root_redirect, *host;
     const char *acme_endpoint, *acme_email, *eab_kid, *eab_key;
+    const char *acme_ca_cert;     /* CA file for the ACME server's TLS, or NULL */
+    const char *acme_account_key; /* NULL: <cert_path>.account.pem, or none without a cert path */
+    int acme_dns_wait_ms;         /* after publishing a TXT value; -1: the spec's 15 s */
     int http_port, https_port; /* -1: not given */
     bool https;
     long workers;              /* 0: one per core */
@@ -63,12 +67,15 @@ struct proxy {
     struct monitor *mon;
     struct ctrl_link *link;
     struct tls_ctx *tls;    /* owned; NULL without HTTPS */
+    struct cert_manager *certs; /* keeps tls's certificate current; NULL without HTTPS */
 
     uv_loop_t *control;     /* borrowed: the main thread's loop */
     struct worker **workers;
     uv_mutex_t wake_lock;   /* serialises wakes of workers with their shutdown */
     uv_async_t worker_done; /* a worker thread has finished */
     uv_timer_t force;       /* graceful shutdown deadline */
+    uv_signal_t renew;      /* SIGUSR1: renew the certificate now */
+    bool workers_started;   /* with HTTPS, only once there is a certificate (§16.5) */
     struct http_server *metrics; /* /metrics on the control loop, or NULL */
     unsigned workers_left;
     bool stopping;

@@ -4,26 +4,30 @@
  *
  * Sessions use SSL_MODE_RELEASE_BUFFERS so an idle TLS connection holds no
  * record buffers (10,000 idle WebSockets must stay small), and refuse
- * renegotiation. The context is made once and shared read-only by the
- * worker threads, which OpenSSL 3 allows.
+ * renegotiation. A context is shared read-only by the worker threads,
+ * which OpenSSL 3 allows. A new certificate is a new context swapped in
+ * under a mutex: new sessions use it, and sessions already running keep
+ * the one they were made from (each SSL holds a reference to its context),
+ * so a renewal never disturbs an open connection.
  */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <uv.h>
 
 #include "../common/buf.h"
-#include "../common/json_util.h"
+#include "../common/log.h"
 #include "../common/xalloc.h"
 #include "tls.h"
 
 struct tls_ctx {
-    SSL_CTX *ctx;
+    uv_mutex_t lock;
+    SSL_CTX *ctx;   /* under lock; NULL until a certificate is installed */
 };
 
 struct tls_conn {
@@ -106,56 +110,66 @@ static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outle
     return SSL_TLSEXT_ERR_OK;
 }
 
-struct tls_ctx *tls_ctx_load(const char *cert_path, struct buf *err)
+struct tls_ctx *tls_ctx_new(void)
 {
-    json_error_t jerr;
-    json_t *j = json_load_file(cert_path, 0, &jerr);
-    const char *cert = json_get_str(j, "cert"), *key = json_get_str(j, "key");
-    struct tls_ctx *t = NULL;
-    SSL_CTX *ctx = NULL;
+    struct tls_ctx *t = xcalloc(1, sizeof(*t));
 
-    if (!j) {
-        buf_printf(err, "cannot load certificate file '%s': %s", cert_path, jerr.text);
-        return NULL;
-    }
-    if (!cert || !key) {
-        buf_printf(err, "certificate file '%s' lacks \"cert\" or \"key\"", cert_path);
-        goto out;
-    }
-    ctx = SSL_CTX_new(TLS_server_method());
+    uv_mutex_init(&t->lock);
+    return t;
+}
+
+int tls_ctx_use(struct tls_ctx *t, const char *chain, const char *key, struct buf *err)
+{
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method()), *old;
+
     if (!ctx) {
         ssl_error(err, "cannot make a TLS context");
-        goto out;
+        return -ENOMEM;
     }
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
     SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
-    if (use_chain(ctx, cert, err) < 0 || use_key(ctx, key, err) < 0) {
-        buf_printf(err, " (in '%s')", cert_path);
+    if (use_chain(ctx, chain, err) < 0 || use_key(ctx, key, err) < 0) {
         SSL_CTX_free(ctx);
-        goto out;
+        return -EINVAL;
     }
-    t = xcalloc(1, sizeof(*t));
+    uv_mutex_lock(&t->lock);
+    old = t->ctx;
     t->ctx = ctx;
-out:
-    json_decref(j);
-    return t;
+    uv_mutex_unlock(&t->lock);
+    SSL_CTX_free(old); /* sessions made from it hold references of their own */
+    return 0;
 }
 
-void tls_ctx_free(struct tls_ctx *ctx)
+bool tls_ctx_ready(struct tls_ctx *t)
 {
-    if (!ctx)
+    bool ready;
+
+    uv_mutex_lock(&t->lock);
+    ready = t->ctx != NULL;
+    uv_mutex_unlock(&t->lock);
+    return ready;
+}
+
+void tls_ctx_free(struct tls_ctx *t)
+{
+    if (!t)
         return;
-    SSL_CTX_free(ctx->ctx);
-    free(ctx);
+    SSL_CTX_free(t->ctx);
+    uv_mutex_destroy(&t->lock);
+    free(t);
 }
 
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx)
 {
     struct tls_conn *t = xcalloc(1, sizeof(*t));
 
-    t->ssl = SSL_new(ctx->ctx);
+    uv_mutex_lock(&ctx->lock);
+    if (!ctx->ctx)
+        BUG("TLS session before a certificate");
+    t->ssl = SSL_new(ctx->ctx); /* takes its own reference to the context */
+    uv_mutex_unlock(&ctx->lock);
     t->rbio = BIO_new(BIO_s_mem());
     t->wbio = BIO_new(BIO_s_mem());
     if (!t->ssl || !t->rbio || !t->wbio)

@@ -10,6 +10,7 @@
 #ifndef PLANE_PROXY_TLS_H
 #define PLANE_PROXY_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct buf;
@@ -18,12 +19,16 @@ struct tls_conn;
 
 enum { TLS_WANT = 0, TLS_EOF = -1, TLS_ERROR = -2 };
 
+/* A context without a certificate yet; every worker thread shares it. */
+struct tls_ctx *tls_ctx_new(void);
 /*
- * Loads the certificate file and makes a server context that serves its
- * chain for every SNI. NULL and one line in err if the file is missing,
- * not the JSON we write, or the key does not match the certificate.
+ * Serves chain (PEM, leaf first) with key (PEM) for every SNI from now on;
+ * any thread. On error (unusable PEM, a key that does not fit) nothing
+ * changes: -EINVAL with one line in err.
  */
-struct tls_ctx *tls_ctx_load(const char *cert_path, struct buf *err);
+int tls_ctx_use(struct tls_ctx *ctx, const char *chain, const char *key, struct buf *err);
+/* Whether a certificate is installed. Any thread. */
+bool tls_ctx_ready(struct tls_ctx *ctx);
 void tls_ctx_free(struct tls_ctx *ctx);
 
 /* A server-side session (owned by the caller; tls_conn_free). */

@@ -204,6 +204,17 @@ def executor(procs, tmp_path):
     return make
 
 
+def check_backend_env(env, port, backend_id, **user):
+    """The echo backend's environment as ExecutorClient.spawn starts it (static token "s.static")."""
+    assert env["PORT"] == str(port)
+    assert env["SESSION_BACKEND_ID"] == backend_id
+    assert env["SESSION_BACKEND_KEY"] == "key-" + backend_id
+    assert env["SESSION_BACKEND_FENCING_TOKEN"] == "1234"
+    assert env["SESSION_BACKEND_STATIC_TOKEN"] == "s.static"
+    for k, v in user.items():
+        assert env[k] == v
+
+
 def echo_exe(**env):
     return {"command": [ECHO], "env": {k: str(v) for k, v in env.items()}}
 

@@ -18,7 +18,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import DOCKER_TEST_IMAGE, ROOT, docker_exe, wait_for
+from conftest import DOCKER_TEST_IMAGE, ROOT, check_backend_env, docker_exe, wait_for
 
 SOCK = "/var/run/docker.sock"
 DOCKERD_PID = os.path.join(ROOT, "build", "dockerd.pid")
@@ -120,12 +120,7 @@ def test_docker_full_cycle(docker_executor, ids):
     assert c.wait_ready(b, addr(port)) == {"Ok": None}
 
     env = requests.get(f"http://127.0.0.1:{port}/x", timeout=5).json()["env"]
-    assert env["PORT"] == str(port)
-    assert env["SESSION_BACKEND_ID"] == b
-    assert env["SESSION_BACKEND_KEY"] == "key-" + b
-    assert env["SESSION_BACKEND_FENCING_TOKEN"] == "1234"
-    assert env["SESSION_BACKEND_STATIC_TOKEN"] == "s.static"
-    assert env["GREETING"] == "hi"
+    check_backend_env(env, port, b, GREETING="hi")
 
     status, info = api("GET", f"/containers/{cid}/json")
     assert status == 200

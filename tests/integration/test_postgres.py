@@ -36,7 +36,7 @@ def test_connect_reuse_status_and_terminate(procs, tmp_path):
     # Fencing tokens come from the database's sequence: one up per acquisition.
     tokens = [t for (t,) in ctrl.sql("SELECT fencing_token FROM backend_key")]
     assert len(tokens) == 1
-    assert ctrl.sql("SELECT version FROM schema_version") == [(1,)]
+    assert ctrl.sql("SELECT version FROM schema_version") == [(3,)]  # 2: acme_txt_entries, 3: idle freeze
 
 
 def test_a_newer_schema_is_refused(procs, tmp_path):

@@ -63,6 +63,9 @@ def test_routes_keepalives_and_removals(cluster):
         # Garbage is dropped and the session goes on.
         await ws.send("not json")
         await ws.send(json.dumps({"Bogus": 1}))
+        # The certificate lease (§8.4): granted, then held for a minute, even against its holder.
+        await ws.send(json.dumps({"CertManagerRequest": "CertLeaseRequest"}))
+        assert (await next_msg(ws, "CertManagerResponse")) == {"CertLeaseResponse": {"accepted": True}}
         await ws.send(json.dumps({"CertManagerRequest": "CertLeaseRequest"}))
         assert (await next_msg(ws, "CertManagerResponse")) == {"CertLeaseResponse": {"accepted": False}}
         state = cluster.state()

@@ -300,7 +300,7 @@ BAD = [
     ("proxy port unknown", changed("Proxy", GOOD_PROXY, port_config={"http_port": 1, "https": 2}),
      "Proxy.port_config: unknown field 'https'"),
     ("proxy https without cert", changed("Proxy", GOOD_PROXY, port_config={"http_port": 1, "https_port": 2}),
-     "Proxy.cert_path: required with port_config.https_port"),
+     "Proxy.cert_path: required with port_config.https_port unless acme_config"),
     ("proxy cluster", changed("Proxy", GOOD_PROXY, cluster=""), "Proxy.cluster: invalid cluster name"),
     ("proxy redirect", changed("Proxy", GOOD_PROXY, root_redirect_url="example.com"),
      "Proxy.root_redirect_url: invalid URL"),

@@ -105,8 +105,29 @@ TEST(state_json_shapes)
     free(text);
     json_decref(e);
 
+    /* Frozen (our extension): ready with "frozen": true, both ways; gone from what follows it. */
+    struct backend_state frozen = ready;
+    frozen.frozen = true;
+    expect_json(&frozen, "{\"status\":\"ready\",\"address\":\"10.0.0.1:8080\",\"frozen\":true}");
+    e = backend_status_entry(&frozen, 7);
+    text = json_dumps(e, JSON_COMPACT);
+    ASSERT_STR_EQ(text, "{\"status\":\"ready\",\"frozen\":true,\"time\":7}");
+    free(text);
+    json_decref(e);
+    struct backend_state ended = backend_state_terminating(&frozen, REASON_SWEPT);
+    ASSERT_FALSE(ended.frozen);
+    ASSERT_EQ(ended.last_status, BACKEND_READY);
+
     struct buf err = BUF_INIT;
     struct backend_state out;
+    json_t *fj = json_loads("{\"status\":\"ready\",\"address\":\"10.0.0.1:1\",\"frozen\":true}", 0, NULL);
+    ASSERT_OK(backend_state_from_json(fj, &out, &err));
+    ASSERT_TRUE(out.frozen);
+    json_decref(fj);
+    fj = json_loads("{\"status\":\"waiting\",\"address\":\"10.0.0.1:1\",\"frozen\":true}", 0, NULL);
+    ASSERT_OK(backend_state_from_json(fj, &out, &err));
+    ASSERT_FALSE(out.frozen); /* only a ready backend can be frozen */
+    json_decref(fj);
     static const char *const bad[] = {"{}", "{\"status\":\"Ready\"}", "{\"status\":\"ready\"}",
                                       "{\"status\":\"ready\",\"address\":\"nope\"}",
                                       "{\"status\":\"terminating\",\"last_status\":\"ready\"}",
@@ -267,6 +288,21 @@ TEST(machine_runs_to_ready_and_terminates)
     ASSERT_EQ(m->last.termination, TERMINATION_SOFT);
     ASSERT_EQ(m->last.reason, REASON_EXTERNAL);
     ASSERT_TRUE(m->last.has_exit_code && m->last.exit_code == 0);
+    machine_close(m);
+}
+
+TEST(machine_freeze_without_a_freezer_is_a_sweep)
+{
+    struct machine *m = machine_open(NULL);
+
+    run_backend(m, "{}");
+    ASSERT_TRUE(test_run_until(&m->h.loop, 3000, reached, m));
+    backend_freeze(m->b, false); /* not frozen: nothing to do */
+    backend_freeze(m->b, true);  /* the mock runtime cannot freeze */
+    ASSERT_TRUE(test_run_until(&m->h.loop, 3000, is_terminated, m));
+    ASSERT_STR_EQ(m->trail, "scheduled loading starting waiting ready terminating terminated");
+    ASSERT_EQ(m->last.reason, REASON_SWEPT);
+    ASSERT_EQ(m->last.termination, TERMINATION_SOFT);
     machine_close(m);
 }
 

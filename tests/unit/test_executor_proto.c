@@ -242,7 +242,7 @@ TEST(proto_backend_process_extension)
     exec_msg_release(&m);
     free(line);
     static const char *const bad[] = {
-        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":0,\"pid_ns\":\"x\"}}}",
+        "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":1,\"pid_ns\":\"x\"}}}",
         "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":-4,\"pid_ns\":\"x\"}}}",
         "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":3000000000,\"pid_ns\":\"x\"}}}",
         "{\"id\":null,\"message\":{\"BackendProcess\":{\"backend_id\":\"b\",\"pid\":5}}}",

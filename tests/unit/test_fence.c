@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * test_fence.c - the lease fence (drone/fence.h): a backend is killed at its
- * deadline, not when disarmed, not before a moved deadline, also after the
- * drone that armed it has died; released in good order, it kills nothing.
- * This runner serves as the keeper (`unit_tests fence-keeper`).
+ * deadline, not when disarmed, not before a moved deadline, and also when its
+ * deadline passes after the drone died or let go of the keeper; a move never
+ * arms.
+ * deadline passes after the drone let go of the keeper. This runner serves
+ * as the keeper (`unit_tests fence-keeper`).
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -56,13 +58,16 @@ TEST(fence_kills_at_the_deadline_not_when_disarmed)
     fence_arm(f, "a", a, now + 150);
     fence_arm(f, "b", b, now + 150);
     fence_disarm(f, "b");
-    fence_arm(f, "c", c, now + 60000);
+    fence_move(f, "b", now + 200); /* gone from the keeper: a move does not bring it back */
+    fence_move(f, "z", now + 200); /* never armed */
+    fence_arm(f, "c", c, now + 1000);
+    fence_arm(f, "one", 1, now + 100); /* never a group kill of everything */
     ASSERT_TRUE(ended_within(a, 3000));
-    ASSERT_FALSE(ended_within(b, 300));
-    fence_release(f); /* in good order: c is left alone */
+    ASSERT_FALSE(ended_within(b, 400));
+    fence_detach(f); /* the drone stops; its backends still run, and c's deadline still holds */
     ASSERT_FALSE(ended_within(c, 300));
+    ASSERT_TRUE(ended_within(c, 3000));
     reap(b);
-    reap(c);
 }
 
 TEST(fence_outlives_the_drone_and_follows_moved_deadlines)
@@ -77,8 +82,8 @@ TEST(fence_outlives_the_drone_and_follows_moved_deadlines)
         if (!f)
             _exit(1);
         fence_arm(f, "a", a, now + 100);
-        fence_arm(f, "a", a, now + 700); /* a renewal moved it */
-        _exit(0);                        /* dies without releasing the keeper */
+        fence_move(f, "a", now + 700); /* a renewal moved it */
+        _exit(0);                      /* dies without a word to the keeper */
     }
     int status;
     ASSERT_EQ(waitpid(drone, &status, 0), drone);

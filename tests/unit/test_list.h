@@ -40,6 +40,8 @@
     X(process_leftovers_of_a_killed_drone_are_reaped) \
     X(process_terminate_during_wait_and_exit_during_terminate)                                      \
     X(process_same_id_again_after_exit)                                                            \
+    X(process_freeze_thaw_and_terminate_frozen) \
+    X(process_frozen_leftovers_of_a_killed_drone_are_reaped) \
     X(process_close_kills_every_backend) \
     X(executor_client_full_cycle) \
     X(executor_client_queues_until_the_server_appears) \
@@ -79,6 +81,7 @@
     X(state_json_shapes) \
     X(state_store_records_acks_and_replays) \
     X(machine_runs_to_ready_and_terminates) \
+    X(machine_freeze_without_a_freezer_is_a_sweep) \
     X(machine_failures_of_each_step) \
     X(machine_terminate_during_loading_starting_waiting) \
     X(machine_exits_on_its_own_and_during_terminating) \
@@ -90,4 +93,10 @@
     X(route_cache_backend_removed_turns_routes_to_none) \
     X(route_from_json_renders_the_verified_headers) \
     X(monitor_keepalives_follow_activity) \
-    X(dashboard_auth_path_encodes_what_a_header_cannot_carry)
+    X(dashboard_auth_path_encodes_what_a_header_cannot_carry) \
+    X(base64url_decode_accepts_padding_and_refuses_junk) \
+    X(cert_file_round_trip_mode_and_expiry) \
+    X(tls_ctx_swaps_certificates_and_keeps_a_good_one) \
+    X(dns_query_verdicts) \
+    X(dns_bad_messages) \
+    X(dns_answers_carry_the_value_and_truncate)

@@ -2,13 +2,15 @@
 /*
  * test_runtime_process.c - the process runtime with the real echo backend
  * (ECHO_BACKEND): env contract, readiness, soft/hard terminate, the grace
- * period, exit codes, process groups, cgroup limits, metrics, and what a
- * killed drone leaves behind.
+ * period, exit codes, process groups, cgroup limits, metrics, freezing, and
+ * what a killed drone leaves behind.
  */
 #include <dirent.h>
 #include <stdarg.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -285,7 +287,13 @@ TEST(process_memory_limit_uses_cgroup)
     } else {
         ASSERT_OK(r.status);
         int pid = atoi(r.container_id);
-        char *cg = cgroup_of(pid, "memory");
+        char *cg = NULL;
+        /* The leader enters its group between fork and exec, while the loop goes on. */
+        for (int i = 0; i < 400 && !(cg && strstr(cg, "/plane/b1")); i++) {
+            free(cg);
+            usleep(5000);
+            cg = cgroup_of(pid, "memory");
+        }
         ASSERT_NOT_NULL(cg);
         ASSERT_CONTAINS(cg, "/plane/b1");
         bool v1 = access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) == 0;
@@ -443,4 +451,129 @@ TEST(process_same_id_again_after_exit)
     ASSERT_OK(ready_status(&h, "b1", port, 5000, NULL));
     json_decref(x);
     harness_close(&h);
+}
+
+/* A frozen backend queues a request and answers it once thawed; terminate thaws it first. */
+static void freeze_cycle(struct harness *h, const char *id, json_t *x)
+{
+    struct result r = {0};
+    uint16_t port = spawn_ok(h, id, x);
+    char req[] = "GET /late HTTP/1.1\r\nHost: x\r\n\r\n";
+    char got[16];
+
+    ASSERT_OK(ready_status(h, id, port, 5000, NULL));
+    runtime_freeze(h->rt, id, true, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port), .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    /* The kernel still accepts the connection; nobody reads the request yet. */
+    ASSERT_TRUE(connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 || errno == EINPROGRESS);
+    test_run_for(&h->loop, 20);
+    ASSERT_EQ(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+    test_run_for(&h->loop, 100);
+    ASSERT_EQ(read(fd, got, sizeof(got)), -1);
+    ASSERT_EQ(errno, EAGAIN);
+
+    memset(&r, 0, sizeof(r));
+    runtime_freeze(h->rt, id, false, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+    for (int i = 0; i < 200 && read(fd, got, 5) != 5; i++)
+        test_run_for(&h->loop, 10);
+    ASSERT_TRUE(memcmp(got, "HTTP/", 5) == 0);
+    close(fd);
+
+    /* Frozen again, then terminated: the soft signal reaches it. */
+    memset(&r, 0, sizeof(r));
+    runtime_freeze(h->rt, id, true, on_result, &r);
+    wait_result(h, &r, 2000);
+    ASSERT_OK(r.status);
+    memset(&r, 0, sizeof(r));
+    runtime_terminate(h->rt, id, false, on_result, &r);
+    wait_exits(h, h->nexits + 1, 5000);
+    ASSERT_EQ(exit_code_of(h, id), 0);
+}
+
+TEST(process_freeze_thaw_and_terminate_frozen)
+{
+    struct harness h;
+    json_t *plain = echo_exe(NULL);
+    json_t *limited = echo_exe(NULL);
+    struct result r = {0};
+
+    json_object_set_new(limited, "resource_limits", json_pack("{s:I}", "memory_limit_bytes", (json_int_t)(256 << 20)));
+    harness_open(&h, "process", NULL);
+    ASSERT_TRUE(runtime_has_cap(h.rt, RUNTIME_CAP_FREEZE));
+    freeze_cycle(&h, "stopped", plain); /* no cgroup: its process group is stopped */
+    if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) == 0 ||
+        access("/sys/fs/cgroup/cgroup.controllers", F_OK) == 0)
+        freeze_cycle(&h, "frozen", limited); /* the cgroup freezer */
+    runtime_freeze(h.rt, "nobody", true, on_result, &r);
+    wait_result(&h, &r, 2000);
+    ASSERT_EQ(r.status, -ESRCH);
+    json_decref(plain);
+    json_decref(limited);
+    harness_close(&h);
+}
+
+/* A drone killed while a backend was frozen: the next runtime on its data dir kills it and removes its groups. */
+TEST(process_frozen_leftovers_of_a_killed_drone_are_reaped)
+{
+    char *dir = test_tmpdir();
+    struct runtime_config cfg = {.data_dir = dir};
+    int fds[2];
+    int pid = 0;
+
+    if (access("/sys/fs/cgroup/freezer/cgroup.procs", F_OK) != 0 &&
+        access("/sys/fs/cgroup/cgroup.controllers", F_OK) != 0) {
+        free(dir);
+        return; /* no cgroup freezer here */
+    }
+    ASSERT_OK(pipe(fds));
+    pid_t drone = fork();
+    if (drone == 0) {
+        /* The first drone: spawns, freezes, and dies without closing anything. */
+        struct harness h;
+        struct result r = {0};
+        json_t *x = echo_exe(NULL);
+        json_object_set_new(x, "resource_limits", json_pack("{s:I}", "memory_limit_bytes", (json_int_t)(256 << 20)));
+        harness_open(&h, "process", &cfg);
+        uint16_t port = spawn_ok(&h, "left", x);
+        ASSERT_OK(ready_status(&h, "left", port, 5000, NULL));
+        runtime_freeze(h.rt, "left", true, on_result, &r);
+        wait_result(&h, &r, 2000);
+        ASSERT_OK(r.status);
+        FILE *f = fopen(xasprintf("%s/run/left.pid", dir), "r");
+        ASSERT_NOT_NULL(f);
+        ASSERT_EQ(fscanf(f, "%d", &pid), 1);
+        ASSERT_EQ(write(fds[1], &pid, sizeof(pid)), (ssize_t)sizeof(pid));
+        _exit(0);
+    }
+    close(fds[1]);
+    ASSERT_EQ(read(fds[0], &pid, sizeof(pid)), (ssize_t)sizeof(pid));
+    close(fds[0]);
+    ASSERT_EQ(waitpid(drone, NULL, 0), drone);
+    ASSERT_TRUE(pid_alive(pid)); /* frozen, orphaned, still there */
+    char *cg = cgroup_of(pid, "memory");
+    ASSERT_NOT_NULL(cg);
+
+    struct harness h;
+    harness_open(&h, "process", &cfg);
+    for (int i = 0; i < 200 && pid_alive(pid); i++)
+        usleep(5000);
+    ASSERT_FALSE(pid_alive(pid));
+    bool v1 = access("/sys/fs/cgroup/memory/cgroup.procs", F_OK) == 0;
+    char *mem = xasprintf("/sys/fs/cgroup%s%s", v1 ? "/memory" : "", cg);
+    ASSERT_TRUE(access(mem, F_OK) != 0);
+    if (v1) {
+        char *frz = xasprintf("/sys/fs/cgroup/freezer%s", strstr(cg, "/plane/"));
+        ASSERT_TRUE(access(frz, F_OK) != 0);
+        free(frz);
+    }
+    harness_close(&h);
+    free(mem);
+    free(cg);
+    free(dir);
 }

@@ -14,26 +14,40 @@
 
 #include <libpq-fe.h>
 
+#include "../../src/common/clock.h"
 #include "../../src/common/xalloc.h"
 #include "../../src/controller/store.h"
 #include "test.h"
 
 char *test_tmpdir(void);
 
-#define T0 1000000000000LL /* a time in ms; the store never reads a clock of its own for these */
+/*
+ * Now, when the suite starts. The stores take the caller's times, except
+ * that PostgreSQL expires and renews keys by the database's own clock: key
+ * expiry is checked against real time, on both.
+ */
+static int64_t t0_ms;
+#define T0 t0_ms
 
-static void new_backend(struct store *s, const char *id, const char *key, int64_t drone, int64_t token, int rc_want,
-                        bool lifetime, int64_t lifetime_ms)
+static void new_backend_until(struct store *s, const char *id, const char *key, int64_t drone, int64_t token,
+                              int rc_want, bool lifetime, int64_t lifetime_ms, int64_t key_expires_at)
 {
     char action[128];
     snprintf(action, sizeof(action), "{\"action_id\":\"ak-%s\"}", id);
     char *action_id = xasprintf("ak-%s", id);
     struct new_backend nb = {.id = id, .cluster = "c.test", .drone_id = drone, .has_lifetime = lifetime,
                              .lifetime_ms = lifetime_ms, .key_namespace = "", .key_name = key, .key_tag = "",
-                             .key_expires_at = T0 + 60000, .fencing_token = token, .action_id = action_id,
+                             .key_expires_at = key_expires_at, .fencing_token = token, .action_id = action_id,
                              .action_json = action, .now = T0};
     ASSERT_EQ(STORE_CALL(s, backend_create, &nb), rc_want);
     free(action_id);
+}
+
+/* A backend whose key's lease is a minute. */
+static void new_backend(struct store *s, const char *id, const char *key, int64_t drone, int64_t token, int rc_want,
+                        bool lifetime, int64_t lifetime_ms)
+{
+    new_backend_until(s, id, key, drone, token, rc_want, lifetime, lifetime_ms, T0 + 60000);
 }
 
 static void collect(void *arg, const char *backend_id, int64_t drone_id)
@@ -100,7 +114,7 @@ static void dashboard_reads(struct store *s, int64_t token)
     ASSERT_OK(STORE_CALL(s, backend_create, &nb));
     ASSERT_OK(STORE_CALL(s, backend_update_state, "b5", &done, T0 + 60, true, &b));
     ASSERT_OK(STORE_CALL(s, backend_overview, NULL, 10, &rows));
-    ASSERT_EQ(json_array_size(rows), 4);
+    ASSERT_EQ(json_array_size(rows), 5); /* b4, and the terminated b1, bx, b3, b5 */
     row = by_id(rows, "b4");
     ASSERT_STR_EQ(json_string_value(json_object_get(json_object_get(row, "key"), "name")), "k4");
     ASSERT_STR_EQ(json_string_value(json_object_get(row, "drone")), "dr-a");
@@ -133,6 +147,7 @@ static void dashboard_reads(struct store *s, int64_t token)
 
 static void contract(struct store *s)
 {
+    t0_ms = clock_epoch_ms();
     int64_t drone, other, tok[3], offset;
     char *name = NULL;
     bool b;
@@ -164,7 +179,10 @@ static void contract(struct store *s)
     ASSERT_OK(STORE_CALL(s, key_get, "", "k1", &key));
     ASSERT_STR_EQ(key.backend_id, "b1");
     ASSERT_EQ(key.fencing_token, tok[0]);
-    ASSERT_EQ(key.expires_at, T0 + 60000);
+    ASSERT_TRUE(llabs(key.expires_at - (T0 + 60000)) < 5000); /* the database's clock, on PostgreSQL */
+    ASSERT_STR_EQ(key.cluster, "c.test"); /* and what a connect answers with */
+    ASSERT_EQ(key.status, BACKEND_SCHEDULED);
+    ASSERT_TRUE(key.static_token == NULL && key.subdomain == NULL);
     key_row_release(&key);
     ASSERT_EQ(STORE_CALL(s, backend_get, "b2", &(struct backend_row){0}), -ENOENT); /* rolled back whole */
     ASSERT_EQ(STORE_CALL(s, key_get, "other", "k1", &key), -ENOENT);
@@ -172,8 +190,11 @@ static void contract(struct store *s)
     /* Renewal: the backend's own drone, an unexpired key. */
     ASSERT_OK(STORE_CALL(s, key_renew, "b1", other + 1000, T0, T0 + 90000, &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 60000, T0 + 120000, &b));
+    new_backend_until(s, "bx", "kx", drone, tok[1], 0, false, 0, T0 - 1000);
+    ASSERT_OK(STORE_CALL(s, key_renew, "bx", drone, T0, T0 + 60000, &b));
     ASSERT_FALSE(b); /* expired */
+    struct backend_state gone = {.status = BACKEND_TERMINATED, .last_status = BACKEND_SCHEDULED};
+    ASSERT_OK(STORE_CALL(s, backend_update_state, "bx", &gone, T0, true, &b));
     ASSERT_OK(STORE_CALL(s, key_renew, "b1", drone, T0 + 1000, T0 + 61000, &b));
     ASSERT_TRUE(b);
     ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k1", T0 + 60999, &b));
@@ -204,7 +225,7 @@ static void contract(struct store *s)
     ASSERT_EQ(STORE_CALL(s, key_get, "", "k1", &key), -ENOENT);
 
     /* Ended as the controller believes (lost): held, unrenewable, until it expires. */
-    new_backend(s, "b3", "k3", drone, tok[2], 0, false, 0);
+    new_backend_until(s, "b3", "k3", drone, tok[2], 0, false, 0, T0 + 1500);
     done.reason = REASON_LOST;
     ASSERT_OK(STORE_CALL(s, backend_update_state, "b3", &done, T0 + 40, false, &b));
     ASSERT_TRUE(b);
@@ -212,16 +233,17 @@ static void contract(struct store *s)
     key_row_release(&key);
     ASSERT_OK(STORE_CALL(s, key_renew, "b3", drone, T0 + 50, T0 + 90000, &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 59999, &b));
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", clock_epoch_ms(), &b));
     ASSERT_FALSE(b);
-    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", T0 + 60000, &b));
+    usleep(1700000); /* its lease runs out */
+    ASSERT_OK(STORE_CALL(s, key_delete_expired, "", "k3", clock_epoch_ms(), &b));
     ASSERT_TRUE(b);
 
     /* Actions: pending in order until acked, by their drone only. */
     char seen[256] = "";
     ASSERT_OK(STORE_CALL(s, action_create, "ak-x", "b3", drone, "{}", T0 + 100));
     ASSERT_OK(STORE_CALL(s, actions_pending, drone, 50, collect_action, seen));
-    ASSERT_STR_EQ(seen, "ak-b1 ak-b3 ak-x ");
+    ASSERT_STR_EQ(seen, "ak-b1 ak-bx ak-b3 ak-x ");
     ASSERT_OK(STORE_CALL(s, action_ack, other + 1000, "ak-b1", T0));
     ASSERT_OK(STORE_CALL(s, action_ack, drone, "ak-b3", T0));
     seen[0] = '\0';
@@ -264,7 +286,7 @@ static void contract(struct store *s)
     ASSERT_STR_EQ(seen, "b4 ");
     json_t *counts;
     ASSERT_OK(STORE_CALL(s, backend_counts, &counts));
-    ASSERT_EQ(json_integer_value(json_object_get(counts, "terminated")), 2);
+    ASSERT_EQ(json_integer_value(json_object_get(counts, "terminated")), 3);
     ASSERT_EQ(json_integer_value(json_object_get(counts, "ready")), 1);
     json_decref(counts);
     json_t *state;
@@ -278,6 +300,41 @@ static void contract(struct store *s)
     ASSERT_EQ(STORE_CALL(s, drone_pick, "c.test", "", T0 - 1000, 2, &other, &name, &offset), -ENOENT);
     dashboard_reads(s, tok[2] + 2);
     ASSERT_OK(STORE_CALL(s, ping));
+
+    /* ACME DNS-01 (§8.4, §9): one lease per cluster, holding a minute even against its holder; the TXT value under it. */
+    char *txt;
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0, 60000, &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60000, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 7, T0 + 1, 60000, &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 8, "not-the-holder", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v1", &b));
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "other.test", 8, T0, 60000, &b)); /* per cluster */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 8, T0 + 60001, 60000, &b)); /* lapsed */
+    ASSERT_TRUE(b);
+    ASSERT_OK(STORE_CALL(s, txt_set, "c.test", 7, "v2", &b));
+    ASSERT_FALSE(b);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 7)); /* not its lease any more: nothing */
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_STR_EQ(txt, "v1");
+    free(txt);
+    ASSERT_OK(STORE_CALL(s, cert_release, "c.test", 8));
+    ASSERT_OK(STORE_CALL(s, txt_get, "c.test", &txt));
+    ASSERT_NULL(txt);
+    ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 9, T0 + 60002, 60000, &b)); /* free again */
+    ASSERT_TRUE(b);
 }
 
 TEST(store_contract_sqlite)

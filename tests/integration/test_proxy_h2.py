@@ -13,9 +13,8 @@ import subprocess
 
 import pytest
 
-from conftest import wait_for
-from plane_cluster import Controller, Drone, free_port
-from test_proxy import CLUSTER, Proxy, connect, make_cert, pattern, token_path
+from plane_cluster import Controller, Drone
+from test_proxy import CLUSTER, Proxy, connect, pattern, tls_cluster, token_path
 
 
 @pytest.fixture
@@ -125,19 +124,7 @@ def test_h2load_many_streams(cluster):
 
 
 def test_h2_over_tls_by_alpn(procs, tmp_path):
-    cert_json, cacert = make_cert(tmp_path)
-    https_port, http_port = free_port(), free_port()
-    cluster_name = f"localhost:{https_port}"
-    ctrl = Controller(procs, tmp_path, default_cluster=cluster_name).start()
-    Drone(procs, tmp_path, ctrl, "dr-h2tls", runtime="process", cluster=cluster_name).start()
-    proxy = Proxy(procs, tmp_path, ctrl.url, "--https-port", str(https_port), "--http-port", str(http_port),
-                  "--cert-path", cert_json, cluster=cluster_name)
-    proxy.port = http_port
-    proxy.start(ready=False)
-    tls = ["--resolve", f"localhost:{https_port}:127.0.0.1", "--cacert", cacert]
-    base = f"https://localhost:{https_port}"
-    wait_for(lambda: subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *tls,
-                                     base + "/ready"], capture_output=True).stdout == b"200", what="https ready")
+    ctrl, _, _, tls, base, _ = tls_cluster(procs, tmp_path, "dr-h2tls")
     status, _, _, version = curl("--http2", *tls, base + "/ready")
     assert (version, status) == ("HTTP/2", 200)
     conn = connect(ctrl, "h2-tls", user="carol")

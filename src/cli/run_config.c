@@ -383,11 +383,7 @@ static int parse_local(const json_t *o, const char *path, bool mock, struct dron
         rt->mock_port = (unsigned)port;
         return 0;
     }
-    if ((r = str_field(o, path, "data_dir", false, &rt->data_dir, err)) < 0)
-        return r;
-    if (!rt->data_dir)
-        rt->data_dir = "plane-data";
-    return 0;
+    return str_field(o, path, "data_dir", false, &rt->data_dir, err);
 }
 
 /*
@@ -484,6 +480,8 @@ static int parse_drone(struct run_config *rc, const json_t *o, const char *path,
     d->cleanup_min_age_ms = (int64_t)(min_age >= 0 ? min_age : top_min_age) * 1000;
     if (!d->runtime_config.bind_ip)
         d->runtime_config.bind_ip = d->ip;
+    if (!d->runtime_config.data_dir)
+        d->runtime_config.data_dir = "plane-data"; /* as `plane drone` */
     if (!d->runtime) {
         buf_printf(err, "%s: that runtime is not part of this build", sub);
         return -EINVAL;

@@ -7,7 +7,7 @@
  * cookie fields joined with "; " (§8.2.3), every other field as it came
  * (nghttp2 has already refused connection-specific fields, upper-case
  * names and CR/LF/NUL in values, §8.2), a body as chunked unless the client
- * gave a content-length, and "connection: close". Everything else of
+ * gave a content-length. Everything else of
  * spec §16.1 (/ready, /, tokens, routes, hosts, the x-verified-* contract,
  * forwarding to the backend over HTTP/1.1) happens where it happens for
  * HTTP/1.1 clients, so the two cannot drift apart. The HTTP/1.1 response is
@@ -56,6 +56,7 @@ struct h2_stream {
     size_t head_bytes, nfields;
     bool too_big;               /* past H2_HEAD_MAX / H2_FIELDS_MAX: 431 */
     bool has_length;            /* the client sent content-length */
+    bool req_ended;             /* the client ended the request (END_STREAM) */
     bool chunked;               /* the body goes upstream chunked */
     bool head_method;
     size_t unconsumed;          /* body bytes written but not yet taken */
@@ -68,6 +69,7 @@ struct h2_stream {
     int status;
     bool headers_sent;          /* the response HEADERS were submitted */
     bool resp_done;             /* the whole response body is in resp */
+    bool resp_close;            /* the response said "connection: close" */
     bool deferred;              /* the data source said NGHTTP2_ERR_DEFERRED */
     bool paused;                /* io->pause(true) is in effect */
     struct buf resp;            /* body bytes waiting for the client */
@@ -92,18 +94,18 @@ void h2_stream_set_bridge(struct h2_stream *st, void *bridge) { st->bridge = bri
 struct h2_session *h2_stream_session(const struct h2_stream *st) { return st->s; }
 size_t h2_session_streams(const struct h2_session *s) { return s->nstreams; }
 
-static void stream_exchange_close(struct h2_stream *st)
+static void stream_exchange_close(struct h2_stream *st, bool reuse)
 {
     if (!st->opened)
         return;
     st->opened = false;
-    st->s->io->close(st);
+    st->s->io->close(st, reuse);
     st->bridge = NULL;
 }
 
 static void stream_free(struct h2_stream *st)
 {
-    stream_exchange_close(st);
+    stream_exchange_close(st, false);
     if (st->unconsumed > 0 && st->s->ng)
         nghttp2_session_consume_connection(st->s->ng, st->unconsumed);
     list_remove(&st->node);
@@ -258,6 +260,8 @@ static int on_headers_complete(http_parser *p)
     for (pos = end - st->rfields.len; pos < end;) {
         const char *name = pos, *value = pos + strlen(pos) + 1;
         pos = value + strlen(value) + 1;
+        if (strcmp(name, "connection") == 0 && strcasestr(value, "close"))
+            st->resp_close = true;
         if (is_hop_by_hop(name) || !is_token(name))
             continue;
         nv[n++] = (nghttp2_nv){(uint8_t *)name, (uint8_t *)value, strlen(name), strlen(value), NGHTTP2_NV_FLAG_NONE};
@@ -309,16 +313,21 @@ void h2_stream_response(struct h2_stream *st, const char *data, size_t len)
 {
     size_t n;
 
-    if (st->resp_done || len == 0)
+    if (st->resp_done || len == 0) {
+        if (len > 0)
+            stream_exchange_close(st, false); /* bytes after the response: that exchange is not reused */
         return;
+    }
     n = http_parser_execute(&st->parser, &resp_settings, data, len);
     if (HTTP_PARSER_ERRNO(&st->parser) != HPE_OK && HTTP_PARSER_ERRNO(&st->parser) != HPE_PAUSED) {
         log_debug("h2 stream %d: bad response from the exchange: %s", st->id,
                   http_errno_name(HTTP_PARSER_ERRNO(&st->parser)));
         nghttp2_submit_rst_stream(st->s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-        stream_exchange_close(st);
+        stream_exchange_close(st, false);
+    } else if (st->resp_done) {
+        /* The whole response is here: its carrier is free again if it ended cleanly on both sides. */
+        stream_exchange_close(st, n == len && st->req_ended && !st->chunked && !st->resp_close);
     }
-    (void)n;
     h2_session_flush(st->s);
 }
 
@@ -332,7 +341,7 @@ void h2_stream_response_end(struct h2_stream *st, int status)
         answer_local(st, 502, "backend failed\n");
     else if (!st->resp_done)
         nghttp2_submit_rst_stream(s->ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
-    stream_exchange_close(st);
+    stream_exchange_close(st, false);
     h2_session_flush(s);
 }
 
@@ -441,7 +450,8 @@ static void request_start(struct h2_stream *st, bool end_stream)
         buf_printf(&head, "cookie: %s\r\n", st->cookie.data);
     if (st->chunked)
         buf_append_str(&head, "transfer-encoding: chunked\r\n");
-    buf_append_str(&head, "connection: close\r\n\r\n");
+    buf_append_str(&head, "\r\n");
+    st->req_ended = end_stream;
     buf_release(&st->fields);
     buf_release(&st->cookie);
     if (st->s->io->open(st, head.data, head.len) < 0)
@@ -463,11 +473,13 @@ static int on_frame_recv(nghttp2_session *ng, const nghttp2_frame *frame, void *
         request_start(st, end);
         return 0;
     }
-    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) && end && st->opened &&
-        st->chunked) {
-        st->chunked = false;
-        if (st->s->io->write(st, "0\r\n\r\n", 5) < 0)
-            nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) && end) {
+        st->req_ended = true;
+        if (st->opened && st->chunked) {
+            st->chunked = false;
+            if (st->s->io->write(st, "0\r\n\r\n", 5) < 0)
+                nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, st->id, NGHTTP2_INTERNAL_ERROR);
+        }
     }
     return 0;
 }
@@ -496,7 +508,7 @@ static int on_data_chunk(nghttp2_session *ng, uint8_t flags, int32_t id, const u
         r = st->s->io->write(st, "\r\n", 2);
     if (r < 0) {
         nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_INTERNAL_ERROR);
-        stream_exchange_close(st);
+        stream_exchange_close(st, false);
     } else if (r == 1 && st->opened) {
         nghttp2_session_consume(ng, id, st->unconsumed);
         st->unconsumed = 0;

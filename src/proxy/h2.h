@@ -41,8 +41,13 @@ struct h2_io {
     int (*write)(struct h2_stream *st, const char *data, size_t len);
     /* Stop (true) or resume reading the exchange's response. */
     void (*pause)(struct h2_stream *st, bool paused);
-    /* The exchange is over or abandoned: release it. Called once per successful open. */
-    void (*close)(struct h2_stream *st);
+    /*
+     * The exchange is over or abandoned: release it. Called once per
+     * successful open. reuse: it ended cleanly (the whole request sent, the
+     * whole response read, no "connection: close"), so what carried it may
+     * carry the next stream's exchange.
+     */
+    void (*close)(struct h2_stream *st, bool reuse);
 };
 
 /* 1: data (the first bytes of a connection) is the HTTP/2 preface; 0: it is not; -1: a prefix of it. */

@@ -9,6 +9,12 @@
  * HTTP/1.1 response for h2.c to turn into frames. Backpressure crosses the
  * bridge both ways: h2.c acknowledges request body only once this end has
  * written it, and stops reading this end while the client lags behind.
+ *
+ * A socketpair whose exchange ended cleanly (h2.c says so) waits in its
+ * session's idle list, as an upstream connection waits in the pool, and
+ * carries a later stream's exchange: the adopted connection simply reads
+ * its next request. At most H2_IDLE_PIPES wait per session; one that its
+ * connection closes (idle timeout, shutdown) leaves the list.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -25,9 +31,20 @@
 #include "stats.h"
 #include "worker.h"
 
+#define H2_IDLE_PIPES 16
+
+/* What the bridge keeps per HTTP/2 connection: the session's io arg. */
+struct h2_link {
+    struct conn *c;         /* borrowed: the client connection */
+    struct list_node idle;  /* of struct h2_pipe */
+    unsigned nidle;
+};
+
 struct h2_pipe {
     struct stream s;        /* first: our end of the socketpair */
-    struct h2_stream *st;   /* NULL once h2.c closed the exchange */
+    struct h2_stream *st;   /* the exchange's stream; NULL while idle or once h2.c closed it */
+    struct h2_link *link;   /* while idle */
+    struct list_node node;  /* in link->idle while idle */
 };
 
 static struct h2_pipe *pipe_of(struct stream *s)
@@ -38,6 +55,18 @@ static struct h2_pipe *pipe_of(struct stream *s)
 static void pipe_closed(uv_handle_t *h)
 {
     free(pipe_of(h->data));
+}
+
+/* Closes p, taking it out of its session's idle list if it waits there. */
+static void pipe_close(struct h2_pipe *p)
+{
+    if (p->link) {
+        list_remove(&p->node);
+        p->link->nidle--;
+        p->link = NULL;
+    }
+    p->st = NULL;
+    stream_close(&p->s, pipe_closed);
 }
 
 static void conn_after(struct conn *c)
@@ -57,9 +86,11 @@ static void pipe_input(struct stream *s, const char *data, size_t len)
     struct h2_pipe *p = pipe_of(s);
     struct conn *c;
 
-    if (!p->st)
+    if (!p->st) {
+        pipe_close(p); /* bytes nobody asked for: the connection behind it is not in step */
         return;
-    c = h2_session_arg(h2_stream_session(p->st));
+    }
+    c = ((struct h2_link *)h2_session_arg(h2_stream_session(p->st)))->c;
     if (!data) { /* input kept earlier: this end never keeps any, but be exact */
         size_t n = s->in_len;
         h2_stream_response(p->st, s->in, n);
@@ -76,10 +107,10 @@ static void pipe_end(struct stream *s, int status)
     struct conn *c;
 
     if (!p->st) {
-        stream_close(s, pipe_closed);
+        pipe_close(p);
         return;
     }
-    c = h2_session_arg(h2_stream_session(p->st));
+    c = ((struct h2_link *)h2_session_arg(h2_stream_session(p->st)))->c;
     h2_stream_response_end(p->st, status == UV_EOF ? 0 : status); /* io_close closes the pipe */
     conn_after(c);
 }
@@ -91,7 +122,7 @@ static void pipe_drained(struct stream *s)
 
     if (!p->st)
         return;
-    c = h2_session_arg(h2_stream_session(p->st));
+    c = ((struct h2_link *)h2_session_arg(h2_stream_session(p->st)))->c;
     h2_stream_written(p->st);
     conn_after(c);
 }
@@ -102,7 +133,7 @@ static const struct stream_ops pipe_ops = {.input = pipe_input, .end = pipe_end,
 
 static int io_send(struct h2_session *s, const uint8_t *data, size_t len)
 {
-    struct conn *c = h2_session_arg(s);
+    struct conn *c = ((struct h2_link *)h2_session_arg(s))->c;
     int r = stream_send(&c->s, (const char *)data, len);
 
     if (r < 0)
@@ -113,10 +144,25 @@ static int io_send(struct h2_session *s, const uint8_t *data, size_t len)
 
 static int io_open(struct h2_stream *st, const char *head, size_t len)
 {
-    struct conn *c = h2_session_arg(h2_stream_session(st));
+    struct h2_link *link = h2_session_arg(h2_stream_session(st));
+    struct conn *c = link->c;
     struct h2_pipe *p;
     int fds[2], r;
 
+    if (!list_empty(&link->idle)) {
+        p = list_entry(link->idle.next, struct h2_pipe, node);
+        list_remove(&p->node);
+        link->nidle--;
+        p->link = NULL;
+        p->st = st;
+        h2_stream_set_bridge(st, p);
+        stream_read(&p->s, true);
+        if ((r = stream_send(&p->s, head, len)) < 0) {
+            pipe_close(p);
+            return r;
+        }
+        return 0;
+    }
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) == -1) {
         log_warn("client %s: socketpair: %s", c->ip, strerror(errno));
         return -errno;
@@ -160,12 +206,20 @@ static void io_pause(struct h2_stream *st, bool paused)
     stream_read(&p->s, !paused);
 }
 
-static void io_close(struct h2_stream *st)
+static void io_close(struct h2_stream *st, bool reuse)
 {
     struct h2_pipe *p = h2_stream_bridge(st);
+    struct h2_link *link = h2_session_arg(h2_stream_session(st));
 
     p->st = NULL;
-    stream_close(&p->s, pipe_closed); /* the adopted connection sees our FIN and ends */
+    if (reuse && link->nidle < H2_IDLE_PIPES && p->s.queued == 0 && !p->s.ended && p->s.in_len == 0) {
+        p->link = link;
+        list_insert_tail(&link->idle, &p->node);
+        link->nidle++;
+        stream_read(&p->s, true); /* to see its connection close while it waits */
+        return;
+    }
+    pipe_close(p); /* the adopted connection sees our FIN and ends */
 }
 
 static const struct h2_io bridge_io = {
@@ -178,8 +232,12 @@ void h2_conn_start(struct conn *c)
 {
     struct proxy *px = c->s.w->px;
 
+    struct h2_link *link = xcalloc(1, sizeof(*link));
+
+    link->c = c;
+    list_init(&link->idle);
     c->state = CONN_H2;
-    c->h2 = h2_session_new(&bridge_io, c, px->server_header);
+    c->h2 = h2_session_new(&bridge_io, link, px->server_header);
     c->deadline = worker_now(c->s.w) + CONN_IDLE_TIMEOUT_MS;
     log_debug("client %s: HTTP/2", c->ip);
 }
@@ -212,6 +270,12 @@ void h2_conn_drain(struct conn *c)
 
 void h2_conn_free(struct conn *c)
 {
-    h2_session_free(c->h2);
+    struct h2_link *link = h2_session_arg(c->h2);
+    struct list_node *pos, *tmp;
+
+    h2_session_free(c->h2); /* closes (or idles) the pipes of open streams */
     c->h2 = NULL;
+    list_for_each_safe(pos, tmp, &link->idle)
+        pipe_close(list_entry(pos, struct h2_pipe, node));
+    free(link);
 }

@@ -65,10 +65,11 @@ static void io_pause(struct h2_stream *st, bool paused)
     (void)paused;
 }
 
-static void io_close(struct h2_stream *st)
+static void io_close(struct h2_stream *st, bool reuse)
 {
     struct fake *f = h2_stream_bridge(st), **pp;
 
+    (void)reuse;
     for (pp = &open_list; *pp && *pp != f; pp = &(*pp)->next)
         ;
     if (!*pp)

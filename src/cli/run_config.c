@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "../common/controller_urls.h"
 #include "../common/log.h"
@@ -592,7 +591,7 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
 
 static int parse_dns(struct run_config *rc, const json_t *o, const char *path, struct dns_plan *n, struct buf *err)
 {
-    static const char *const known[] = {"name", "controller_url", "port", "zone", NULL};
+    static const char *const known[] = {"name", "controller_url", "port", "zone", "host" /* ours */, NULL};
     json_int_t port = 0;
     int r;
 
@@ -600,7 +599,8 @@ static int parse_dns(struct run_config *rc, const json_t *o, const char *path, s
     if ((r = check_keys(o, path, known, err)) < 0 || (r = name_field(o, path, "name", "ns", &n->name, err)) < 0 ||
         (r = urls_field(rc, o, path, &n->controller_url, err)) < 0 ||
         (r = int_field(o, path, "port", true, 1, 65535, &port, err)) < 0 ||
-        (r = str_field(o, path, "zone", false, &n->zone, err)) < 0)
+        (r = str_field(o, path, "zone", false, &n->zone, err)) < 0 ||
+        (r = ip_field(o, path, "host", false, &n->host, err)) < 0)
         return r;
     n->port = (int)port;
     return 0;
@@ -608,9 +608,11 @@ static int parse_dns(struct run_config *rc, const json_t *o, const char *path, s
 
 /* ---- the file ---- */
 
+/* By enum plan_kind: the plan's tag in the file. */
+static const char *const plan_names[] = {"Controller", "Drone", "Proxy", "Dns"};
+
 static int parse_plan(struct run_config *rc, const json_t *v, const char *where, struct plan *p, struct buf *err)
 {
-    static const char *const kinds[] = {"Controller", "Drone", "Proxy", "Dns"};
     char path[PATH_LEN];
     const char *kind;
     const json_t *body;
@@ -623,11 +625,11 @@ static int parse_plan(struct run_config *rc, const json_t *v, const char *where,
     }
     kind = json_object_iter_key(json_object_iter((json_t *)v));
     body = json_object_iter_value(json_object_iter((json_t *)v));
-    for (k = 0; k < ARRAY_SIZE(kinds) && strcmp(kinds[k], kind) != 0; k++)
+    for (k = 0; k < ARRAY_SIZE(plan_names) && strcmp(plan_names[k], kind) != 0; k++)
         ;
     if (snprintf(path, sizeof(path), "%s%s", where, kind) >= (int)sizeof(path))
         memcpy(path + sizeof(path) - 4, "...", 4);
-    if (k == ARRAY_SIZE(kinds)) {
+    if (k == ARRAY_SIZE(plan_names)) {
         buf_printf(err, "%s: unknown plan (Controller, Drone, Proxy or Dns)", path);
         return -EINVAL;
     }
@@ -726,15 +728,13 @@ static void stop_all(void *arg)
     }
 }
 
-static const char *const plan_names[] = {"Controller", "Drone", "Proxy", "Dns"};
-
 /* plane dns with the flags a Dns plan stands for. */
 static int run_dns(const struct dns_plan *n)
 {
     char cmd[] = "dns", name_flag[] = "--name", url_flag[] = "--controller-url", port_flag[] = "--port",
-         zone_flag[] = "--zone";
+         zone_flag[] = "--zone", host_flag[] = "--host";
     char port[16], *urls = xstrdup(n->controller_url), *name = xstrdup(n->name), *save = NULL;
-    char *zone = n->zone ? xstrdup(n->zone) : NULL;
+    char *zone = n->zone ? xstrdup(n->zone) : NULL, *host = n->host ? xstrdup(n->host) : NULL;
     char **argv = xcalloc(8 + 2 * (strlen(urls) + 1), sizeof(*argv));
     int argc = 0, status;
 
@@ -752,6 +752,10 @@ static int run_dns(const struct dns_plan *n)
         argv[argc++] = zone_flag;
         argv[argc++] = zone;
     }
+    if (host) {
+        argv[argc++] = host_flag;
+        argv[argc++] = host;
+    }
     log_init("dns");
     optind = 0; /* getopt starts afresh */
     status = dns_main(argc, argv);
@@ -759,6 +763,7 @@ static int run_dns(const struct dns_plan *n)
     free(urls);
     free(name);
     free(zone);
+    free(host);
     return status;
 }
 

@@ -26,6 +26,7 @@ struct dns_plan {
     const char *name;           /* ns-... */
     const char *controller_url; /* one or more, separated by commas */
     const char *zone;           /* NULL: test mode (spec §17) */
+    const char *host;           /* ours: the listen address; NULL: plane dns's default */
     int port;
 };
 

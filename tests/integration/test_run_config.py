@@ -216,14 +216,23 @@ def test_a_component_that_cannot_start_stops_the_others(procs, tmp_path):
 
 # ---- Dns ----
 
-def test_dns_plan(procs, tmp_path):
-    plan = {"Dns": {"name": "ns-file", "controller_url": "http://127.0.0.1:1/", "port": free_port(), "zone": None}}
-    has_dns = subprocess.run([PLANE, "dns", "--help"], capture_output=True).returncode == 0
-    if not has_dns:
-        check_fails(tmp_path, plan, "Dns: this build has no DNS server", status=1)
-        return
-    proc, log = run_config(procs, tmp_path, "dns", plan)
-    wait_for(lambda: proc.poll() is None and "ns-file" in open(log).read(), what="plane dns started")
+def test_dns_from_file_answers_as_from_flags(procs, tmp_path):
+    from test_dns import CLUSTER as DNS_CLUSTER, Dns, FakeProxy, dig
+    ctrl = Controller(procs, tmp_path).start()
+    flags = Dns(procs, tmp_path, ctrl.url + "/", name="ns-flags").start()
+    port = free_port()
+    proc, log = run_config(procs, tmp_path, "dns", {"Dns": {
+        "name": "ns-file", "controller_url": ctrl.url + "/", "port": port, "zone": None, "host": "127.0.0.1"}})
+    flags.wait_linked()
+    wait_for(lambda: proc.poll() is None and "connected to controller" in open(log).read(), what="dns linked")
+    name = "_acme-challenge." + DNS_CLUSTER
+    assert dig(port, "www.example.com")[0] == dig(flags.port, "www.example.com")[0] == "REFUSED"
+    assert dig(port, name)[:2] == dig(flags.port, name)[:2] == ("NOERROR", [])
+    px = FakeProxy(ctrl, "px-dns")
+    assert px.lease() and px.set_txt("value-from-the-proxy")
+    wanted = '"value-from-the-proxy"'
+    wait_for(lambda: [a[4] for a in dig(port, name)[1]] == [wanted], what="the TXT value from the file's server")
+    assert [a[4] for a in dig(flags.port, name)[1]] == [wanted]
 
 
 # ---- bad files ----

@@ -7,6 +7,7 @@ x-verified-* contract; bodies both ways byte-exact; many streams at once;
 malformed frames end the connection with a GOAWAY."""
 import json
 import os
+import signal
 import socket
 import struct
 import subprocess
@@ -263,5 +264,25 @@ def test_streams_one_after_another_on_one_connection(cluster):
             else:
                 n = 100000 + i
                 assert c.request(sid, "GET", token_path(conn, f"/bytes/{n}"), CLUSTER) == (200, pattern(n))
+    finally:
+        c.close()
+
+
+def test_graceful_shutdown_sends_goaway_then_closes(cluster):
+    ctrl, proxy = cluster
+    conn = connect(ctrl, "h2-stop")
+    ctrl.wait_status(conn["backend_id"], "ready")
+    c = RawH2(proxy.port)
+    try:
+        assert c.request(1, "GET", token_path(conn, "/bytes/10"), CLUSTER) == (200, pattern(10))
+        proxy.proc.send_signal(signal.SIGTERM)
+        kinds = set()
+        while True:  # GOAWAY comes, then the connection closes
+            try:
+                kinds.add(c.next_frame()[0])
+            except AssertionError:
+                break
+        assert 0x7 in kinds
+        assert proxy.proc.wait(12) == 0
     finally:
         c.close()

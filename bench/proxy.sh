@@ -16,11 +16,13 @@
 #          (bench/proxy_wsbench.c); then N idle WebSockets held through the
 #          proxy (10,000, or as many as the descriptor limit allows) and the
 #          proxy's RSS while it holds them.
+#   HTTP/2 h2load -t2 -c50 -m10 with prior knowledge (h2c), through `plane
+#          proxy` and through nginx's `listen ... http2`, same rounds.
 #   BULK   4 WebSockets echoing 1 MiB messages: directly, through the proxy
 #          (bulk tunnels move by splice(2)) and through a second proxy with
 #          --no-splice (copies through user space); throughput and each
 #          proxy's CPU time per GiB relayed.
-# Needs wrk and nginx (scripts/install-deps.sh --bench; apt-get install nginx).
+# Needs wrk, h2load and nginx (scripts/install-deps.sh --bench).
 # PLANE_BIN and ECHO_BACKEND override build/plane and build/echo_backend.
 set -euo pipefail
 
@@ -33,7 +35,7 @@ PLANE=${PLANE_BIN:-$ROOT/build/plane}
 ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
 PY=/usr/bin/python3
 
-for tool in wrk nginx cc curl; do
+for tool in wrk h2load nginx cc curl; do
     command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is missing (scripts/install-deps.sh --bench; apt-get install nginx)" >&2; exit 1; }
 done
 [ -x "$PLANE" ] && [ -x "$ECHO" ] || { echo "bench/proxy.sh: build first (make)" >&2; exit 1; }
@@ -54,7 +56,7 @@ trap cleanup EXIT
 free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$@" && return 0; sleep 0.05; done; echo "timeout: $*" >&2; exit 1; }
 
-CPORT=$(free_port); PPORT=$(free_port); NPORT=$(free_port)
+CPORT=$(free_port); PPORT=$(free_port); NPORT=$(free_port); N2PORT=$(free_port)
 CLUSTER=localhost:9090
 "$PLANE" controller --db "$TMP/c.db" --port "$CPORT" --default-cluster "$CLUSTER" >"$TMP/controller.log" 2>&1 &
 PIDS+=($!)
@@ -89,6 +91,11 @@ http {
     upstream b { server 127.0.0.1:$BPORT; keepalive 64; }
     server {
         listen 127.0.0.1:$NPORT;
+        location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
+    }
+    server {
+        listen 127.0.0.1:$N2PORT http2;
+        keepalive_requests 1000000;  # the default 1000 would end each h2load connection early
         location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
     }
 }
@@ -151,6 +158,20 @@ run_wrk() { # kind label threads conns
               n ? ccpu * 1e6 / hz / n : 0 }' >>"$RAW"
 }
 
+run_h2() { # kind: h2load with prior knowledge, 50 connections of 10 streams each
+    local url out
+    case $1 in
+    proxy) url="http://127.0.0.1:$PPORT/$TOKEN$PATH_Q" ;;
+    nginx) url="http://127.0.0.1:$N2PORT$PATH_Q" ;;
+    esac
+    out=$(h2load -t2 -c50 -m10 -D "$SECS" -H ":authority: $CLUSTER" "$url" 2>&1)
+    echo "$out" | awk -v t="$1" '
+        / req\/s/ { for (i = 1; i <= NF; i++) if ($(i + 1) ~ /^req\/s/) rps = $i }
+        /^status codes:/ { ok = $3 }
+        /^requests:/ { done = $8 }
+        END { printf "h2 %s rps=%s ok=%s done=%s\n", t, rps, ok + 0, done + 0 }' >>"$RAW"
+}
+
 run_moderate() { # kind: open-loop RATE req/s over 8 connections
     local port path
     case $1 in
@@ -161,9 +182,10 @@ run_moderate() { # kind: open-loop RATE req/s over 8 connections
     echo "moderate $1 $("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")" >>"$RAW"
 }
 
-echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT, nginx :$NPORT" >&2
+echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT, nginx :$NPORT (h2c :$N2PORT)" >&2
 for r in $(seq "$ROUNDS"); do
     for kind in direct proxy nginx; do run_wrk "$kind" http 2 50; done
+    for kind in proxy nginx; do run_h2 "$kind"; done
     for kind in direct proxy nginx; do run_moderate "$kind"; done
     for kind in direct proxy; do
         if [ "$kind" = direct ]; then

@@ -56,6 +56,17 @@ def main(path):
         print("CPU-bound ceiling here for a relay at 2x the backend's cost: (client + backend) / "
               "(client + 3 backend) = %.2f of direct; with the proxy's measured cost: %.2f" %
               ((cw + cb) / (cw + 3 * cb), (cw + cb) / (cw + cb + cp)))
+    if runs.get(("h2", "proxy")):
+        print()
+        print("HTTP/2 with prior knowledge (h2c), h2load -t2 -c50 -m10, GET /bytes/100")
+        print("| path | req/s | 2xx / done (last round) | rounds req/s |")
+        print("|---|---|---|---|")
+        for kind in ("proxy", "nginx"):
+            last = runs.get(("h2", kind), [{}])[-1]
+            print("| %s | %.0f | %.0f / %.0f | %s |" % (kind, med(kind, "h2", "rps"), last.get("ok", 0),
+                                                      last.get("done", 0), col(("h2", kind), "rps")))
+        print()
+        print("HTTP/2: proxy / nginx = %.2f (target >= 1)" % ratio("proxy", "nginx", "h2"))
     print()
     print("HTTP, moderate load: open loop at a fixed rate, 8 connections (bench/latency_load.c)")
     print("| path | rate | p50 ms | p90 ms | p99 ms | p99.9 ms | errors |")

@@ -5,11 +5,12 @@ set -euo pipefail
 
 pkgs=(
     gcc make pkg-config libc6-dev
-    libuv1-dev libhttp-parser-dev libwslay-dev libjansson-dev
+    libuv1-dev libhttp-parser-dev libwslay-dev libjansson-dev libnghttp2-dev
     libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev libldns-dev
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
     crun            # the oci runtime's tests
+    nghttp2-client  # h2load and nghttp: the proxy's HTTP/2 tests and bench
     postgresql
     chromium        # the dashboard's tests drive the page in headless Chromium
     pebble bind9-dnsutils openssl   # ACME tests: a real CA, dig, certificates

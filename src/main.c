@@ -13,6 +13,7 @@
 #include "common/xalloc.h"
 #include "cli/admin.h"
 #include "cli/dev.h"
+#include "cli/run_config.h"
 #include "controller/controller.h"
 #include "drone/drone.h"
 #include "dns/dns.h"
@@ -37,6 +38,7 @@ static const struct subcommand {
     {"drone", drone_main, "run backends on this host"},
     {"proxy", proxy_main, "route HTTP and WebSocket traffic to backends"},
     {"dns", dns_main, "ACME DNS-01 TXT responder for proxies' certificates"},
+    {"run-config", run_config_main, "start components from a JSON config file (Plane's format)"},
     {"dev", dev_main, "controller + drone in one process on localhost (the quickstart)"},
     {"admin", admin_main, "client of the controller API: connect, terminate, status, drain, ..."},
     {"executor", executor_main, "serve a runtime over the Unix-socket executor protocol"},

@@ -175,7 +175,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
 
     *out = NULL;
     c->loop = loop;
-    c->id = name_random("co");
+    c->id = cfg->id ? xstrdup(cfg->id) : name_random("co");
     c->default_cluster = cfg->default_cluster ? xstrdup(cfg->default_cluster) : NULL;
     c->best_of = cfg->best_of > 0 ? cfg->best_of : 2;
     c->lost_after_ms = cfg->lost_after_ms;

@@ -34,6 +34,7 @@
 #define RESEND_BATCH 50
 
 struct controller_config {
+    const char *id;             /* co-...; NULL: a fresh random one */
     const char *db;
     const char *host;
     int port;

@@ -18,12 +18,16 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../common/log.h"
 #include "../common/xalloc.h"
 #include "ctrl_link.h"
 #include "forward.h"
+#include "h2.h"
+#include "h2_bridge.h"
 #include "listener.h"
 #include "stats.h"
 #include "monitor.h"
@@ -81,6 +85,8 @@ void conn_close(struct conn *c)
     c->waiter.route = NULL;
     if (c->state == CONN_TUNNEL)
         tunnel_closing(c);
+    if (c->h2)
+        h2_conn_free(c);
     forward_detach(c);
     route_put(c->route);
     c->route = NULL;
@@ -116,6 +122,9 @@ static void conn_update_reading(struct conn *c)
     case CONN_TUNNEL:
         on = c->up && c->up->s.queued == 0;
         break;
+    case CONN_H2:
+        on = c->s.queued < H2_OUT_HIGH;
+        break;
     }
     stream_read(&c->s, on);
 }
@@ -147,6 +156,7 @@ static void conn_exchange_end(struct conn *c, bool close)
     }
     h1_init(&c->req, H1_REQUEST, false);
     c->state = CONN_HEAD;
+    c->served = true;
     c->looked_up = c->waiting = false;
     c->keep_alive = c->close_after = c->upgrade = c->http10 = c->head_method = false;
     c->req_done = c->resp_started = false;
@@ -452,6 +462,16 @@ static size_t conn_process(struct conn *c, const char *data, size_t len)
         case CONN_HEAD:
             if (pos == len)
                 return pos;
+            if (c->req.fed == 0 && !c->served && !c->redirect) {
+                /* HTTP/2 with prior knowledge, or chosen by ALPN: the preface comes first (RFC 9113 §3.4). */
+                r = h2_preface(data + pos, len - pos);
+                if (r < 0)
+                    return pos;
+                if (r == 1) {
+                    h2_conn_start(c);
+                    break;
+                }
+            }
             if (c->req.fed == 0)
                 c->deadline = now_of(c) + CONN_HEAD_TIMEOUT_MS;
             r = h1_parse_head(&c->req, data + pos, len - pos);
@@ -482,6 +502,8 @@ static size_t conn_process(struct conn *c, const char *data, size_t len)
             break;
         case CONN_TUNNEL:
             return pos + tunnel_client_input(c, data + pos, len - pos);
+        case CONN_H2:
+            return pos + h2_conn_input(c, data + pos, len - pos);
         case CONN_LINGER:
             return len;
         }
@@ -589,6 +611,9 @@ static void conn_check_eof(struct conn *c)
         return;
     case CONN_TUNNEL:
         return;
+    case CONN_H2:
+        conn_close(c); /* an HTTP/2 client that half-closes is done (RFC 9113 §6.8 has GOAWAY for that) */
+        return;
     }
 }
 
@@ -628,6 +653,9 @@ static void conn_drained(struct stream *s)
         if (c->up)
             forward_client_drained(c->up);
         break;
+    case CONN_H2:
+        h2_conn_drained(c);
+        break;
     default:
         break;
     }
@@ -638,6 +666,20 @@ static void conn_drained(struct stream *s)
 static void conn_free_unaccepted(uv_handle_t *h)
 {
     free(conn_of(h->data));
+}
+
+/* The rest of a new connection's setup, once its socket is in c->s.tcp. */
+static void conn_begin(struct worker *w, struct conn *c, bool https)
+{
+    if (https)
+        c->s.tls = tls_conn_new(w->px->tls);
+    h1_init(&c->req, H1_REQUEST, false);
+    buf_init(&c->head_out, 0);
+    c->state = CONN_HEAD;
+    c->deadline = worker_now(w) + CONN_HEAD_TIMEOUT_MS;
+    list_insert_tail(&w->conns, &c->node);
+    w->nconns++;
+    stream_read(&c->s, true);
 }
 
 static void on_connection(uv_stream_t *server, int status)
@@ -673,15 +715,28 @@ static void on_connection(uv_stream_t *server, int status)
     }
     c->https = l->https;
     c->redirect = l->redirect;
-    if (l->https)
-        c->s.tls = tls_conn_new(w->px->tls);
-    h1_init(&c->req, H1_REQUEST, false);
-    buf_init(&c->head_out, 0);
-    c->state = CONN_HEAD;
-    c->deadline = worker_now(w) + CONN_HEAD_TIMEOUT_MS;
-    list_insert_tail(&w->conns, &c->node);
-    w->nconns++;
-    stream_read(&c->s, true);
+    conn_begin(w, c, l->https);
+}
+
+struct conn *listener_adopt(struct worker *w, int fd, const char *ip, bool https)
+{
+    struct conn *c = xcalloc(1, sizeof(*c));
+    int r;
+
+    stream_init(&c->s, w, &conn_ops);
+    list_init(&c->node);
+    if ((r = uv_tcp_open(&c->s.tcp, fd)) < 0) {
+        log_warn("client %s: cannot adopt a stream: %s", ip, uv_strerror(r));
+        close(fd);
+        stream_close(&c->s, conn_free_unaccepted);
+        return NULL;
+    }
+    snprintf(c->ip, sizeof(c->ip), "%s", ip);
+    c->https = https;
+    c->served = true; /* HTTP/1.1 from here on */
+    c->bridged = true;
+    conn_begin(w, c, false); /* the bytes on a bridge are plaintext: TLS ended at the HTTP/2 side */
+    return c;
 }
 
 int listener_start(struct worker *w)
@@ -777,8 +832,10 @@ void listener_drain(struct worker *w)
     listener_stop(w);
     list_for_each_safe(pos, tmp, &w->conns) {
         struct conn *c = list_entry(pos, struct conn, node);
-        if (c->state == CONN_HEAD && c->req.fed == 0 && c->s.in_len == 0)
-            conn_close(c);
+        if (c->state == CONN_HEAD && c->req.fed == 0 && c->s.in_len == 0 && !c->bridged)
+            conn_close(c); /* idle; a bridged one has its request on the way */
+        else if (c->state == CONN_H2)
+            h2_conn_drain(c);
         else
             c->close_after = true;
     }

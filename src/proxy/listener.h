@@ -21,6 +21,7 @@
 #include "route_cache.h"
 #include "stream.h"
 
+struct h2_session;
 struct listener;
 struct upconn;
 struct worker;
@@ -37,6 +38,7 @@ enum conn_state {
     CONN_FORWARD, /* exchange with the upstream in progress */
     CONN_TUNNEL,  /* upgraded: bytes both ways */
     CONN_LINGER,  /* done: our FIN is (being) sent, input is discarded */
+    CONN_H2,      /* HTTP/2: the input is frames for c->h2 (h2_bridge.c) */
 };
 
 struct conn {
@@ -76,6 +78,10 @@ struct conn {
     char *memo_token;             /* owned */
     size_t memo_len;
 
+    bool served;                  /* an exchange has ended: no HTTP/2 preface any more */
+    bool bridged;                 /* adopted for one HTTP/2 stream (h2_bridge.c) */
+    struct h2_session *h2;        /* owned in CONN_H2 */
+
     bool in_process;              /* conn_process() is on the stack */
     bool again;                   /* resumed while in process: look at the input again */
 };
@@ -93,6 +99,12 @@ void listener_drain(struct worker *w);
 /* Closes every connection now. */
 void listener_close_all(struct worker *w);
 
+/*
+ * A connection on fd (a stream socket, owned from now on) as if accepted
+ * from a client at ip, on the TLS port if https: how h2_bridge.c hands an
+ * HTTP/2 stream to the HTTP/1.1 path. NULL (fd closed) on failure.
+ */
+struct conn *listener_adopt(struct worker *w, int fd, const char *ip, bool https);
 /* Processes input c could not handle before (its upstream is ready, a write drained, ...). */
 void conn_resume(struct conn *c);
 /* Writes to the client; on failure c is closed and a UV error returned. */

@@ -96,6 +96,20 @@ static int use_key(SSL_CTX *ctx, const char *pem, struct buf *err)
     return rc;
 }
 
+/* ALPN (RFC 7301): h2 when the client offers it, else http/1.1; a client offering neither goes on without. */
+static int alpn_select(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+                       unsigned inlen, void *arg)
+{
+    static const unsigned char ours[] = "\x02h2\x08http/1.1";
+
+    (void)ssl;
+    (void)arg;
+    if (SSL_select_next_proto((unsigned char **)out, outlen, ours, sizeof(ours) - 1, in, inlen) !=
+        OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    return SSL_TLSEXT_ERR_OK;
+}
+
 struct tls_ctx *tls_ctx_new(void)
 {
     struct tls_ctx *t = xcalloc(1, sizeof(*t));
@@ -115,6 +129,7 @@ int tls_ctx_use(struct tls_ctx *t, const char *chain, const char *key, struct bu
     SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
     SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
     SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
     if (use_chain(ctx, chain, err) < 0 || use_key(ctx, key, err) < 0) {
         SSL_CTX_free(ctx);
         return -EINVAL;

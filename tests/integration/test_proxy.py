@@ -814,12 +814,14 @@ def make_cert(tmp_path):
     return str(path), str(crt)
 
 
-def test_tls_termination_and_https_redirect(procs, tmp_path):
+def tls_cluster(procs, tmp_path, drone_name):
+    """A controller, a process drone and an HTTPS proxy with a self-signed certificate for localhost,
+    ready: (ctrl, https_port, http_port, curl's --resolve/--cacert arguments, https base URL, CA file)."""
     cert_json, cacert = make_cert(tmp_path)
     https_port, http_port = free_port(), free_port()
     cluster_name = f"localhost:{https_port}"
     ctrl = Controller(procs, tmp_path, default_cluster=cluster_name).start()
-    Drone(procs, tmp_path, ctrl, "dr-tls", runtime="process", cluster=cluster_name).start()
+    Drone(procs, tmp_path, ctrl, drone_name, runtime="process", cluster=cluster_name).start()
     proxy = Proxy(procs, tmp_path, ctrl.url, "--https-port", str(https_port), "--http-port", str(http_port),
                   "--cert-path", cert_json, cluster=cluster_name)
     proxy.port = http_port
@@ -828,8 +830,13 @@ def test_tls_termination_and_https_redirect(procs, tmp_path):
     base = f"https://localhost:{https_port}"
     wait_for(lambda: subprocess.run(["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", *resolve,
                                      base + "/ready"], capture_output=True).stdout == b"200", what="https ready")
+    return ctrl, https_port, http_port, resolve, base, cacert
+
+
+def test_tls_termination_and_https_redirect(procs, tmp_path):
+    ctrl, https_port, http_port, resolve, base, cacert = tls_cluster(procs, tmp_path, "dr-tls")
     conn = connect(ctrl, "tls", user="carol")
-    out = subprocess.run(["curl", "-sS", "-i", *resolve, base + token_path(conn, "/x?y=1")],
+    out = subprocess.run(["curl", "-sS", "-i", "--http1.1", *resolve, base + token_path(conn, "/x?y=1")],
                          capture_output=True, timeout=30)
     assert out.returncode == 0, out.stderr
     head, body = out.stdout.split(b"\r\n\r\n", 1)
@@ -843,7 +850,8 @@ def test_tls_termination_and_https_redirect(procs, tmp_path):
     data = os.urandom(1 << 20)
     up = tmp_path / "up.bin"
     up.write_bytes(data)
-    out = subprocess.run(["curl", "-sS", *resolve, "--data-binary", f"@{up}", base + token_path(conn, "/echo")],
+    out = subprocess.run(["curl", "-sS", "--http1.1", *resolve, "--data-binary", f"@{up}",
+                          base + token_path(conn, "/echo")],
                          capture_output=True, timeout=30)
     assert out.stdout == data
     # WebSocket over TLS.

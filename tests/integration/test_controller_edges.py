@@ -11,8 +11,8 @@ from test_controller import AuthServer
 from ws_raw import WS, handshake
 
 
-def raw_get(port, path, method="GET", headers=None, body=None):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+def raw_get(port, path, method="GET", headers=None, body=None, timeout=10):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     c.request(method, path, body=body, headers=headers or {})
     r = c.getresponse()
     return r.status, r.read()
@@ -187,7 +187,8 @@ def test_forward_auth_hostile_auth_servers(procs, tmp_path):
             s.sendall(b"GET /ctrl/status HTTP/1.1\r\nHost: x\r\n\r\n")
             s.close()
         t0 = time.time()
-        st, body = raw_get(ctrl.port, "/ctrl/status")
+        # A silent auth service is given up after 10 s: the client waits longer than that.
+        st, body = raw_get(ctrl.port, "/ctrl/status", timeout=30)
         results[name] = (st, body, round(time.time() - t0, 1))
         # shutdown with a check pending
         s = socket.create_connection(("127.0.0.1", ctrl.port))

@@ -4,7 +4,10 @@
  * key, or schedule a new one. The key's row in the store is the lock: its
  * (namespace, name) is unique, so of concurrent connects for a new key
  * exactly one inserts its backend and the others, failing to acquire, retry
- * and find it (3 attempts in all).
+ * and find it (3 attempts in all). Connects for named keys first wait for
+ * the loop's next turn and are asked of the store together (held_flush):
+ * on PostgreSQL the keys that are held get their tokens in one round trip
+ * for the whole batch, instead of two round trips each.
  */
 #include <errno.h>
 #include <limits.h>
@@ -351,11 +354,117 @@ static enum outcome attempt(struct controller *c, struct http_request *http, con
     return o;
 }
 
+/* Every attempt a connect gets (3): the general path for any connect. */
+static void connect_general(struct controller *c, struct http_request *http, const struct connect_req *r)
+{
+    enum outcome o = DONE;
+
+    for (int i = 0; i < ATTEMPTS; i++) {
+        o = attempt(c, http, r);
+        if (o == DONE)
+            break;
+    }
+    if (o == RETRY_ACQUIRE)
+        conn_error(c, http, 500, "FailedToAcquireKey", "Failed to acquire lock.");
+    else if (o == RETRY_REMOVE)
+        conn_error(c, http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
+}
+
+/*
+ * A connect for a named key, waiting for the loop's next batch: every such
+ * connect that arrived in one turn of the loop is asked of the store at
+ * once (store_connect_held: one round trip on PostgreSQL), and those whose
+ * key is held are answered from it. The rest take the general path.
+ */
+struct held_wait {
+    struct list_node node;
+    struct http_request *http;
+    json_t *body;          /* owned: r borrows from it */
+    struct connect_req r;
+};
+
+#define HELD_BATCH_MAX 128 /* connects in one statement; more wait for the next turn */
+
+static void held_wait_free(struct held_wait *w)
+{
+    connect_request_release(&w->r);
+    json_decref(w->body);
+    free(w);
+}
+
+static void held_abort(void *arg)
+{
+    struct held_wait *w = arg;
+
+    list_remove(&w->node);
+    held_wait_free(w);
+}
+
+static void held_flush(uv_idle_t *idle)
+{
+    struct controller *c = idle->data;
+    struct held_wait *waits[HELD_BATCH_MAX];
+    struct held_connect items[HELD_BATCH_MAX];
+    char *secrets[HELD_BATCH_MAX], *tokens[HELD_BATCH_MAX];
+    size_t n = 0;
+    int64_t now = controller_now();
+
+    /* Taken off the list and their abort hooks cleared first: the loop does not run until every one is answered. */
+    while (n < HELD_BATCH_MAX && !list_empty(&c->held_connects)) {
+        struct held_wait *w = list_entry(c->held_connects.next, struct held_wait, node);
+        list_remove(&w->node);
+        w->http->on_abort = NULL;
+        w->http->abort_arg = NULL;
+        waits[n] = w;
+        tokens[n] = token_random();
+        secrets[n] = token_random();
+        items[n] = (struct held_connect){
+            .ns = w->r.key_ns,
+            .name = w->r.key_name,
+            .tag = w->r.key_tag,
+            .token = tokens[n],
+            .secret = secrets[n],
+            .user = w->r.user,
+            .auth = w->r.auth,
+            .token_expires_at = now + TOKEN_LIFETIME_MS,
+            .now = now,
+        };
+        n++;
+    }
+    if (list_empty(&c->held_connects))
+        uv_idle_stop(idle);
+    int rc = n ? store_connect_held(c->store, items, n) : 0;
+    for (size_t i = 0; i < n; i++) {
+        struct held_wait *w = waits[i];
+        const struct key_row *key = &items[i].key;
+        if (rc < 0) {
+            store_error(c, w->http, rc);
+        } else if (items[i].token_made) {
+            respond(c, w->http, key->backend_id, false, key->status, tokens[i], secrets[i], key->cluster,
+                    key->subdomain, NULL);
+            if (key->frozen)
+                controller_thaw_if_frozen(c, key->backend_id, false);
+        } else {
+            connect_general(c, w->http, &w->r);
+        }
+        key_row_release(&items[i].key);
+        free(tokens[i]);
+        free(secrets[i]);
+        held_wait_free(w);
+    }
+}
+
+void connect_batch_init(struct controller *c)
+{
+    list_init(&c->held_connects);
+    uv_idle_init(c->loop, &c->held_idle);
+    c->held_idle.data = c;
+}
+
 void api_connect(struct controller *c, struct http_request *http)
 {
     json_t *j = api_json_body(http);
     struct connect_req r;
-    enum outcome o = DONE;
 
     if (!j)
         return;
@@ -363,16 +472,20 @@ void api_connect(struct controller *c, struct http_request *http)
     if (!connect_request_parse(j, &r, &why)) {
         metric_counter_add(c->connects_failed, 1);
         api_unprocessable(http, buf_cstr(&why));
+    } else if (!r.generated_key && !c->stopping) {
+        /* A named key may be held: into the batch (r and j are the wait's now). */
+        struct held_wait *w = xcalloc(1, sizeof(*w));
+        w->http = http;
+        w->body = j;
+        w->r = r;
+        http->on_abort = held_abort;
+        http->abort_arg = w;
+        list_insert_tail(&c->held_connects, &w->node);
+        uv_idle_start(&c->held_idle, held_flush);
+        buf_release(&why);
+        return;
     } else {
-        for (int i = 0; i < ATTEMPTS; i++) {
-            o = attempt(c, http, &r);
-            if (o == DONE)
-                break;
-        }
-        if (o == RETRY_ACQUIRE)
-            conn_error(c, http, 500, "FailedToAcquireKey", "Failed to acquire lock.");
-        else if (o == RETRY_REMOVE)
-            conn_error(c, http, 409, "FailedToRemoveKey", "Failed to remove expired lock.");
+        connect_general(c, http, &r);
     }
     connect_request_release(&r);
     buf_release(&why);

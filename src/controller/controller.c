@@ -224,7 +224,8 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     uv_timer_init(loop, &c->tick_timer);
     uv_timer_init(loop, &c->cleanup_timer);
     c->tick_timer.data = c->cleanup_timer.data = c;
-    c->open_timers = 2;
+    connect_batch_init(c);
+    c->open_timers = 3;
     uv_timer_start(&c->tick_timer, tick_cb, TICK_MS, TICK_MS);
     uv_timer_start(&c->cleanup_timer, cleanup_cb, CLEANUP_MS, CLEANUP_MS);
     log_info("controller %s: listening on %s:%d", c->id, cfg->host, http_server_port(c->http));
@@ -262,6 +263,7 @@ void controller_stop(struct controller *c)
     http_server_close(c->http);
     uv_close((uv_handle_t *)&c->tick_timer, timer_closed);
     uv_close((uv_handle_t *)&c->cleanup_timer, timer_closed);
+    uv_close((uv_handle_t *)&c->held_idle, timer_closed);
 }
 
 /* ---- the command line ---- */

@@ -67,9 +67,11 @@ struct controller {
     struct metric_counter *connects_spawned, *connects_existing, *connects_failed;
     struct metric_histogram *spawn_ready;  /* scheduled -> ready */
     json_t *scheduled_at;                  /* backend id -> ms, until it is ready or gone */
+    struct list_node held_connects;        /* connects for named keys waiting for the next batch (connect.c) */
+    uv_idle_t held_idle;                   /* runs the batch on the loop's next turn */
     uv_timer_t tick_timer;
     uv_timer_t cleanup_timer;
-    int open_timers;
+    int open_timers;                       /* of the three handles above, those not closed yet */
     bool stopping;
 };
 
@@ -92,6 +94,8 @@ void api_unprocessable(struct http_request *req, const char *what);
 
 /* connect.c */
 void api_connect(struct controller *c, struct http_request *req);
+/* Sets up the batch of held-key connects (c->held_connects, c->held_idle: closed with the timers). */
+void connect_batch_init(struct controller *c);
 /* A ClusterName (§4.1): host[:port], host of letters, digits, '-' and '.'. */
 bool cluster_valid(const char *cluster);
 

@@ -15,6 +15,7 @@
 #define PLANE_STORE_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <jansson.h>
@@ -63,6 +64,24 @@ struct new_backend {
     int64_t now;
 };
 
+/*
+ * A connect for a named key (§5.2.1 steps 2-4 and 7), asked in batches: the
+ * key with its backend is read, and when it is held (unexpired), its tag
+ * matches and its backend has no static token, the token is stored for it,
+ * all in one step. Anything else (not found, expired, another tag, a static
+ * token) is left to the connect's general path.
+ */
+struct held_connect {
+    const char *ns, *name, *tag;          /* in */
+    const char *token, *secret, *user;    /* in: the token to store if held; user may be NULL */
+    const char *auth;                     /* in: the auth object as JSON */
+    int64_t token_expires_at;             /* in */
+    int64_t now;                          /* in: for stores without a clock of their own */
+    bool found;                           /* out: the key exists (key is filled) */
+    bool token_made;                      /* out: held, tag matched, no static token: the token is stored */
+    struct key_row key;                   /* out, when found: release with key_row_release */
+};
+
 struct route_row {
     char *backend_id, *secret_token, *cluster, *user, *user_data, *subdomain; /* owned; user/subdomain may be NULL */
     struct backend_state state;
@@ -95,6 +114,8 @@ struct store_ops {
                       int64_t *drone_id, char **drone_name, int64_t *clock_offset);
 
     int (*key_get)(struct store *s, const char *ns, const char *name, struct key_row *out);
+    /* Optional (NULL: key_get and token_create one item at a time): see struct held_connect. */
+    int (*connect_held)(struct store *s, struct held_connect *items, size_t n);
     int (*key_delete_expired)(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted);
     int (*backend_create)(struct store *s, const struct new_backend *nb);
     int (*token_create)(struct store *s, const char *token, const char *backend_id, const char *user,
@@ -193,6 +214,12 @@ char *store_pg_conninfo(const char *url);
 /* Opens the store url names: a path (SQLite) or postgres://... 0 or -errno with a line in err. */
 int store_open(struct store **out, const char *url, struct buf *err);
 void store_close(struct store *s);
+/*
+ * Answers n held_connects with the store's connect_held, or item by item
+ * with key_get and token_create. 0, or the failure of the batch (every
+ * item then failed; none of the out fields need releasing).
+ */
+int store_connect_held(struct store *s, struct held_connect *items, size_t n);
 void backend_row_release(struct backend_row *r);
 void key_row_release(struct key_row *r);
 void route_row_release(struct route_row *r);

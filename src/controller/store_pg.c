@@ -613,6 +613,67 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
     return rc;
 }
 
+/*
+ * Every connect of a batch in one statement (one round trip, one implicit
+ * transaction): the keys with their backends, and a token for each held
+ * one, decided by the database's clock. The batch travels as one JSON array.
+ */
+static int pg_connect_held(struct store *s, struct held_connect *items, size_t n)
+{
+    static const char sql[] =
+        "WITH req AS (SELECT * FROM json_to_recordset($1::json) AS r(i int, ns text, name text, tag text,"
+        " token text, secret text, username text, auth text, texp bigint)),"
+        " k AS (SELECT req.*, bk.id, bk.tag AS key_tag, bk.expires_at, bk.fencing_token, b.cluster, b.static_token,"
+        " b.subdomain, b.last_status_number, (b.state::jsonb ->> 'frozen') = 'true' AS frozen,"
+        " bk.expires_at > " DB_NOW " AND bk.tag = req.tag AND b.static_token IS NULL AS take"
+        " FROM req JOIN backend_key bk ON bk.namespace = req.ns AND bk.key_name = req.name"
+        " JOIN backend b ON b.id = bk.id),"
+        " ins AS (INSERT INTO token(token, backend_id, expiration_time, username, auth, secret_token)"
+        " SELECT token, id, texp, username, auth, secret FROM k WHERE take)"
+        " SELECT i, id, key_tag, expires_at, fencing_token, cluster, static_token, subdomain, last_status_number,"
+        " frozen, take FROM k";
+    json_t *batch = json_array();
+    struct params p = {0};
+    int rc;
+    PGresult *r;
+
+    for (size_t i = 0; i < n; i++) {
+        const struct held_connect *h = &items[i];
+        json_array_append_new(batch, json_pack("{s:I, s:s, s:s, s:s, s:s, s:s, s:s?, s:s, s:I}", "i", (json_int_t)i,
+                                               "ns", h->ns, "name", h->name, "tag", h->tag, "token", h->token,
+                                               "secret", h->secret, "username", h->user, "auth", h->auth, "texp",
+                                               (json_int_t)h->token_expires_at));
+    }
+    char *text = json_dumps(batch, JSON_COMPACT);
+    json_decref(batch);
+    if (!text)
+        return -EIO; /* a string jansson cannot write (not UTF-8): the JSON body it came from was checked */
+    p_str(&p, text);
+    r = run(to_pg(s), sql, &p, "connect batch", &rc);
+    free(text);
+    if (!r)
+        return rc;
+    for (int row = 0; row < PQntuples(r); row++) {
+        int64_t i = ival(r, row, 0);
+        if (i < 0 || (size_t)i >= n || items[i].found)
+            continue;
+        struct held_connect *h = &items[i];
+        h->found = true;
+        h->key.backend_id = val(r, row, 1);
+        h->key.tag = val(r, row, 2);
+        h->key.expires_at = ival(r, row, 3);
+        h->key.fencing_token = ival(r, row, 4);
+        h->key.cluster = val(r, row, 5);
+        h->key.static_token = val(r, row, 6);
+        h->key.subdomain = val(r, row, 7);
+        h->key.status = (enum backend_status)ival(r, row, 8);
+        h->key.frozen = bval(r, row, 9);
+        h->token_made = bval(r, row, 10);
+    }
+    PQclear(r);
+    return 0;
+}
+
 static int pg_key_delete_expired(struct store *s, const char *ns, const char *name, int64_t now, bool *deleted)
 {
     static const char sql[] = "DELETE FROM backend_key WHERE namespace = $1 AND key_name = $2 AND expires_at <= " DB_NOW;
@@ -1185,6 +1246,7 @@ const struct store_ops store_pg_ops = {
     .cluster_state = pg_cluster_state,
     .drone_pick = pg_drone_pick,
     .key_get = pg_key_get,
+    .connect_held = pg_connect_held,
     .key_delete_expired = pg_key_delete_expired,
     .backend_create = pg_backend_create,
     .token_create = pg_token_create,

@@ -2,11 +2,11 @@
 """Controller edge cases: forward-auth path spellings and hostile auth services, shutdown with
 open streams, controller downtime vs drone silence, malformed node messages, pipelined
 WebSocket handshakes, short key leases, option parsing, held routes, peers that reset."""
-import http.client, json, os, signal, socket, subprocess, sys, time, threading
+import http.client, json, os, signal, socket, struct, subprocess, sys, time, threading
 import pytest, requests
 sys.path.insert(0, os.path.dirname(__file__))
 from conftest import wait_for, PLANE
-from plane_cluster import Controller, Drone, sse_events, free_port
+from plane_cluster import Controller, Drone, sse_events, free_port, pg_database
 from test_controller import AuthServer
 from ws_raw import WS, handshake
 
@@ -390,3 +390,69 @@ def test_a_peer_that_reads_nothing_is_dropped(procs, tmp_path):
     assert requests.get(ctrl.url + "/pub/health", timeout=5).status_code == 200
     wait_for(lambda: "plane_connected_proxies 0" in requests.get(ctrl.url + "/metrics", timeout=5).text,
              what="the proxy counted as gone")
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+def test_connects_answered_in_batches(procs, tmp_path, store):
+    """Connects for named keys that arrive together are asked of the store in one batch: each still gets its
+    own answer (held key: a fresh token for the same backend; another tag: 409; a static token; a new key:
+    spawned; no spawn config: 409), and clients that hang up before their answer leave the controller serving."""
+    ctrl = Controller(procs, tmp_path, db=pg_database() if store == "postgres" else None).start()
+    Drone(procs, tmp_path, ctrl, "dr-batch").start()
+    tag = "b"
+    held = ctrl.connect(f"held-{tag}").json()
+    static = ctrl.connect(f"static-{tag}", use_static_token=True).json()
+    assert held["spawned"] and static["spawned"]
+
+    kinds = ["held", "tag", "static", "new", "nospawn"] * 12
+    answers = [None] * len(kinds)
+    go = threading.Barrier(len(kinds))
+
+    def one(i):
+        k = kinds[i]
+        go.wait()
+        if k == "held":
+            answers[i] = ctrl.connect(f"held-{tag}")
+        elif k == "tag":
+            answers[i] = ctrl.connect(f"held-{tag}", tag="other")
+        elif k == "static":
+            answers[i] = ctrl.connect(f"static-{tag}")
+        elif k == "new":
+            answers[i] = ctrl.connect(f"new-{tag}-{i}")
+        else:
+            answers[i] = ctrl.connect(f"absent-{tag}-{i}", spawn=False)
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(kinds))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    tokens = set()
+    for k, r in zip(kinds, answers):
+        body = r.json()
+        if k == "held":
+            assert r.status_code == 200 and not body["spawned"] and body["backend_id"] == held["backend_id"], body
+            assert body["token"] != held["token"] and body["secret_token"]
+            tokens.add(body["token"])
+        elif k == "tag":
+            assert (r.status_code, body["kind"]) == (409, "KeyHeld"), body
+        elif k == "static":
+            assert r.status_code == 200 and body["token"] == static["token"] and body["secret_token"] is None, body
+        elif k == "new":
+            assert r.status_code == 200 and body["spawned"], body
+        else:
+            assert (r.status_code, body["kind"]) == (409, "KeyUnheldNoSpawnConfig"), body
+    assert len(tokens) == kinds.count("held")  # every answer a token of its own
+
+    # Clients that send a connect and leave at once (half with a reset): nothing breaks.
+    body = json.dumps({"key": {"name": f"held-{tag}"}, "spawn_config": {"executable": {"image": "mock"}}}).encode()
+    req = (b"POST /ctrl/connect HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+           b"Content-Length: %d\r\n\r\n" % len(body)) + body
+    for i in range(300):
+        s = socket.create_connection(("127.0.0.1", ctrl.port))
+        s.sendall(req)
+        if i % 2:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    r = ctrl.connect(f"held-{tag}")
+    assert r.status_code == 200 and r.json()["backend_id"] == held["backend_id"]
+    assert ctrl.proc.poll() is None

@@ -145,6 +145,75 @@ static void dashboard_reads(struct store *s, int64_t token)
     json_decref(ids);
 }
 
+/* store_connect_held: each kind of key a connect can find, in one batch. */
+static void held_batch(struct store *s, int64_t drone, int64_t token)
+{
+    static const char odd[] = "q\"\\\xc3\xa9 {,}"; /* quotes, a backslash, UTF-8, braces: through JSON intact */
+    new_backend_until(s, "b6", "k6", drone, token + 2, 0, false, 0, T0 - 1000); /* expired */
+    new_backend(s, "b8", odd, drone, token + 4, 0, false, 0);
+    char *action_id = xstrdup("ak-b7");
+    struct new_backend nb = {.id = "b7", .cluster = "c.test", .static_token = "s.static", .drone_id = drone,
+                             .key_namespace = "", .key_name = "k7", .key_tag = "", .key_expires_at = T0 + 60000,
+                             .fencing_token = token + 3, .action_id = action_id, .action_json = "{}", .now = T0};
+    ASSERT_OK(STORE_CALL(s, backend_create, &nb));
+    free(action_id);
+
+    int64_t now = clock_epoch_ms();
+    struct held_connect h[] = {
+        {.ns = "", .name = "k4", .tag = "", .token = "tok-h0", .secret = "s0", .user = "bob", .auth = "{\"b\":2}"},
+        {.ns = "", .name = "nokey", .tag = "", .token = "tok-h1", .secret = "s1", .auth = "{}"},
+        {.ns = "", .name = "k4", .tag = "x", .token = "tok-h2", .secret = "s2", .auth = "{}"},
+        {.ns = "", .name = "k6", .tag = "", .token = "tok-h3", .secret = "s3", .auth = "{}"},
+        {.ns = "", .name = "k7", .tag = "", .token = "tok-h4", .secret = "s4", .auth = "{}"},
+        {.ns = "", .name = "k4", .tag = "", .token = "tok-h5", .secret = "s5", .auth = "{}"},
+        {.ns = "", .name = odd, .tag = "", .token = "tok-h6", .secret = "s6", .auth = "{}"},
+        {.ns = "other", .name = "k4", .tag = "", .token = "tok-h7", .secret = "s7", .auth = "{}"},
+    };
+    size_t n = sizeof(h) / sizeof(h[0]);
+    for (size_t i = 0; i < n; i++) {
+        h[i].token_expires_at = now + 3600000;
+        h[i].now = now;
+    }
+    ASSERT_OK(store_connect_held(s, h, n));
+    bool found[] = {true, false, true, true, true, true, true, false};
+    bool made[] = {true, false, false, false, false, true, true, false};
+    for (size_t i = 0; i < n; i++) {
+        ASSERT_EQ(h[i].found, found[i]);
+        ASSERT_EQ(h[i].token_made, made[i]);
+        struct route_row route;
+        ASSERT_EQ(STORE_CALL(s, route_get, h[i].token, &route), made[i] ? 0 : -ENOENT);
+        if (made[i]) {
+            ASSERT_STR_EQ(route.backend_id, i == 6 ? "b8" : "b4");
+            ASSERT_STR_EQ(route.secret_token, h[i].secret);
+            route_row_release(&route);
+        }
+    }
+    ASSERT_STR_EQ(h[0].key.backend_id, "b4");
+    ASSERT_STR_EQ(h[0].key.cluster, "c.test");
+    struct key_row one;
+    ASSERT_OK(STORE_CALL(s, key_get, "", "k4", &one)); /* the same row key_get reads */
+    ASSERT_EQ(h[0].key.status, one.status);
+    ASSERT_EQ(h[0].key.expires_at, one.expires_at);
+    ASSERT_EQ(h[0].key.fencing_token, one.fencing_token);
+    ASSERT_EQ(h[0].key.frozen, one.frozen);
+    key_row_release(&one);
+    ASSERT_STR_EQ(h[2].key.tag, "");       /* the key's tag, not the one asked for */
+    ASSERT_STR_EQ(h[3].key.backend_id, "b6");
+    ASSERT_TRUE(h[3].key.expires_at < now);
+    ASSERT_STR_EQ(h[4].key.static_token, "s.static");
+    struct route_row route;
+    ASSERT_OK(STORE_CALL(s, route_get, "tok-h0", &route));
+    ASSERT_STR_EQ(route.user, "bob");
+    ASSERT_STR_EQ(route.user_data, "{\"b\":2}");
+    route_row_release(&route);
+    ASSERT_OK(STORE_CALL(s, route_get, "tok-h5", &route));
+    ASSERT_NULL(route.user);
+    route_row_release(&route);
+    for (size_t i = 0; i < n; i++)
+        key_row_release(&h[i].key);
+    ASSERT_OK(store_connect_held(s, h, 0));
+}
+
 static void contract(struct store *s)
 {
     t0_ms = clock_epoch_ms();
@@ -346,6 +415,9 @@ static void contract(struct store *s)
     ASSERT_NULL(txt);
     ASSERT_OK(STORE_CALL(s, cert_lease, "c.test", 9, T0 + 60002, 60000, &b)); /* free again */
     ASSERT_TRUE(b);
+
+    /* Connects for named keys in one batch: a token only for a held key with the asked tag and no static token. */
+    held_batch(s, drone, tok[2]);
 }
 
 TEST(store_contract_sqlite)

@@ -103,6 +103,10 @@ fi
 for port in "$PPORT" ${ALT_PID:+"$APORT"}; do
     for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ready")" = 200 ] && break; sleep 0.05; done
 done
+# A proxy that refused its arguments (PROXY_ARGS, PROXY_ALT_ARGS) has exited.
+for p in "$PROXY_PID:proxy" "$COPY_PID:proxy-copy" ${ALT_PID:+"$ALT_PID:proxy-alt"}; do
+    kill -0 "${p%%:*}" 2>/dev/null || { echo "bench/proxy.sh: ${p#*:} exited:" >&2; cat "$TMP/${p#*:}.log" >&2; exit 1; }
+done
 sleep 1 # the drone registers
 TOKEN=$(curl -s -XPOST -H 'content-type: application/json' \
     -d "{\"key\":{\"name\":\"bench\"},\"spawn_config\":{\"executable\":{\"command\":[\"$ECHO\"]}}}" \
@@ -318,4 +322,7 @@ echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1
 exec 9>&-
 wait "$IDLE_PID" 2>/dev/null || true
 
+echo
+echo "proxy: --workers $WORKERS${PROXY_ARGS:+ $PROXY_ARGS}${ALT_PID:+; proxy-alt: --workers $WORKERS $PROXY_ALT_ARGS};" \
+    "nginx worker_processes $WORKERS; haproxy nbthread $WORKERS ($(haproxy -v | awk 'NR == 1 { print $3 }'))"
 $PY "$ROOT/bench/proxy_summary.py" "$RAW" "$RATE"

@@ -3,7 +3,7 @@
 #
 # bench/proxy.sh [SECONDS] [ROUNDS] - the proxy against its baselines, on
 # loopback, in one run:
-#   Relays: `plane proxy --workers WORKERS`; nginx (worker_processes
+#   RELAYS `plane proxy --workers WORKERS`; nginx (worker_processes
 #          WORKERS, keep-alive upstream over HTTP/1.1, access_log off) and
 #          HAProxy (nbthread WORKERS, mode http, http-reuse always, no log),
 #          both the Debian packages, run from configs in $TMP (never the

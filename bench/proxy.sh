@@ -3,27 +3,43 @@
 #
 # bench/proxy.sh [SECONDS] [ROUNDS] - the proxy against its baselines, on
 # loopback, in one run:
-#   HTTP   wrk -t2 -c50 (saturation) against the echo backend directly,
-#          through `plane proxy`, and through nginx (keep-alive upstream, 2
-#          workers, access_log off: RECIPES.md), alternating round by round;
-#          medians and ratios, and each relay's CPU time per request.
+#   RELAYS `plane proxy --workers WORKERS`; nginx (worker_processes
+#          WORKERS, keep-alive upstream over HTTP/1.1, access_log off) and
+#          HAProxy (nbthread WORKERS, mode http, http-reuse always, no log),
+#          both the Debian packages, run from configs in $TMP (never the
+#          system services); and, with PROXY_ALT_ARGS set, a second `plane
+#          proxy` ("proxy-alt") with those extra arguments, so two ways of
+#          running the proxy are compared in one run. Every measurement below
+#          that has one relay has them all, alternating round by round.
+#   HTTP   wrk -t2 -c50 (saturation) against the echo backend directly and
+#          through each relay; medians and ratios, and each relay's CPU time
+#          per request from /proc (all threads and processes of the relay;
+#          for direct, the backend's).
 #          Moderate load: a fixed rate (RATE, default 5,000 req/s, about a
 #          tenth of what the proxy sustains here) over 8 keep-alive
 #          connections with bench/latency_load.c, which times every request
 #          from when it was due (open loop: a slow server is charged for the
-#          requests it kept waiting); added latency = proxy - direct.
-#   WS     1,000 concurrent echo connections, directly and through the proxy
-#          (bench/proxy_wsbench.c); then N idle WebSockets held through the
-#          proxy (10,000, or as many as the descriptor limit allows) and the
-#          proxy's RSS while it holds them.
+#          requests it kept waiting); added latency = relay - direct.
+#   WS     1,000 concurrent echo connections, directly and through each relay
+#          (bench/proxy_wsbench.c): messages/s and the relay's CPU time per
+#          message over the measured window. A message is one echo round
+#          trip (the client's 64-byte frame to the backend and its echo
+#          back: two frames through the relay). Then N idle WebSockets held
+#          through the proxy (10,000, or as many as the descriptor limit
+#          allows) and the proxy's RSS while it holds them.
 #   HTTP/2 h2load -t2 -c50 -m10 with prior knowledge (h2c), through `plane
-#          proxy` and through nginx's `listen ... http2`, same rounds.
+#          proxy`, nginx's `listen ... http2` and HAProxy's `bind ... proto
+#          h2`, same rounds.
 #   BULK   4 WebSockets echoing 1 MiB messages: directly, through the proxy
-#          (bulk tunnels move by splice(2)) and through a second proxy with
-#          --no-splice (copies through user space); throughput and each
-#          proxy's CPU time per GiB relayed.
-# Needs wrk, h2load and nginx (scripts/install-deps.sh --bench).
+#          (bulk tunnels move by splice(2)), through a second proxy with
+#          --no-splice (copies through user space) and through proxy-alt if
+#          there is one; throughput and each proxy's CPU time per GiB relayed.
+# Needs wrk, h2load, nginx and haproxy (scripts/install-deps.sh --bench).
 # PLANE_BIN and ECHO_BACKEND override build/plane and build/echo_backend.
+# PROXY_ARGS: extra arguments for `plane proxy` (the main one and the
+# --no-splice one), default none. PROXY_ALT_ARGS: when set, also run
+# proxy-alt, the same command line as the main proxy without PROXY_ARGS and
+# with these instead (for example PROXY_ALT_ARGS="--io epoll").
 set -euo pipefail
 
 SECS=${1:-5}
@@ -34,9 +50,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PLANE=${PLANE_BIN:-$ROOT/build/plane}
 ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
 PY=/usr/bin/python3
+read -ra PROXY_EXTRA <<<"${PROXY_ARGS:-}"
+read -ra ALT_EXTRA <<<"${PROXY_ALT_ARGS:-}"
 
-for tool in wrk h2load nginx cc curl; do
-    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is missing (scripts/install-deps.sh --bench; apt-get install nginx)" >&2; exit 1; }
+for tool in wrk h2load nginx haproxy cc curl; do
+    command -v "$tool" >/dev/null || { echo "bench/proxy.sh: $tool is missing (scripts/install-deps.sh --bench; apt-get install nginx haproxy)" >&2; exit 1; }
 done
 [ -x "$PLANE" ] && [ -x "$ECHO" ] || { echo "bench/proxy.sh: build first (make)" >&2; exit 1; }
 
@@ -57,6 +75,7 @@ free_port() { $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0));
 wait_http() { for _ in $(seq 200); do curl -s -o /dev/null "$@" && return 0; sleep 0.05; done; echo "timeout: $*" >&2; exit 1; }
 
 CPORT=$(free_port); PPORT=$(free_port); NPORT=$(free_port); N2PORT=$(free_port)
+HPORT=$(free_port); H2PORT=$(free_port); APORT=$(free_port)
 CLUSTER=localhost:9090
 "$PLANE" controller --db "$TMP/c.db" --port "$CPORT" --default-cluster "$CLUSTER" >"$TMP/controller.log" 2>&1 &
 PIDS+=($!)
@@ -65,15 +84,29 @@ wait_http "http://127.0.0.1:$CPORT/pub/health"
     --db "$TMP/d.db" --data-dir "$TMP/dd" >"$TMP/drone.log" 2>&1 &
 PIDS+=($!)
 "$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$PPORT" \
-    --host 127.0.0.1 --workers "$WORKERS" >"$TMP/proxy.log" 2>&1 &
+    --host 127.0.0.1 --workers "$WORKERS" ${PROXY_EXTRA[@]+"${PROXY_EXTRA[@]}"} >"$TMP/proxy.log" 2>&1 &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 CPPORT=$(free_port)
 "$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$CPPORT" \
-    --host 127.0.0.1 --workers "$WORKERS" --no-splice --name px-copy >"$TMP/proxy-copy.log" 2>&1 &
+    --host 127.0.0.1 --workers "$WORKERS" --no-splice --name px-copy ${PROXY_EXTRA[@]+"${PROXY_EXTRA[@]}"} \
+    >"$TMP/proxy-copy.log" 2>&1 &
 COPY_PID=$!
 PIDS+=($COPY_PID)
-for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PPORT/ready")" = 200 ] && break; sleep 0.05; done
+ALT_PID=
+if [ -n "${PROXY_ALT_ARGS:-}" ]; then
+    "$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$APORT" \
+        --host 127.0.0.1 --workers "$WORKERS" --name px-alt "${ALT_EXTRA[@]}" >"$TMP/proxy-alt.log" 2>&1 &
+    ALT_PID=$!
+    PIDS+=("$ALT_PID")
+fi
+for port in "$PPORT" ${ALT_PID:+"$APORT"}; do
+    for _ in $(seq 200); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/ready")" = 200 ] && break; sleep 0.05; done
+done
+# A proxy that refused its arguments (PROXY_ARGS, PROXY_ALT_ARGS) has exited.
+for p in "$PROXY_PID:proxy" "$COPY_PID:proxy-copy" ${ALT_PID:+"$ALT_PID:proxy-alt"}; do
+    kill -0 "${p%%:*}" 2>/dev/null || { echo "bench/proxy.sh: ${p#*:} exited:" >&2; cat "$TMP/${p#*:}.log" >&2; exit 1; }
+done
 sleep 1 # the drone registers
 TOKEN=$(curl -s -XPOST -H 'content-type: application/json' \
     -d "{\"key\":{\"name\":\"bench\"},\"spawn_config\":{\"executable\":{\"command\":[\"$ECHO\"]}}}" \
@@ -92,6 +125,10 @@ http {
     server {
         listen 127.0.0.1:$NPORT;
         location / { proxy_pass http://b; proxy_http_version 1.1; proxy_set_header Connection ""; }
+        location /ws {
+            proxy_pass http://b; proxy_http_version 1.1; proxy_read_timeout 1h;
+            proxy_set_header Upgrade \$http_upgrade; proxy_set_header Connection upgrade;
+        }
     }
     server {
         listen 127.0.0.1:$N2PORT http2;
@@ -104,6 +141,34 @@ nginx -c "$TMP/nginx.conf" -p "$TMP" >"$TMP/nginx.out" 2>&1 &
 PIDS+=($!)
 wait_http "http://127.0.0.1:$NPORT/"
 
+# HAProxy as nginx above: WORKERS threads, HTTP/1.1 to the backend over
+# connections kept open and shared between clients (http-reuse always), no
+# log; WebSockets pass as tunnels after the upgrade (timeout tunnel). h2c
+# with prior knowledge on a second bind.
+cat >"$TMP/haproxy.cfg" <<EOF
+global
+    nbthread $WORKERS
+    maxconn 8000
+defaults
+    mode http
+    option http-keep-alive
+    http-reuse always
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout tunnel 1h
+frontend fe
+    bind 127.0.0.1:$HPORT
+    bind 127.0.0.1:$H2PORT proto h2
+    default_backend b
+backend b
+    server s1 127.0.0.1:$BPORT
+EOF
+haproxy -db -f "$TMP/haproxy.cfg" >"$TMP/haproxy.out" 2>&1 &
+HAPROXY_PID=$!
+PIDS+=("$HAPROXY_PID")
+wait_http "http://127.0.0.1:$HPORT/"
+
 cc -O2 -o "$TMP/wsbench" "$ROOT/bench/proxy_wsbench.c"
 cc -O2 -o "$TMP/latency_load" "$ROOT/bench/latency_load.c"
 
@@ -112,12 +177,17 @@ url_of() {
     case $1 in
     direct) echo "http://127.0.0.1:$BPORT$PATH_Q" ;;
     proxy) echo "http://127.0.0.1:$PPORT/$TOKEN$PATH_Q" ;;
+    proxy-alt) echo "http://127.0.0.1:$APORT/$TOKEN$PATH_Q" ;;
     nginx) echo "http://127.0.0.1:$NPORT$PATH_Q" ;;
+    haproxy) echo "http://127.0.0.1:$HPORT$PATH_Q" ;;
     esac
 }
+# The relays measured in every round, in the order they run.
+RELAYS="proxy${ALT_PID:+ proxy-alt} nginx haproxy"
 
 # CPU time (clock ticks, all threads) of what sits on each path: the
-# backend for direct, the proxy process, nginx's master and workers. Their
+# backend for direct, the proxy process, nginx's master and workers,
+# HAProxy's one process (its threads). Their
 # CPU per request compares the relays' efficiency apart from how the
 # scheduler shares two cores among client, relay and backend.
 BACKEND_PID=$(ss -Hltnp "sport = :$BPORT" | sed -n 's/.*pid=\([0-9]*\).*/\1/p' | head -1)
@@ -128,7 +198,9 @@ relay_pids() {
     case $1 in
     direct) echo "$BACKEND_PID" ;;
     proxy) echo "$PROXY_PID" ;;
+    proxy-alt) echo "$ALT_PID" ;;
     nginx) echo "$NGINX_PIDS $(for p in $NGINX_PIDS; do pgrep -P "$p"; done | tr '\n' ' ')" ;;
+    haproxy) echo "$HAPROXY_PID $(pgrep -P "$HAPROXY_PID" | tr '\n' ' ')" ;;
     esac
 }
 HZ=$(getconf CLK_TCK)
@@ -162,7 +234,9 @@ run_h2() { # kind: h2load with prior knowledge, 50 connections of 10 streams eac
     local url out
     case $1 in
     proxy) url="http://127.0.0.1:$PPORT/$TOKEN$PATH_Q" ;;
+    proxy-alt) url="http://127.0.0.1:$APORT/$TOKEN$PATH_Q" ;;
     nginx) url="http://127.0.0.1:$N2PORT$PATH_Q" ;;
+    haproxy) url="http://127.0.0.1:$H2PORT$PATH_Q" ;;
     esac
     out=$(h2load -t2 -c50 -m10 -D "$SECS" -H ":authority: $CLUSTER" "$url" 2>&1)
     echo "$out" | awk -v t="$1" '
@@ -177,29 +251,38 @@ run_moderate() { # kind: open-loop RATE req/s over 8 connections
     case $1 in
     direct) port=$BPORT path=$PATH_Q ;;
     proxy) port=$PPORT path=/$TOKEN$PATH_Q ;;
+    proxy-alt) port=$APORT path=/$TOKEN$PATH_Q ;;
     nginx) port=$NPORT path=$PATH_Q ;;
+    haproxy) port=$HPORT path=$PATH_Q ;;
     esac
     echo "moderate $1 $("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")" >>"$RAW"
 }
 
-echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT, nginx :$NPORT (h2c :$N2PORT)" >&2
+run_ws() { # kind: 1,000 echo connections; the relay's CPU over the measured window
+    local port path
+    case $1 in
+    direct) port=$BPORT path=/ws ;;
+    proxy) port=$PPORT path=/$TOKEN/ws ;;
+    proxy-alt) port=$APORT path=/$TOKEN/ws ;;
+    nginx) port=$NPORT path=/ws ;;
+    haproxy) port=$HPORT path=/ws ;;
+    esac
+    echo "ws $1 $(WSBENCH_PIDS="$(relay_pids "$1")" "$TMP/wsbench" echo 127.0.0.1 "$port" "$path" "$CLUSTER" 1000 "$SECS")" >>"$RAW"
+}
+
+echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT${ALT_PID:+, proxy-alt :$APORT}," \
+    "nginx :$NPORT (h2c :$N2PORT), haproxy :$HPORT (h2c :$H2PORT)" >&2
 for r in $(seq "$ROUNDS"); do
-    for kind in direct proxy nginx; do run_wrk "$kind" http 2 50; done
-    for kind in proxy nginx; do run_h2 "$kind"; done
-    for kind in direct proxy nginx; do run_moderate "$kind"; done
-    for kind in direct proxy; do
-        if [ "$kind" = direct ]; then
-            res=$("$TMP/wsbench" echo 127.0.0.1 "$BPORT" /ws "$CLUSTER" 1000 "$SECS")
-        else
-            res=$("$TMP/wsbench" echo 127.0.0.1 "$PPORT" "/$TOKEN/ws" "$CLUSTER" 1000 "$SECS")
-        fi
-        echo "ws $kind $res" >>"$RAW"
-    done
-    for kind in direct proxy copy; do
+    for kind in direct $RELAYS; do run_wrk "$kind" http 2 50; done
+    for kind in $RELAYS; do run_h2 "$kind"; done
+    for kind in direct $RELAYS; do run_moderate "$kind"; done
+    for kind in direct $RELAYS; do run_ws "$kind"; done
+    for kind in direct proxy copy ${ALT_PID:+proxy-alt}; do
         case $kind in
         direct) port=$BPORT path=/ws pids= ;;
         proxy) port=$PPORT path=/$TOKEN/ws pids=$PROXY_PID ;;
         copy) port=$CPPORT path=/$TOKEN/ws pids=$COPY_PID ;;
+        proxy-alt) port=$APORT path=/$TOKEN/ws pids=$ALT_PID ;;
         esac
         # shellcheck disable=SC2086
         c0=$(ticks $pids)
@@ -239,4 +322,7 @@ echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1
 exec 9>&-
 wait "$IDLE_PID" 2>/dev/null || true
 
-$PY "$ROOT/bench/proxy_summary.py" "$RAW"
+echo
+echo "proxy: --workers $WORKERS${PROXY_ARGS:+ $PROXY_ARGS}${ALT_PID:+; proxy-alt: --workers $WORKERS $PROXY_ALT_ARGS};" \
+    "nginx worker_processes $WORKERS; haproxy nbthread $WORKERS ($(haproxy -v | awk 'NR == 1 { print $3 }'))"
+$PY "$ROOT/bench/proxy_summary.py" "$RAW" "$RATE"

@@ -7,7 +7,12 @@
  *   proxy_wsbench echo ADDR PORT PATH HOST N SECONDS [BYTES]
  *       N connections, each sending one masked message of BYTES (default 64)
  *       and waiting for its echo before the next; prints messages/s and the
- *       round-trip p50/p99 in microseconds.
+ *       round-trip p50/p99 in microseconds. A message is one echo round
+ *       trip: the client's frame out and the echoed frame back (a relay
+ *       forwards two frames per message). msgs= is their count in the
+ *       measured window; with WSBENCH_PIDS set (process ids, space
+ *       separated), relay_ticks= is those processes' CPU time (all
+ *       threads, clock ticks of hz=) over the same window.
  *   proxy_wsbench idle ADDR PORT PATH HOST N
  *       opens N connections (upgrade done, one echo each), prints "ready N",
  *       then holds them until stdin closes.
@@ -242,6 +247,39 @@ static int handle(struct conn *c, uint32_t events, int echo_mode)
     return 0;
 }
 
+/* CPU clock ticks (user + system, all threads) of the processes in WSBENCH_PIDS. */
+static unsigned long long pids_ticks(void)
+{
+    const char *pids = getenv("WSBENCH_PIDS");
+    unsigned long long total = 0;
+    char *end;
+
+    if (!pids)
+        return 0;
+    for (const char *p = pids; *p;) {
+        long pid = strtol(p, &end, 10);
+        if (end == p) {
+            p++;
+            continue;
+        }
+        p = end;
+        char path[64], buf[1024];
+        snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        if (!f)
+            continue;
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        /* Fields after the ")" that ends comm: state is field 3, utime 14, stime 15. */
+        char *q = strrchr(buf, ')');
+        unsigned long long ut, st;
+        if (q && sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+            total += ut + st;
+    }
+    return total;
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -296,6 +334,7 @@ int main(int argc, char **argv)
             conns[opened++] = open_conn();
         /* Warm up until every connection has had one echo. */
         uint64_t start = 0, end = 0;
+        unsigned long long ticks0 = 0;
         int measuring = 0;
         uint64_t warm_deadline = now_us() + 30000000u;
         for (;;) {
@@ -307,17 +346,23 @@ int main(int argc, char **argv)
                 measuring = 1;
                 g_msgs = 0;
                 g_nlat = 0;
+                ticks0 = pids_ticks();
                 start = t;
                 end = t + (uint64_t)(seconds * 1e6);
             }
             if (measuring && t >= end)
                 break;
         }
+        unsigned long long ticks = pids_ticks() - ticks0;
         double el = (double)(now_us() - start) / 1e6;
         qsort(g_lat, g_nlat, sizeof(*g_lat), cmp_u64);
-        printf("msgs_per_sec=%.0f p50_us=%llu p99_us=%llu conns=%u bytes=%zu\n", (double)g_msgs / el,
+        printf("msgs_per_sec=%.0f p50_us=%llu p99_us=%llu conns=%u bytes=%zu msgs=%llu secs=%.3f", (double)g_msgs / el,
                (unsigned long long)(g_nlat ? g_lat[g_nlat / 2] : 0),
-               (unsigned long long)(g_nlat ? g_lat[g_nlat * 99 / 100] : 0), n, g_bytes);
+               (unsigned long long)(g_nlat ? g_lat[g_nlat * 99 / 100] : 0), n, g_bytes,
+               (unsigned long long)g_msgs, el);
+        if (getenv("WSBENCH_PIDS"))
+            printf(" relay_ticks=%llu hz=%ld", ticks, sysconf(_SC_CLK_TCK));
+        printf("\n");
         return 0;
     }
     while (ready < n) {

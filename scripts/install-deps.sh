@@ -16,7 +16,7 @@ pkgs=(
     pebble bind9-dnsutils openssl   # ACME tests: a real CA, dig, certificates
     iproute2 iptables ethtool util-linux   # fault tests and soak: hosts in network namespaces
 )
-[ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx)
+[ "${1:-}" = "--bench" ] && pkgs+=(wrk hyperfine nginx haproxy)
 
 missing=()
 for p in "${pkgs[@]}"; do

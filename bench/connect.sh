@@ -33,11 +33,11 @@ errs() { echo "$1" | awk '/Non-2xx/ {n = $NF} END {print n + 0}'; }
 # setup NAME DB N: N controllers on DB, a mock drone on the first, 100 keys.
 setup() {
   local name=$1 db=$2 n=$3
-  urls=()
+  urls=(); ctrl_pids=()
   for i in $(seq 1 "$n"); do
     local port; port=$(free_port)
     build/plane controller --db "$db" --port "$port" --default-cluster localhost:9090 2>"$tmp/$name-c$i.log" &
-    pids+=($!)
+    pids+=($!); ctrl_pids+=($!)
     urls+=("http://127.0.0.1:$port")
     until curl -sf "${urls[-1]}/pub/health" >/dev/null; do sleep 0.05; done
   done
@@ -51,15 +51,31 @@ setup() {
   done
 }
 
-# load PATH [wrk args]: 16 connections split over the controllers; prints "req/s p50 p99 non2xx".
+# cpu_ticks: "busy total" jiffies of the whole machine so far (/proc/stat).
+cpu_ticks() { awk '/^cpu / {t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t}' /proc/stat; }
+
+# proc_ticks PID...: their CPU time so far (user + system jiffies); PostgreSQL's
+# server processes are the postmaster's children, started as it goes.
+proc_ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0))); done; echo $t; }
+pg_pids() { local pm; pm=$(head -1 "$pgdir/data/postmaster.pid" 2>/dev/null) || return 0; echo "$pm $(pgrep -P "$pm" | tr '\n' ' ')"; }
+
+# load PATH [wrk args]: 16 connections split over the controllers; prints
+# "req/s|p50s|p99s|non2xx|busy%|controller us|postgres us" (busy: both cores,
+# everything running, during the load; us: CPU per request of the controllers,
+# of PostgreSQL's processes).
 load() {
   local path=$1; shift
-  local n=${#urls[@]} outs=() i
+  local n=${#urls[@]} outs=() i b0 t0 b1 t1 c0 c1 g0 g1 pgp
+  pgp=$(pg_pids)
+  read -r b0 t0 <<<"$(cpu_ticks)"
+  c0=$(proc_ticks "${ctrl_pids[@]}"); g0=$(proc_ticks $pgp)
   for i in $(seq 0 $((n - 1))); do
     wrk -t$((2 / n > 0 ? 2 / n : 1)) -c$((16 / n)) -d"${secs}s" --latency "$@" "${urls[$i]}$path" >"$tmp/wrk$i" 2>&1 &
     outs+=($!)
   done
   wait "${outs[@]}"
+  read -r b1 t1 <<<"$(cpu_ticks)"
+  c1=$(proc_ticks "${ctrl_pids[@]}"); g1=$(proc_ticks $(pg_pids))
   local total=0 p50="" p99="" bad=0
   for i in $(seq 0 $((n - 1))); do
     local o; o=$(cat "$tmp/wrk$i")
@@ -67,17 +83,19 @@ load() {
     p50="$p50 $(pct "$o" 50%)"; p99="$p99 $(pct "$o" 99%)"
     bad=$((bad + $(errs "$o")))
   done
-  echo "$total|$p50|$p99|$bad"
+  local hz; hz=$(getconf CLK_TCK)
+  echo "$total|$p50|$p99|$bad|$(( (b1 - b0) * 100 / (t1 - t0) ))|$(/usr/bin/python3 -c "r=$total*$secs; print(f'{($c1-$c0)*1e6/$hz/r:.0f}|{($g1-$g0)*1e6/$hz/r:.0f}')")"
 }
 
 declare -A connects
 report() {
   local name=$1
   IFS='|' read -r base_rate base_p50 base_p99 _ <<<"$(load /pub/health)"
-  IFS='|' read -r c_rate c_p50 c_p99 c_bad <<<"$(KEYS=100 load /ctrl/connect -s bench/connect_existing.lua)"
+  IFS='|' read -r c_rate c_p50 c_p99 c_bad c_busy c_cus c_pgus <<<"$(KEYS=100 load /ctrl/connect -s bench/connect_existing.lua)"
   connects[$name]=$c_rate
   printf '  %-22s health %9.0f req/s | connect %9.0f req/s  p50%s  p99%s  non-2xx %s\n' \
     "$name" "$base_rate" "$c_rate" "$c_p50" "$c_p99" "$c_bad"
+  printf '  %-22s   cores busy %s%%, CPU per connect: controllers %s us, PostgreSQL %s us\n' "$name" "$c_busy" "$c_cus" "$c_pgus"
   printf '  %-22s ' "$name"; /usr/bin/python3 bench/connect_bench.py "${urls[0]}" 200
 }
 

@@ -11,7 +11,7 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 CFLAGS += -std=c11 -D_GNU_SOURCE -MMD -MP -Wall -Wextra -Wformat=2 -Wshadow \
           -Wstrict-prototypes -Wmissing-prototypes -Wwrite-strings -Wpointer-arith
-PKGS := libuv jansson sqlite3 libpq openssl libcurl ldns libnghttp2
+PKGS := libuv jansson sqlite3 libpq openssl libcurl ldns libnghttp2 liburing
 CFLAGS += $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lhttp_parser -lwslay -lm
 

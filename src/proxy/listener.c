@@ -598,8 +598,10 @@ static void conn_check_eof(struct conn *c)
     switch (c->state) {
     case CONN_ROUTE:
     case CONN_FORWARD:
-        if (c->state == CONN_FORWARD ? c->req_done : !h1_has_body(&c->req))
-            return; /* complete: its response comes */
+        /* Complete, or without a body (it completes once the upstream takes it, which with
+         * io_uring is only when the kernel reports the head sent): its response comes. */
+        if (c->req_done || !h1_has_body(&c->req))
+            return;
         if (c->s.in_len > 0)
             return; /* the body's bytes are buffered: checked again once they are used */
         conn_close(c);

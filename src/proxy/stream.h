@@ -70,6 +70,8 @@ struct stream_uring {
     int err;                      /* a send failed: later writes fail with it */
     char *out;                    /* owned: bytes being sent, out[off..len) still to go */
     size_t out_len, out_off, out_cap;
+    void *send_sqe;               /* the send's entry while not yet submitted (send_gen is current) */
+    unsigned send_gen;
     char *next;                   /* owned: bytes written while a send is in the kernel */
     size_t next_len, next_cap;
     uv_close_cb close_cb;         /* stream_close's, run once the kernel holds nothing of ours */

@@ -59,6 +59,7 @@ struct stream_ring {
     struct list_node deliver;    /* streams with stashed input to hand over */
     unsigned inflight;           /* receives and sends in the kernel */
     unsigned handles;            /* open uv handles */
+    unsigned gen;                /* submissions so far: an entry prepared since the last is still ours */
     bool stopping;
     bool reaping;                /* reap() is on the stack */
 };
@@ -68,13 +69,22 @@ static struct stream_ring *ring_of(const struct stream *s)
     return s->w->ring;
 }
 
+static void submit(struct stream_ring *r, bool get_events)
+{
+    r->gen++;
+    if (get_events)
+        io_uring_submit_and_get_events(&r->ring);
+    else
+        io_uring_submit(&r->ring);
+}
+
 static struct io_uring_sqe *get_sqe(struct stream_ring *r)
 {
     struct io_uring_sqe *sqe = io_uring_get_sqe(&r->ring);
 
     if (!sqe) {
         /* The queue is full: hand it to the kernel now. */
-        io_uring_submit(&r->ring);
+        submit(r, false);
         sqe = io_uring_get_sqe(&r->ring);
     }
     if (!sqe)
@@ -107,13 +117,20 @@ static void arm(struct stream *s)
     r->inflight++;
 }
 
+static void prep_send(struct stream *s, struct io_uring_sqe *sqe)
+{
+    io_uring_prep_send(sqe, s->ur.fd, s->ur.out + s->ur.out_off, s->ur.out_len - s->ur.out_off, MSG_NOSIGNAL);
+    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | OP_SEND);
+}
+
 static void send_out(struct stream *s)
 {
     struct stream_ring *r = ring_of(s);
     struct io_uring_sqe *sqe = get_sqe(r);
 
-    io_uring_prep_send(sqe, s->ur.fd, s->ur.out + s->ur.out_off, s->ur.out_len - s->ur.out_off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | OP_SEND);
+    prep_send(s, sqe);
+    s->ur.send_sqe = sqe;
+    s->ur.send_gen = r->gen;
     s->ur.send_busy = true;
     r->inflight++;
 }
@@ -321,7 +338,7 @@ static void reap(struct stream_ring *r)
     for (int round = 0; round < RING_ROUNDS; round++) {
         unsigned n = 0;
         deliver(r);
-        io_uring_submit_and_get_events(&r->ring);
+        submit(r, true);
         while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
             uint64_t ud = cqe->user_data;
             int res = cqe->res;
@@ -515,7 +532,11 @@ int stream_uring_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         total += bufs[i].len;
     if (total == 0)
         return 0;
-    if (s->ur.send_busy) {
+    if (s->ur.send_busy && s->ur.send_gen == ring_of(s)->gen) {
+        /* The send is not submitted yet: it takes these bytes too. */
+        append(&s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
+        prep_send(s, s->ur.send_sqe);
+    } else if (s->ur.send_busy) {
         append(&s->ur.next, &s->ur.next_len, &s->ur.next_cap, bufs, n, total);
     } else {
         append(&s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
@@ -555,7 +576,7 @@ void stream_uring_close(struct stream *s, uv_close_cb cb)
         struct io_uring_sqe *sqe = get_sqe(r);
         io_uring_prep_cancel_fd(sqe, s->ur.fd, IORING_ASYNC_CANCEL_ALL);
         io_uring_sqe_set_data64(sqe, OP_NONE);
-        io_uring_submit(&r->ring);
+        submit(r, false); /* what is queued to send goes first, as far as the socket takes it */
     }
     uv_close((uv_handle_t *)&s->tcp, tcp_closed);
 }

@@ -134,19 +134,25 @@ void tunnel_up_end(struct conn *c, int status)
     maybe_finish(c);
 }
 
+/*
+ * With io_uring every write is queued until the kernel has sent it, so
+ * input never finds both sides idle: the hand-over to splice is tried when
+ * a side drains instead, before the other side is read again (a receive
+ * started now would make the hand-over wait for its bytes).
+ */
 void tunnel_client_drained(struct conn *c)
 {
+    if (c->s.uring)
+        splice_start(c);
     if (c->up)
         stream_read(&c->up->s, true);
-    if (c->s.uring)
-        splice_start(c); /* with io_uring every write is queued: input never finds both sides idle */
 }
 
 void tunnel_up_drained(struct conn *c)
 {
-    stream_read(&c->s, true);
-    if (c->s.uring && c->up && !c->s.closing)
+    if (c->s.uring && c->up)
         splice_start(c);
+    stream_read(&c->s, true);
 }
 
 void tunnel_quiet(struct conn *c)

@@ -49,7 +49,7 @@ struct stream_ops {
     void (*input)(struct stream *s, const char *data, size_t len);
     /* The peer closed (UV_EOF) or the connection failed (another UV error). Once. */
     void (*end)(struct stream *s, int status);
-    /* Every queued write has completed. */
+    /* Every queued write has completed (io_uring: or one failed after ->end: the next write fails). */
     void (*drained)(struct stream *s);
     /* Optional: a receive cancelled by stream_hold() is gone; the stream is quiet. */
     void (*quiet)(struct stream *s);

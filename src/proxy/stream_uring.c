@@ -251,6 +251,10 @@ static void send_done(struct stream *s, int res)
             s->ended = true;
             stream_read(s, false);
             s->ops->end(s, s->ur.err);
+        } else {
+            /* Ended already (the peer's FIN): the owner hears of it from its next
+             * write, which fails; this makes it write again if it was waiting. */
+            s->ops->drained(s);
         }
         return;
     }

@@ -43,6 +43,8 @@
 #define RING_FLAGS (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
 #define RING_ROUNDS 8 /* submit-and-collect rounds per wakeup before yielding to the loop */
 #define RING_BGID 0
+#define OUT_MIN 4096   /* an out buffer's first size; buffers of this size are recycled */
+#define SPARE_MAX 256  /* recycled out buffers kept per worker */
 
 /* What a completion is for: the low bits of its user_data (streams are 8-aligned). */
 enum { OP_NONE = 0, OP_RECV = 1, OP_SEND = 2, OP_MASK = 3 };
@@ -62,6 +64,8 @@ struct stream_ring {
     unsigned gen;                /* submissions so far: an entry prepared since the last is still ours */
     bool stopping;
     bool reaping;                /* reap() is on the stack */
+    char *spare[SPARE_MAX];      /* owned: out buffers of OUT_MIN bytes, free for the taking */
+    unsigned nspare;
 };
 
 static struct stream_ring *ring_of(const struct stream *s)
@@ -135,10 +139,16 @@ static void send_out(struct stream *s)
     r->inflight++;
 }
 
-static void append(char **p, size_t *len, size_t *cap, const uv_buf_t *bufs, unsigned n, size_t total)
+/* Adds bufs to an out buffer; an idle stream holds none, so the first bytes take a spare one. */
+static void append(struct stream_ring *r, char **p, size_t *len, size_t *cap, const uv_buf_t *bufs, unsigned n,
+                   size_t total)
 {
+    if (!*p && total <= OUT_MIN && r->nspare > 0) {
+        *p = r->spare[--r->nspare];
+        *cap = OUT_MIN;
+    }
     if (*len + total > *cap) {
-        size_t c = *cap ? *cap : 4096;
+        size_t c = *cap ? *cap : OUT_MIN;
         while (c < *len + total)
             c *= 2;
         *p = xrealloc(*p, c);
@@ -148,6 +158,17 @@ static void append(char **p, size_t *len, size_t *cap, const uv_buf_t *bufs, uns
         memcpy(*p + *len, bufs[i].base, bufs[i].len);
         *len += bufs[i].len;
     }
+}
+
+/* Gives an empty out buffer back: kept for the next stream that writes, or freed. */
+static void release(struct stream_ring *r, char **p, size_t *cap)
+{
+    if (*p && *cap == OUT_MIN && r->nspare < SPARE_MAX)
+        r->spare[r->nspare++] = *p;
+    else
+        free(*p);
+    *p = NULL;
+    *cap = 0;
 }
 
 static void ring_maybe_done(struct stream_ring *r)
@@ -163,9 +184,8 @@ static void try_finish(struct stream *s)
 {
     if (!s->ur.tcp_closed || s->ur.recv_busy || s->ur.send_busy)
         return;
-    free(s->ur.out);
-    free(s->ur.next);
-    s->ur.out = s->ur.next = NULL;
+    release(ring_of(s), &s->ur.out, &s->ur.out_cap);
+    release(ring_of(s), &s->ur.next, &s->ur.next_cap);
     s->ur.close_cb((uv_handle_t *)&s->tcp);
 }
 
@@ -277,13 +297,9 @@ static void send_done(struct stream *s, int res)
         send_out(s);
         return;
     }
-    if (s->ur.out_cap > 4 * STREAM_RING_BUF) {
-        /* Do not keep a big buffer on an idle connection. */
-        free(s->ur.out);
-        free(s->ur.next);
-        s->ur.out = s->ur.next = NULL;
-        s->ur.out_cap = s->ur.next_cap = 0;
-    }
+    /* Everything is out: an idle connection holds no buffer (10,000 idle WebSockets). */
+    release(ring_of(s), &s->ur.out, &s->ur.out_cap);
+    release(ring_of(s), &s->ur.next, &s->ur.next_cap);
     if (s->ur.shut_pending) {
         s->ur.shut_pending = false;
         shutdown(s->ur.fd, SHUT_WR);
@@ -495,6 +511,8 @@ void stream_ring_free(struct stream_ring *r)
     munmap(r->br, r->br_size);
     close(r->efd);
     free(r->bufs);
+    while (r->nspare > 0)
+        free(r->spare[--r->nspare]);
     free(r);
 }
 
@@ -538,12 +556,12 @@ int stream_uring_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         return 0;
     if (s->ur.send_busy && s->ur.send_gen == ring_of(s)->gen) {
         /* The send is not submitted yet: it takes these bytes too. */
-        append(&s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
+        append(ring_of(s), &s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
         prep_send(s, s->ur.send_sqe);
     } else if (s->ur.send_busy) {
-        append(&s->ur.next, &s->ur.next_len, &s->ur.next_cap, bufs, n, total);
+        append(ring_of(s), &s->ur.next, &s->ur.next_len, &s->ur.next_cap, bufs, n, total);
     } else {
-        append(&s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
+        append(ring_of(s), &s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
         send_out(s);
     }
     s->queued += total;

@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(
     gcc make pkg-config libc6-dev
     libuv1-dev libhttp-parser-dev libwslay-dev libjansson-dev libnghttp2-dev
-    libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev libldns-dev
+    libsqlite3-dev libpq-dev libssl-dev libcurl4-openssl-dev libldns-dev liburing-dev
     python3 python3-pytest python3-requests python3-websockets
     clang libclang-rt-14-dev curl
     crun            # the oci runtime's tests

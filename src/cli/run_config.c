@@ -533,7 +533,7 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
 {
     static const char *const known[] = {
         "name", "controller_url", "cluster", "cert_path", "port_config", "acme_config", "root_redirect_url",
-        "host", "workers", "metrics_port", /* ours, as the flags */
+        "host", "workers", "metrics_port", "io", /* ours, as the flags */
         NULL,
     };
     static const char *const port_known[] = {"http_port", "https_port", NULL};
@@ -553,8 +553,13 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
         (r = http_url_field(o, path, "root_redirect_url", &p->root_redirect, err)) < 0 ||
         (r = ip_field(o, path, "host", false, &p->host, err)) < 0 ||
         (r = int_field(o, path, "workers", false, 1, ROUTE_CACHE_MAX_WORKERS, &workers, err)) < 0 ||
-        (r = int_field(o, path, "metrics_port", false, 1, 65535, &metrics, err)) < 0)
+        (r = int_field(o, path, "metrics_port", false, 1, 65535, &metrics, err)) < 0 ||
+        (r = str_field(o, path, "io", false, &p->io, err)) < 0)
         return r;
+    if (p->io && strcmp(p->io, "uring") != 0 && strcmp(p->io, "epoll") != 0) {
+        buf_printf(err, "%s.io: '%s' is not uring or epoll", path, p->io);
+        return -EINVAL;
+    }
     if (!p->host)
         p->host = "0.0.0.0";
     p->workers = (long)workers;

@@ -39,8 +39,10 @@ struct pool_slot {
 static void up_input(struct stream *s, const char *data, size_t len);
 static void up_end(struct stream *s, int status);
 static void up_drained(struct stream *s);
+static void up_quiet(struct stream *s);
 
-static const struct stream_ops up_ops = {.input = up_input, .end = up_end, .drained = up_drained};
+static const struct stream_ops up_ops = {.input = up_input, .end = up_end, .drained = up_drained,
+                                         .quiet = up_quiet};
 
 static struct upconn *up_of(struct stream *s)
 {
@@ -220,6 +222,7 @@ static void connect_cb(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&up->s.tcp, 1);
+    stream_uring_attach(&up->s); /* a no-op on the epoll path */
     up->state = UP_ACTIVE;
     up->deadline = 0;
     stream_read(&up->s, true);
@@ -489,6 +492,16 @@ static void up_drained(struct stream *s)
         tunnel_up_drained(up->c);
     else if (up->state == UP_ACTIVE)
         conn_resume(up->c);
+}
+
+static void up_quiet(struct stream *s)
+{
+    struct upconn *up = up_of(s);
+
+    if (up->state == UP_TUNNEL && up->c)
+        tunnel_quiet(up->c);
+    else
+        stream_hold(s, false);
 }
 
 void forward_tick(struct worker *w, uint64_t now)

@@ -666,15 +666,13 @@ void h1_write_request(const struct h1_parser *p, const char *head, const struct 
                       struct buf *out)
 {
     const char *method = http_method_str((enum http_method)p->hp.method);
-    char line[16];
 
     puts_(out, method);
     put(out, " ", 1);
     put(out, o->target, o->target_len);
     if (o->target2_len)
         put(out, o->target2, o->target2_len);
-    snprintf(line, sizeof(line), " HTTP/1.%u\r\n", p->hp.http_minor ? 1u : 0u);
-    puts_(out, line);
+    puts_(out, p->hp.http_minor ? " HTTP/1.1\r\n" : " HTTP/1.0\r\n");
     for (unsigned i = 0; i < p->nfields; i++) {
         const struct h1_field *f = &p->fields[i];
         if (reserved_field(head + f->name.off, f->name.len) || hop_by_hop(head, f->name))
@@ -746,11 +744,21 @@ static bool response_value_ok(const char *v, size_t n)
 void h1_write_response(const struct h1_parser *p, const char *head, const struct h1_response_out *o,
                        struct buf *out)
 {
-    char line[32];
     unsigned status = p->hp.status_code;
+    char line[32];
 
-    snprintf(line, sizeof(line), "HTTP/1.1 %u ", status);
-    puts_(out, line);
+    if (status >= 100 && status <= 999) {
+        /* The usual three digits without printf: this runs for every response. */
+        memcpy(line, "HTTP/1.1 ", 9);
+        line[9] = (char)('0' + status / 100);
+        line[10] = (char)('0' + status / 10 % 10);
+        line[11] = (char)('0' + status % 10);
+        line[12] = ' ';
+        put(out, line, 13);
+    } else {
+        snprintf(line, sizeof(line), "HTTP/1.1 %u ", status);
+        puts_(out, line);
+    }
     if (p->reason.len && h1_value_is_legal(head + p->reason.off, p->reason.len))
         put_span(out, head, p->reason);
     else

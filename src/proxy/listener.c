@@ -40,9 +40,11 @@
 static void conn_input(struct stream *s, const char *data, size_t len);
 static void conn_end(struct stream *s, int status);
 static void conn_drained(struct stream *s);
+static void conn_quiet(struct stream *s);
 static void conn_check_eof(struct conn *c);
 
-static const struct stream_ops conn_ops = {.input = conn_input, .end = conn_end, .drained = conn_drained};
+static const struct stream_ops conn_ops = {.input = conn_input, .end = conn_end, .drained = conn_drained,
+                                           .quiet = conn_quiet};
 
 static struct conn *conn_of(struct stream *s)
 {
@@ -596,8 +598,10 @@ static void conn_check_eof(struct conn *c)
     switch (c->state) {
     case CONN_ROUTE:
     case CONN_FORWARD:
-        if (c->state == CONN_FORWARD ? c->req_done : !h1_has_body(&c->req))
-            return; /* complete: its response comes */
+        /* Complete, or without a body (it completes once the upstream takes it, which with
+         * io_uring is only when the kernel reports the head sent): its response comes. */
+        if (c->req_done || !h1_has_body(&c->req))
+            return;
         if (c->s.in_len > 0)
             return; /* the body's bytes are buffered: checked again once they are used */
         conn_close(c);
@@ -661,6 +665,16 @@ static void conn_drained(struct stream *s)
     }
 }
 
+static void conn_quiet(struct stream *s)
+{
+    struct conn *c = conn_of(s);
+
+    if (c->state == CONN_TUNNEL)
+        tunnel_quiet(c);
+    else
+        stream_hold(s, false);
+}
+
 /* ---- accepting ---- */
 
 static void conn_free_unaccepted(uv_handle_t *h)
@@ -702,6 +716,8 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->s.tcp, 1);
+    if (!l->https)
+        stream_uring_attach(&c->s); /* a no-op on the epoll path */
     if (uv_tcp_getpeername(&c->s.tcp, (struct sockaddr *)&ss, &len) == 0) {
         if (ss.ss_family == AF_INET6) {
             struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;

@@ -44,6 +44,7 @@
 #include "monitor.h"
 #include "proxy.h"
 #include "stats.h"
+#include "stream.h"
 #include "route_cache.h"
 #include "rules.h"
 #include "tls.h"
@@ -76,7 +77,9 @@ static void usage(FILE *f)
                "  --workers N              event loops, one per core by default\n"
                "  --keepalive-interval S   seconds between KeepAlives of a backend in use (default 7)\n"
                "  --metrics-port N         serve Prometheus metrics at http://127.0.0.1:N/metrics\n"
-               "  --no-splice              copy tunnel bytes through the proxy instead of splice(2)\n");
+               "  --no-splice              copy tunnel bytes through the proxy instead of splice(2)\n"
+               "  --io uring|epoll         how plain TCP connections do their I/O (default: $PLANE_PROXY_IO,\n"
+               "                           else io_uring where the kernel allows it, else epoll)\n");
 }
 
 void proxy_wake_worker(struct proxy *px, unsigned idx)
@@ -257,6 +260,37 @@ static void stop_cb(void *arg)
 
 static void start_workers(struct proxy *px);
 
+/* "uring" or "epoll"; NULL (no choice made) is fine. */
+static bool io_valid(const char *io)
+{
+    return !io || strcmp(io, "uring") == 0 || strcmp(io, "epoll") == 0;
+}
+
+/* --io, else $PLANE_PROXY_IO, else io_uring if the kernel allows it; logged once. */
+static int choose_io(struct proxy *px, const struct proxy_options *o, struct buf *err)
+{
+    const char *io = o->io ? o->io : getenv("PLANE_PROXY_IO");
+    struct buf why = BUF_INIT;
+
+    if (io && !*io)
+        io = NULL;
+    if (!io_valid(io)) {
+        buf_printf(err, "invalid %s '%s' (uring or epoll)", o->io ? "--io" : "PLANE_PROXY_IO", io);
+        return -EINVAL;
+    }
+    if (io && strcmp(io, "epoll") == 0) {
+        log_info("%s: i/o through epoll (chosen)", px->name);
+        return 0;
+    }
+    px->io_uring = stream_ring_probe(&why);
+    if (px->io_uring)
+        log_info("%s: i/o through io_uring", px->name);
+    else
+        log_warn("%s: i/o through epoll: %s", px->name, buf_cstr(&why));
+    buf_release(&why);
+    return 0;
+}
+
 static void cert_installed(void *arg)
 {
     struct proxy *px = arg;
@@ -287,6 +321,10 @@ static void renew_cb(uv_signal_t *h, int signum)
 
 static int check_options(struct proxy_options *o, struct buf *err)
 {
+    if (!io_valid(o->io)) {
+        buf_printf(err, "invalid --io '%s' (uring or epoll)", o->io);
+        return -EINVAL;
+    }
     if (!o->controller_url || !o->cluster) {
         buf_printf(err, "--controller-url and --cluster are required");
         return -EINVAL;
@@ -365,6 +403,9 @@ int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options 
     px->server_header = xasprintf("Plane/%s-%s", PLANE_VERSION, plane_git_hash());
     px->bind_host = xstrdup(o->host);
     px->splice = !o->no_splice;
+    if ((rc = choose_io(px, o, err)) < 0)
+        goto out;
+    rc = -EINVAL;
     if (o->root_redirect && !(px->root_redirect = rules_normalize_url(o->root_redirect))) {
         buf_printf(err, "invalid --root-redirect-url '%s'", o->root_redirect);
         goto out;
@@ -560,6 +601,7 @@ int proxy_main(int argc, char **argv)
         {"keepalive-interval", required_argument, NULL, 'i'},
         {"metrics-port", required_argument, NULL, 'M'},
         {"no-splice", no_argument, NULL, 'S'},
+        {"io", required_argument, NULL, 'I'},
         {"help", no_argument, NULL, 'h'},
         {0},
     };
@@ -609,6 +651,13 @@ int proxy_main(int argc, char **argv)
         case 'r': o.root_redirect = optarg; break;
         case 'H': o.host = optarg; break;
         case 'S': o.no_splice = true; break;
+        case 'I':
+            if (!io_valid(optarg)) {
+                fprintf(stderr, "plane proxy: invalid --io '%s' (uring or epoll)\n", optarg);
+                return 2;
+            }
+            o.io = optarg;
+            break;
         case 'M':
             if (parse_port(optarg, &o.metrics_port) < 0) {
                 fprintf(stderr, "plane proxy: invalid port '%s'\n", optarg);

@@ -37,6 +37,7 @@ struct proxy_options {
     unsigned keepalive_ms;     /* 0: the spec's 7 s */
     int metrics_port;          /* serve /metrics on 127.0.0.1:port; 0: none */
     bool no_splice;            /* tunnels copy through user space */
+    const char *io;            /* "uring", "epoll", or NULL: $PLANE_PROXY_IO, else uring where the kernel allows */
 };
 
 struct proxy;
@@ -61,6 +62,7 @@ struct proxy {
     int https_port;         /* -1: none; with it, http_port only redirects */
     unsigned nworkers;
     bool splice;            /* plain tunnels move by splice(2) (splice.c) */
+    bool io_uring;          /* plain TCP streams use each worker's io_uring (stream_uring.c) */
 
     /* Shared services; each documents its own thread rules. */
     struct route_cache *cache;

@@ -267,21 +267,20 @@ static void poll_cb(uv_poll_t *p, int status, int events)
     set_interest(st);
 }
 
-/* Nothing of the stream's TCP handle may be pending in libuv's poller: no
- * write in progress, so that its socket can get a poll handle of its own. */
-static bool tcp_quiet(const struct stream *s)
+/* Everything splice_ready asks but that both sockets are quiet. */
+static bool splice_wanted(const struct conn *c)
 {
-    return !(s->tcp.io_watcher.pevents & POLLOUT);
+    const struct upconn *up = c->up;
+
+    return c->s.w->px->splice && c->bulk && up && !c->splice && !c->splice_failed && !c->s.tls && !up->s.tls &&
+           c->s.queued == 0 && up->s.queued == 0 && c->s.in_len == 0 && up->s.in_len == 0 && !c->s.shut &&
+           !up->s.shut && !c->s.ended && !up->s.ended && !c->s.closing && !up->s.closing;
 }
 
 bool splice_ready(const struct conn *c)
 {
-    const struct upconn *up = c->up;
-
-    return c->s.w->px->splice && c->bulk && up && !c->splice && !c->splice_failed && !c->s.tls && !up->s.tls && c->s.queued == 0 &&
-           up->s.queued == 0 && c->s.in_len == 0 && up->s.in_len == 0 && !c->s.shut && !up->s.shut &&
-           !c->s.ended && !up->s.ended && !c->s.closing && !up->s.closing && tcp_quiet(&c->s) &&
-           tcp_quiet(&up->s);
+    /* Nothing of either stream's I/O may be pending: each socket gets a poll handle of its own. */
+    return splice_wanted(c) && stream_is_quiet(&c->s) && stream_is_quiet(&c->up->s);
 }
 
 static void handle_closed(uv_handle_t *h)
@@ -317,14 +316,26 @@ bool splice_start(struct conn *c)
     struct stream *s[2] = {&c->s, &c->up->s};
     int r = 0;
 
-    if (!splice_ready(c))
+    if (!splice_wanted(c)) {
+        if (c->up) {
+            stream_hold(&c->s, false);
+            stream_hold(&c->up->s, false);
+        }
         return false;
+    }
+    if (!splice_ready(c)) {
+        /* io_uring: a receive is in the kernel; cancel it and come back (ops->quiet). */
+        stream_hold(&c->s, true);
+        stream_hold(&c->up->s, true);
+        return false;
+    }
     st = xcalloc(1, sizeof(*st));
     st->c = c;
     st->w = c->s.w;
     for (int i = 0; i < 2; i++) {
         st->dir[i].pipe[0] = st->dir[i].pipe[1] = -1;
         stream_read(s[i], false); /* the TCP handle lets go of its socket */
+        stream_hold(s[i], false);  /* not reading: nothing is started again */
     }
     for (int i = 0; i < 2 && r == 0; i++) {
         r = uv_fileno((uv_handle_t *)&s[i]->tcp, &st->fd[i]);

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * stream.c - the proxy's connections (see stream.h).
+ * stream.c - the proxy's connections (see stream.h): the libuv path, and
+ * the calls that hand s->uring streams to stream_uring.c.
  */
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -107,6 +109,8 @@ int stream_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         return UV_EPIPE;
     if (s->spliced)
         return UV_EBUSY;
+    if (s->uring)
+        return stream_uring_write(s, bufs, n);
     if (!s->tls)
         return raw_write(s, bufs, n);
     for (unsigned i = 0; i < n; i++)
@@ -174,7 +178,7 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(s->w->rbuf, WORKER_BUF_SIZE);
 }
 
-static void report_end(struct stream *s, int status)
+void stream_report_end(struct stream *s, int status)
 {
     if (s->ended || s->closing)
         return;
@@ -202,13 +206,13 @@ static void tls_input(struct stream *s, const char *data, size_t n)
             return;
     }
     if (tls_flush(s) < 0) {
-        report_end(s, UV_EPIPE);
+        stream_report_end(s, UV_EPIPE);
         return;
     }
     if (r == TLS_EOF)
-        report_end(s, UV_EOF);
+        stream_report_end(s, UV_EOF);
     else if (r == TLS_ERROR)
-        report_end(s, UV_EPROTO);
+        stream_report_end(s, UV_EPROTO);
 }
 
 static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b)
@@ -218,7 +222,7 @@ static void on_read(uv_stream_t *h, ssize_t n, const uv_buf_t *b)
     if (n == 0 || s->closing)
         return;
     if (n < 0) {
-        report_end(s, (int)n);
+        stream_report_end(s, (int)n);
         return;
     }
     if (s->tls) {
@@ -243,6 +247,10 @@ void stream_read(struct stream *s, bool on)
 {
     if (on == s->reading || s->closing || s->spliced || (on && s->ended))
         return;
+    if (s->uring) {
+        stream_uring_read(s, on);
+        return;
+    }
     if (on) {
         if (uv_read_start((uv_stream_t *)&s->tcp, on_alloc, on_read) == 0)
             s->reading = true;
@@ -265,6 +273,10 @@ void stream_shutdown(struct stream *s)
     if (s->shut || s->closing || s->spliced)
         return;
     s->shut = true;
+    if (s->uring) {
+        stream_uring_shutdown(s);
+        return;
+    }
     if (s->tls) {
         tls_conn_shutdown(s->tls);
         tls_flush(s);
@@ -285,5 +297,23 @@ void stream_close(struct stream *s, uv_close_cb cb)
     s->in_len = s->in_cap = 0;
     tls_conn_free(s->tls);
     s->tls = NULL;
+    if (s->uring) {
+        stream_uring_close(s, cb);
+        return;
+    }
     uv_close((uv_handle_t *)&s->tcp, cb);
+}
+
+bool stream_is_quiet(const struct stream *s)
+{
+    if (s->uring)
+        return !s->ur.recv_busy && !s->ur.send_busy && !s->ur.stashed && !s->ur.stash_end;
+    /* Nothing of the TCP handle may be pending in libuv's poller: no write in progress. */
+    return !(s->tcp.io_watcher.pevents & POLLOUT);
+}
+
+void stream_hold(struct stream *s, bool on)
+{
+    if (s->uring)
+        stream_uring_hold(s, on);
 }

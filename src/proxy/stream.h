@@ -10,6 +10,14 @@
  * the part the kernel did not take is copied and queued; `queued` is what
  * the owner looks at to stop reading the other side (backpressure), and
  * ops->drained() says when to start again.
+ *
+ * A plain TCP stream may instead do its I/O through the worker's io_uring
+ * (stream_uring.c, once stream_uring_attach() was called): receives land
+ * in buffers the kernel picks from a ring the worker provides, writes are
+ * copied and sent by the kernel, and one system call per loop iteration
+ * serves every connection of the worker. The owner sees the same calls and
+ * callbacks either way; only timing differs (with io_uring every write is
+ * queued until the kernel reports it sent).
  */
 #ifndef PLANE_PROXY_STREAM_H
 #define PLANE_PROXY_STREAM_H
@@ -20,11 +28,17 @@
 
 #include <uv.h>
 
+#include "../common/list.h"
+
+struct buf;
 struct stream;
+struct stream_ring;
 struct tls_conn;
 struct worker;
 
 #define STREAM_IN_GROW (16 * 1024) /* free room offered to a read into the stream's own buffer */
+#define STREAM_RING_BUF (16 * 1024)   /* io_uring: size of each receive buffer the worker provides */
+#define STREAM_RING_NBUFS 64          /* io_uring: receive buffers per worker (a power of two) */
 
 struct stream_ops {
     /*
@@ -35,8 +49,33 @@ struct stream_ops {
     void (*input)(struct stream *s, const char *data, size_t len);
     /* The peer closed (UV_EOF) or the connection failed (another UV error). Once. */
     void (*end)(struct stream *s, int status);
-    /* Every queued write has completed. */
+    /* Every queued write has completed (io_uring: or one failed after ->end: the next write fails). */
     void (*drained)(struct stream *s);
+    /* Optional: a receive cancelled by stream_hold() is gone; the stream is quiet. */
+    void (*quiet)(struct stream *s);
+};
+
+/* The io_uring side of a stream (stream_uring.c); all zero on the libuv path. */
+struct stream_uring {
+    int fd;                       /* the socket (owned by the TCP handle) */
+    bool recv_busy;               /* a receive is in the kernel */
+    bool send_busy;               /* a send is in the kernel */
+    bool hold;                    /* no new receive: the stream is being handed to splice */
+    bool stashed;                 /* s->in has bytes that came while not reading, unseen by the owner */
+    bool stash_end;               /* the end (stash_status) came while not reading */
+    bool deliver_queued;          /* on the ring's list of stashes to hand over */
+    bool shut_pending;            /* send our FIN once the queue is empty */
+    bool tcp_closed;              /* stream_close: the handle is closed */
+    int stash_status;
+    int err;                      /* a send failed: later writes fail with it */
+    char *out;                    /* owned: bytes being sent, out[off..len) still to go */
+    size_t out_len, out_off, out_cap;
+    void *send_sqe;               /* the send's entry while not yet submitted (send_gen is current) */
+    unsigned send_gen;
+    char *next;                   /* owned: bytes written while a send is in the kernel */
+    size_t next_len, next_cap;
+    uv_close_cb close_cb;         /* stream_close's, run once the kernel holds nothing of ours */
+    struct list_node deliver;     /* in the ring's stash list */
 };
 
 struct stream {
@@ -52,6 +91,8 @@ struct stream {
     bool closing;                 /* stream_close was called */
     bool shut;                    /* our FIN was sent (or is queued) */
     bool spliced;                 /* the socket belongs to a splice tunnel: no reads or writes here */
+    bool uring;                   /* I/O through the worker's io_uring, not libuv */
+    struct stream_uring ur;
 };
 
 /* Initialises the TCP handle on the worker's loop. */
@@ -77,5 +118,41 @@ void stream_used(struct stream *s, bool from_in, const char *data, size_t len, s
 void stream_shutdown(struct stream *s);
 /* Closes the handle; cb runs once it is closed (free the owner there). */
 void stream_close(struct stream *s, uv_close_cb cb);
+/* Nothing of the stream's I/O is pending (splice may take its socket). */
+bool stream_is_quiet(const struct stream *s);
+/* Bytes a single read delivers at most: an input this long means more may be waiting. */
+size_t stream_read_size(const struct stream *s);
+/*
+ * io_uring: on, no new receive is started and the one in the kernel is
+ * cancelled (ops->quiet follows when it is gone, unless bytes came first,
+ * which are handed over as usual and end the hold); off, reading resumes
+ * as the owner asked. No-op on the libuv path.
+ */
+void stream_hold(struct stream *s, bool on);
+/* Ends the stream for the owner (ops->end) unless it has ended or is closing. */
+void stream_report_end(struct stream *s, int status);
+
+/* ---- the io_uring backend (stream_uring.c) ---- */
+
+/*
+ * The worker's ring: made on the worker's thread after its loop. NULL
+ * (with the reason logged) when the kernel refuses; the worker then stays
+ * on libuv's epoll.
+ */
+struct stream_ring *stream_ring_new(struct worker *w);
+/* The worker is ending: the ring's handles close once the kernel holds nothing of ours. */
+void stream_ring_stop(struct stream_ring *r);
+/* After the loop has ended. NULL is fine. */
+void stream_ring_free(struct stream_ring *r);
+/* True if a ring with what stream_ring_new needs can be made here; else why not in err. */
+bool stream_ring_probe(struct buf *err);
+/* Moves a connected plain TCP stream that has never read or written to the worker's ring. */
+void stream_uring_attach(struct stream *s);
+/* The io_uring halves of stream.c's calls, for s->uring streams. */
+void stream_uring_read(struct stream *s, bool on);
+int stream_uring_write(struct stream *s, const uv_buf_t *bufs, unsigned n);
+void stream_uring_shutdown(struct stream *s);
+void stream_uring_close(struct stream *s, uv_close_cb cb);
+void stream_uring_hold(struct stream *s, bool on);
 
 #endif

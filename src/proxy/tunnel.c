@@ -81,7 +81,7 @@ size_t tunnel_client_input(struct conn *c, const char *data, size_t len)
         conn_close(c);
         return len;
     }
-    if (len >= WORKER_BUF_SIZE)
+    if (len >= stream_read_size(&c->s))
         c->bulk = true;
     if (up->s.queued > 0)
         stream_read(&c->s, false);
@@ -97,7 +97,7 @@ size_t tunnel_up_input(struct conn *c, const char *data, size_t len)
 
     if (conn_send(c, &b, 1) < 0)
         return len;
-    if (len >= WORKER_BUF_SIZE)
+    if (up && len >= stream_read_size(&up->s))
         c->bulk = true;
     if (c->s.queued > 0 && up)
         stream_read(&up->s, false);
@@ -134,13 +134,31 @@ void tunnel_up_end(struct conn *c, int status)
     maybe_finish(c);
 }
 
+/*
+ * With io_uring every write is queued until the kernel has sent it, so
+ * input never finds both sides idle: the hand-over to splice is tried when
+ * a side drains instead, before the other side is read again (a receive
+ * started now would make the hand-over wait for its bytes).
+ */
 void tunnel_client_drained(struct conn *c)
 {
+    if (c->s.uring)
+        splice_start(c);
     if (c->up)
         stream_read(&c->up->s, true);
 }
 
 void tunnel_up_drained(struct conn *c)
 {
+    if (c->s.uring && c->up)
+        splice_start(c);
     stream_read(&c->s, true);
+}
+
+void tunnel_quiet(struct conn *c)
+{
+    /* Either it is handed over, or it waits for the other side's cancellation, or
+     * (no longer wanted) splice_start has let both sides read again. */
+    if (!c->s.closing && c->up)
+        splice_start(c);
 }

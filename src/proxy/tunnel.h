@@ -31,6 +31,8 @@ void tunnel_up_end(struct conn *c, int status);
 /* A side's writes drained: read the other side again. */
 void tunnel_client_drained(struct conn *c);
 void tunnel_up_drained(struct conn *c);
+/* io_uring: a receive cancelled for a splice hand-over is gone: try the hand-over again. */
+void tunnel_quiet(struct conn *c);
 /* The tunnel of c is closing: account for it in the monitor. */
 void tunnel_closing(struct conn *c);
 

@@ -21,6 +21,7 @@
 #include "listener.h"
 #include "proxy.h"
 #include "splice.h"
+#include "stream.h"
 #include "worker.h"
 
 static void check_done(struct worker *w);
@@ -74,6 +75,7 @@ static void check_done(struct worker *w)
     w->stopped = true;
     list_for_each_safe(pos, tmp, &w->upconns)
         forward_close(list_entry(pos, struct upconn, node));
+    stream_ring_stop(w->ring); /* its handles close once the kernel has let go of the streams */
     uv_timer_stop(&w->tick);
     uv_close((uv_handle_t *)&w->tick, NULL);
     uv_mutex_lock(&w->px->wake_lock);
@@ -247,6 +249,8 @@ static void thread_main(void *arg)
     uv_poll_start(&w->wake, UV_READABLE, wake_cb);
     uv_timer_init(&w->loop, &w->tick);
     w->tick.data = w;
+    if (w->px->io_uring)
+        w->ring = stream_ring_new(w);
     if (listener_start(w) < 0) {
         /* Could not listen: behave as if drained, so the process stops. */
         w->draining = true;
@@ -256,6 +260,8 @@ static void thread_main(void *arg)
         uv_timer_start(&w->tick, tick_cb, WORKER_TICK_MS, WORKER_TICK_MS);
     }
     uv_run(&w->loop, UV_RUN_DEFAULT);
+    stream_ring_free(w->ring);
+    w->ring = NULL;
     splice_pool_free(w);
     if (uv_loop_close(&w->loop) < 0)
         log_error("worker %u: handles left open at exit", w->idx);

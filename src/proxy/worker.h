@@ -33,6 +33,7 @@
 #include "forward.h"
 
 struct proxy;
+struct stream_ring;
 
 #define WORKER_BUF_SIZE (64 * 1024) /* shared read buffer and TLS buffers */
 #define WORKER_TICK_MS 1000         /* timeouts are checked this often */
@@ -60,6 +61,7 @@ struct worker {
     int listen_fds[WORKER_MAX_LISTENERS]; /* bound by the main thread, -1 when unused */
     unsigned nlisteners;
 
+    struct stream_ring *ring;         /* owned: plain TCP streams' io_uring; NULL on the epoll path */
     char *rbuf;                       /* owned: every plain read lands here first */
     char *ptbuf;                      /* owned: TLS plaintext */
     char *tlsbuf;                     /* owned: TLS ciphertext on its way out */

@@ -20,6 +20,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 PLANE = os.environ.get("PLANE_BIN", os.path.join(ROOT, "build", "plane"))
 ECHO = os.environ.get("ECHO_BACKEND", os.path.join(ROOT, "build", "echo_backend"))
 
+# PLANE_TEST_PROXY_IO=uring|epoll: every proxy the tests start (`plane proxy`,
+# `plane dev`, a run config) does its I/O that way, through the default the
+# proxy reads from PLANE_PROXY_IO; unset, the proxy chooses as it does by default.
+PROXY_IO = os.environ.get("PLANE_TEST_PROXY_IO") or None
+if PROXY_IO:
+    os.environ["PLANE_PROXY_IO"] = PROXY_IO
+
 
 class Procs:
     def __init__(self):

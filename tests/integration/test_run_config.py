@@ -320,6 +320,7 @@ BAD = [
         "acme_eab_keypair": {"key_id": "k", "key": "not base64!"}}),
      "Proxy.acme_config.acme_eab_keypair.key: not base64url"),
     ("proxy workers", changed("Proxy", GOOD_PROXY, workers=0), "Proxy.workers: 0 is out of range"),
+    ("proxy io", changed("Proxy", GOOD_PROXY, io="bogus"), "Proxy.io: 'bogus' is not uring or epoll"),
     ("dns port", {"Dns": {"name": "ns-a", "controller_url": "http://127.0.0.1:1/", "port": 0}},
      "Dns.port: 0 is out of range"),
     ("dns name", {"Dns": {"name": "dns-a", "controller_url": "http://127.0.0.1:1/", "port": 53}},

@@ -124,8 +124,8 @@ bool stream_is_quiet(const struct stream *s);
 size_t stream_read_size(const struct stream *s);
 /*
  * io_uring: on, no new receive is started and the one in the kernel is
- * cancelled (ops->quiet follows when it is gone, unless bytes came first,
- * which are handed over as usual and end the hold); off, reading resumes
+ * cancelled (ops->quiet follows once it has ended, however it ended; bytes
+ * that came first are handed over before, and end the hold); off, reading resumes
  * as the owner asked. No-op on the libuv path.
  */
 void stream_hold(struct stream *s, bool on);

@@ -40,6 +40,9 @@
 #include "worker.h"
 
 #define RING_ENTRIES 1024
+/* Completions the ring holds: every idle connection has a receive in the kernel, and a
+ * stop cancels them all at once (the kernel keeps an overflow beyond it, at a cost). */
+#define RING_CQ_ENTRIES 32768
 #define RING_FLAGS (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
 #define RING_ROUNDS 8 /* submit-and-collect rounds per wakeup before yielding to the loop */
 #define RING_BGID 0
@@ -197,10 +200,24 @@ static void queue_deliver(struct stream *s)
     list_insert_tail(&ring_of(s)->deliver, &s->ur.deliver);
 }
 
+/*
+ * A stream held for a splice hand-over (stream_uring_hold) is quiet once its
+ * receive has ended, however it ended: the owner hears so, and either hands
+ * the sockets over or lets both sides read again. Anything else re-arms.
+ */
+static void after_recv(struct stream *s, bool held)
+{
+    if (held && !s->closing && s->ops->quiet)
+        s->ops->quiet(s);
+    else
+        arm(s);
+}
+
 static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned flags)
 {
     char *data = NULL;
     unsigned bid = 0;
+    bool held = s->ur.hold;
 
     s->ur.recv_busy = false;
     if (flags & IORING_CQE_F_BUFFER) {
@@ -226,7 +243,7 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
             s->ops->input(s, data, (size_t)res);
         }
         give_back(r, bid);
-        arm(s);
+        after_recv(s, held);
         return;
     }
     if (data)
@@ -235,21 +252,18 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
     case -ENOBUFS: /* every buffer was taken: they are back by the next submission */
     case -EINTR:
     case -EAGAIN:
-        arm(s);
-        return;
     case -ECANCELED:
-        if (s->ur.hold && s->ops->quiet)
-            s->ops->quiet(s);
-        else
-            arm(s);
+        after_recv(s, held && s->ur.hold);
         return;
     }
     if (!s->reading) {
         s->ur.stash_end = true;
         s->ur.stash_status = res == 0 ? UV_EOF : res;
-        return;
+    } else {
+        stream_report_end(s, res == 0 ? UV_EOF : res);
     }
-    stream_report_end(s, res == 0 ? UV_EOF : res);
+    if (held)
+        after_recv(s, true); /* (arm() refuses an ended stream) */
 }
 
 static void send_done(struct stream *s, int res)
@@ -403,7 +417,8 @@ static int ring_init(struct io_uring *ring, unsigned entries)
     struct io_uring_params p;
 
     memset(&p, 0, sizeof(p));
-    p.flags = RING_FLAGS;
+    p.flags = RING_FLAGS | IORING_SETUP_CQSIZE;
+    p.cq_entries = RING_CQ_ENTRIES;
     return io_uring_queue_init_params(entries, ring, &p);
 }
 
@@ -554,8 +569,9 @@ int stream_uring_write(struct stream *s, const uv_buf_t *bufs, unsigned n)
         total += bufs[i].len;
     if (total == 0)
         return 0;
-    if (s->ur.send_busy && s->ur.send_gen == ring_of(s)->gen) {
-        /* The send is not submitted yet: it takes these bytes too. */
+    if (s->ur.send_busy && s->ur.send_gen == ring_of(s)->gen && s->ur.next_len == 0) {
+        /* The send is not submitted yet (and nothing waits behind it, as after a
+         * short send): it takes these bytes too. */
         append(ring_of(s), &s->ur.out, &s->ur.out_len, &s->ur.out_cap, bufs, n, total);
         prep_send(s, s->ur.send_sqe);
     } else if (s->ur.send_busy) {

@@ -18,6 +18,8 @@
     X(proto_backend_process_extension)                                                             \
     X(store_contract_sqlite)                                                                       \
     X(store_contract_postgres)                                                                     \
+    X(stream_uring_keeps_write_order_after_short_send)                                             \
+    X(stream_uring_held_stream_hears_quiet_after_enobufs)                                          \
     X(fence_kills_at_the_deadline_not_when_disarmed)                                               \
     X(fence_outlives_the_drone_and_follows_moved_deadlines)                                        \
     X(mock_spawn_ready_http_and_soft_terminate)                                                    \

@@ -28,6 +28,7 @@
 #include "../common/url.h"
 #include "../common/xalloc.h"
 #include "../dns/dns.h"
+#include "../proxy/proxy.h"
 #include "../proxy/route_cache.h"
 #include "../proxy/rules.h"
 #include "run_config.h"
@@ -556,7 +557,7 @@ static int parse_proxy(struct run_config *rc, const json_t *o, const char *path,
         (r = int_field(o, path, "metrics_port", false, 1, 65535, &metrics, err)) < 0 ||
         (r = str_field(o, path, "io", false, &p->io, err)) < 0)
         return r;
-    if (p->io && strcmp(p->io, "uring") != 0 && strcmp(p->io, "epoll") != 0) {
+    if (!proxy_io_valid(p->io)) {
         buf_printf(err, "%s.io: '%s' is not uring or epoll", path, p->io);
         return -EINVAL;
     }

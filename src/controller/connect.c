@@ -194,6 +194,13 @@ static int new_token(struct controller *c, const char *backend_id, const struct 
                       controller_now() + TOKEN_LIFETIME_MS);
 }
 
+/* The answer for a key already held: its backend, with token (and secret, unless a static token). */
+static void respond_held(struct controller *c, struct http_request *http, const struct key_row *key,
+                         const char *token, const char *secret)
+{
+    respond(c, http, key->backend_id, false, key->status, token, secret, key->cluster, key->subdomain, NULL);
+}
+
 static enum outcome existing(struct controller *c, struct http_request *http, const struct connect_req *r,
                              const struct key_row *key)
 {
@@ -205,12 +212,11 @@ static enum outcome existing(struct controller *c, struct http_request *http, co
         return DONE;
     }
     if (key->static_token)
-        respond(c, http, key->backend_id, false, key->status, key->static_token, NULL, key->cluster, key->subdomain,
-                NULL);
+        respond_held(c, http, key, key->static_token, NULL);
     else if ((rc = new_token(c, key->backend_id, r, &token, &secret)) < 0)
         store_error(c, http, rc);
     else
-        respond(c, http, key->backend_id, false, key->status, token, secret, key->cluster, key->subdomain, NULL);
+        respond_held(c, http, key, token, secret);
     if (key->frozen)
         controller_thaw_if_frozen(c, key->backend_id, false);
     free(token);
@@ -440,8 +446,7 @@ static void held_flush(uv_idle_t *idle)
         if (rc < 0) {
             store_error(c, w->http, rc);
         } else if (items[i].token_made) {
-            respond(c, w->http, key->backend_id, false, key->status, tokens[i], secrets[i], key->cluster,
-                    key->subdomain, NULL);
+            respond_held(c, w->http, key, tokens[i], secrets[i]);
             if (key->frozen)
                 controller_thaw_if_frozen(c, key->backend_id, false);
         } else {

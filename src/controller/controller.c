@@ -225,7 +225,7 @@ int controller_start(struct controller **out, uv_loop_t *loop, const struct cont
     uv_timer_init(loop, &c->cleanup_timer);
     c->tick_timer.data = c->cleanup_timer.data = c;
     connect_batch_init(c);
-    c->open_timers = 3;
+    c->open_handles = 3;
     uv_timer_start(&c->tick_timer, tick_cb, TICK_MS, TICK_MS);
     uv_timer_start(&c->cleanup_timer, cleanup_cb, CLEANUP_MS, CLEANUP_MS);
     log_info("controller %s: listening on %s:%d", c->id, cfg->host, http_server_port(c->http));
@@ -247,7 +247,7 @@ static void timer_closed(uv_handle_t *h)
 {
     struct controller *c = h->data;
 
-    if (--c->open_timers == 0)
+    if (--c->open_handles == 0)
         controller_free(c);
 }
 

@@ -585,6 +585,24 @@ static int pg_drone_pick(struct store *s, const char *cluster, const char *pool,
 
 /* ---- keys, backends, tokens ---- */
 
+/*
+ * A key_row from row's columns col.. in this order: backend id, tag,
+ * expires_at, fencing_token, the backend's cluster, static_token,
+ * subdomain, status number, frozen.
+ */
+static void key_row_read(const PGresult *r, int row, int col, struct key_row *out)
+{
+    out->backend_id = val(r, row, col);
+    out->tag = val(r, row, col + 1);
+    out->expires_at = ival(r, row, col + 2);
+    out->fencing_token = ival(r, row, col + 3);
+    out->cluster = val(r, row, col + 4);
+    out->static_token = val(r, row, col + 5);
+    out->subdomain = val(r, row, col + 6);
+    out->status = (enum backend_status)ival(r, row, col + 7);
+    out->frozen = bval(r, row, col + 8);
+}
+
 static int pg_key_get(struct store *s, const char *ns, const char *name, struct key_row *out)
 {
     static const char sql[] =
@@ -600,15 +618,7 @@ static int pg_key_get(struct store *s, const char *ns, const char *name, struct 
     p_str(&p, name);
     if (!(r = run_row(to_pg(s), sql, &p, "key lookup", &rc)))
         return rc;
-    out->backend_id = val(r, 0, 0);
-    out->tag = val(r, 0, 1);
-    out->expires_at = ival(r, 0, 2);
-    out->fencing_token = ival(r, 0, 3);
-    out->cluster = val(r, 0, 4);
-    out->static_token = val(r, 0, 5);
-    out->subdomain = val(r, 0, 6);
-    out->status = (enum backend_status)ival(r, 0, 7);
-    out->frozen = bval(r, 0, 8);
+    key_row_read(r, 0, 0, out);
     PQclear(r);
     return rc;
 }
@@ -659,15 +669,7 @@ static int pg_connect_held(struct store *s, struct held_connect *items, size_t n
             continue;
         struct held_connect *h = &items[i];
         h->found = true;
-        h->key.backend_id = val(r, row, 1);
-        h->key.tag = val(r, row, 2);
-        h->key.expires_at = ival(r, row, 3);
-        h->key.fencing_token = ival(r, row, 4);
-        h->key.cluster = val(r, row, 5);
-        h->key.static_token = val(r, row, 6);
-        h->key.subdomain = val(r, row, 7);
-        h->key.status = (enum backend_status)ival(r, row, 8);
-        h->key.frozen = bval(r, row, 9);
+        key_row_read(r, row, 1, &h->key);
         h->token_made = bval(r, row, 10);
     }
     PQclear(r);

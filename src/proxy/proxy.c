@@ -260,8 +260,7 @@ static void stop_cb(void *arg)
 
 static void start_workers(struct proxy *px);
 
-/* "uring" or "epoll"; NULL (no choice made) is fine. */
-static bool io_valid(const char *io)
+bool proxy_io_valid(const char *io)
 {
     return !io || strcmp(io, "uring") == 0 || strcmp(io, "epoll") == 0;
 }
@@ -274,7 +273,7 @@ static int choose_io(struct proxy *px, const struct proxy_options *o, struct buf
 
     if (io && !*io)
         io = NULL;
-    if (!io_valid(io)) {
+    if (!proxy_io_valid(io)) {
         buf_printf(err, "invalid %s '%s' (uring or epoll)", o->io ? "--io" : "PLANE_PROXY_IO", io);
         return -EINVAL;
     }
@@ -321,10 +320,6 @@ static void renew_cb(uv_signal_t *h, int signum)
 
 static int check_options(struct proxy_options *o, struct buf *err)
 {
-    if (!io_valid(o->io)) {
-        buf_printf(err, "invalid --io '%s' (uring or epoll)", o->io);
-        return -EINVAL;
-    }
     if (!o->controller_url || !o->cluster) {
         buf_printf(err, "--controller-url and --cluster are required");
         return -EINVAL;
@@ -652,7 +647,7 @@ int proxy_main(int argc, char **argv)
         case 'H': o.host = optarg; break;
         case 'S': o.no_splice = true; break;
         case 'I':
-            if (!io_valid(optarg)) {
+            if (!proxy_io_valid(optarg)) {
                 fprintf(stderr, "plane proxy: invalid --io '%s' (uring or epoll)\n", optarg);
                 return 2;
             }

@@ -40,12 +40,17 @@
 # --no-splice one), default none. PROXY_ALT_ARGS: when set, also run
 # proxy-alt, the same command line as the main proxy without PROXY_ARGS and
 # with these instead (for example PROXY_ALT_ARGS="--io epoll").
+# PARTS: which measurements to run, default "http h2 moderate ws bulk idle"
+# (for example PARTS=moderate to look at the tail at moderate load alone,
+# over many rounds).
 set -euo pipefail
 
 SECS=${1:-5}
 ROUNDS=${2:-3}
 WORKERS=${WORKERS:-2}   # event loops of the proxy = worker processes of nginx
 RATE=${RATE:-5000}      # requests/s of the moderate-load runs
+PARTS=" ${PARTS:-http h2 moderate ws bulk idle} "
+part() { [[ $PARTS == *" $1 "* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PLANE=${PLANE_BIN:-$ROOT/build/plane}
 ECHO=${ECHO_BACKEND:-$ROOT/build/echo_backend}
@@ -204,6 +209,9 @@ relay_pids() {
     esac
 }
 HZ=$(getconf CLK_TCK)
+# Time the hypervisor ran something else on our cores (ticks, all CPUs): a
+# round with much of it measured the host's neighbours, not the relays.
+steal() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 
 RAW=$TMP/raw.txt
 : >"$RAW"
@@ -255,7 +263,11 @@ run_moderate() { # kind: open-loop RATE req/s over 8 connections
     nginx) port=$NPORT path=$PATH_Q ;;
     haproxy) port=$HPORT path=$PATH_Q ;;
     esac
-    echo "moderate $1 $("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")" >>"$RAW"
+    local s0 out
+    s0=$(steal)
+    out=$("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")
+    echo "moderate $1 $out steal_pct=$(awk -v a="$s0" -v b="$(steal)" -v hz="$HZ" -v n="$(nproc)" -v s="$SECS" \
+        'BEGIN { printf "%.1f", (b - a) * 100 / hz / n / (s + 3) }')" >>"$RAW"
 }
 
 run_ws() { # kind: 1,000 echo connections; the relay's CPU over the measured window
@@ -273,11 +285,11 @@ run_ws() { # kind: 1,000 echo connections; the relay's CPU over the measured win
 echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT${ALT_PID:+, proxy-alt :$APORT}," \
     "nginx :$NPORT (h2c :$N2PORT), haproxy :$HPORT (h2c :$H2PORT)" >&2
 for r in $(seq "$ROUNDS"); do
-    for kind in direct $RELAYS; do run_wrk "$kind" http 2 50; done
-    for kind in $RELAYS; do run_h2 "$kind"; done
-    for kind in direct $RELAYS; do run_moderate "$kind"; done
-    for kind in direct $RELAYS; do run_ws "$kind"; done
-    for kind in direct proxy copy ${ALT_PID:+proxy-alt}; do
+    if part http; then for kind in direct $RELAYS; do run_wrk "$kind" http 2 50; done; fi
+    if part h2; then for kind in $RELAYS; do run_h2 "$kind"; done; fi
+    if part moderate; then for kind in direct $RELAYS; do run_moderate "$kind"; done; fi
+    if part ws; then for kind in direct $RELAYS; do run_ws "$kind"; done; fi
+    part bulk && for kind in direct proxy copy ${ALT_PID:+proxy-alt}; do
         case $kind in
         direct) port=$BPORT path=/ws pids= ;;
         proxy) port=$PPORT path=/$TOKEN/ws pids=$PROXY_PID ;;
@@ -299,6 +311,7 @@ done
 # thread has a table of its own (the limit applies to each): connections
 # spread over the workers by the kernel's SO_REUSEPORT hash, so leave 10 %
 # for an uneven spread.
+if part idle; then
 LIMIT=$(ulimit -Hn)
 IDLE=10000
 CAP=$(( (LIMIT / 2 - 64) * WORKERS * 9 / 10 ))
@@ -321,6 +334,7 @@ FDS=$(for t in /proc/"$PROXY_PID"/task/*; do ls "$t/fd" 2>/dev/null | wc -l; don
 echo "idle held=$HELD wanted=10000 limit=$LIMIT rss_before_kb=$RSS0 rss_kb=$RSS1 fds_by_thread=$FDS" >>"$RAW"
 exec 9>&-
 wait "$IDLE_PID" 2>/dev/null || true
+fi
 
 echo
 echo "proxy: --workers $WORKERS${PROXY_ARGS:+ $PROXY_ARGS}${ALT_PID:+; proxy-alt: --workers $WORKERS $PROXY_ALT_ARGS};" \

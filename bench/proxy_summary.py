@@ -61,41 +61,45 @@ def main(path, rate):
             return NAN
         return r["relay_ticks"] * 1e6 / r["hz"] / r["msgs"]
 
-    http = kinds("http")
-    print()
-    print("HTTP, wrk -t2 -c50, GET /bytes/100 (medians of %d rounds; CPU: the relay's, for direct the backend's)"
-          % len(runs.get(("http", "direct"), [])))
-    print("| path | req/s | p50 ms | p99 ms | CPU us/req | rounds req/s |")
-    print("|---|---|---|---|---|---|")
-    for kind in http:
-        print("| %s | %.0f | %.3f | %.3f | %.2f | %s |" % (
-            kind, med(kind, "http", "rps"), med(kind, "http", "p50"), med(kind, "http", "p99"),
-            med(kind, "http", "cpu_us"), col(("http", kind), "rps")))
-
     # Ratios per round (the runs of a round are back to back), then the median.
     def ratio(a, b, label="http", field="rps"):
         return per_round(label, lambda x, y: x[field] / y[field] if y[field] else NAN, a, b)
 
-    print()
-    print("proxy / nginx = %.2f   proxy / haproxy = %.2f   proxy / direct = %.2f   haproxy / nginx = %.2f" % (
-        ratio("proxy", "nginx"), ratio("proxy", "haproxy"), ratio("proxy", "direct"), ratio("haproxy", "nginx")))
-    if ("http", "proxy-alt") in runs:
-        print("proxy-alt / proxy = %.2f (req/s), %.2f (CPU per request)" % (
-            ratio("proxy-alt", "proxy"), ratio("proxy-alt", "proxy", field="cpu_us")))
-    # CPU per request of the relay itself (direct: the backend), from /proc.
-    cb, cw = med("direct", "http", "cpu_us"), med("direct", "http", "client_cpu_us")
-    print("CPU per request: client (wrk) %.2f us; backend %.2f us; %s" % (
-        cw, cb, "; ".join("%s %.2f us" % (k, med(k, "http", "cpu_us")) for k in http if k != "direct")))
-    # When client, relay and backend share the cores and the cores are the
-    # limit, throughput scales with 1 / (CPU per request of all three). A
-    # relay does the socket work of both ends (read + write on each side,
-    # against the backend's one read and one write), so even one as cheap
-    # per call as the backend costs about 2x the backend's CPU per request.
-    cp = med("proxy", "http", "cpu_us")
-    if cb and cw:
-        print("CPU-bound ceiling here for a relay at 2x the backend's cost: (client + backend) / "
-              "(client + 3 backend) = %.2f of direct; with the proxy's measured cost: %.2f" %
-              ((cw + cb) / (cw + 3 * cb), (cw + cb) / (cw + cb + cp)))
+    def added(kind, field="p99_us"):
+        return (med(kind, "moderate", field) - med("direct", "moderate", field)) / 1000
+
+    http = kinds("http")
+    if http:
+        print()
+        print("HTTP, wrk -t2 -c50, GET /bytes/100 (medians of %d rounds; CPU: the relay's, for direct the backend's)"
+              % len(runs.get(("http", "direct"), [])))
+        print("| path | req/s | p50 ms | p99 ms | CPU us/req | rounds req/s |")
+        print("|---|---|---|---|---|---|")
+        for kind in http:
+            print("| %s | %.0f | %.3f | %.3f | %.2f | %s |" % (
+                kind, med(kind, "http", "rps"), med(kind, "http", "p50"), med(kind, "http", "p99"),
+                med(kind, "http", "cpu_us"), col(("http", kind), "rps")))
+
+        print()
+        print("proxy / nginx = %.2f   proxy / haproxy = %.2f   proxy / direct = %.2f   haproxy / nginx = %.2f" % (
+            ratio("proxy", "nginx"), ratio("proxy", "haproxy"), ratio("proxy", "direct"), ratio("haproxy", "nginx")))
+        if ("http", "proxy-alt") in runs:
+            print("proxy-alt / proxy = %.2f (req/s), %.2f (CPU per request)" % (
+                ratio("proxy-alt", "proxy"), ratio("proxy-alt", "proxy", field="cpu_us")))
+        # CPU per request of the relay itself (direct: the backend), from /proc.
+        cb, cw = med("direct", "http", "cpu_us"), med("direct", "http", "client_cpu_us")
+        print("CPU per request: client (wrk) %.2f us; backend %.2f us; %s" % (
+            cw, cb, "; ".join("%s %.2f us" % (k, med(k, "http", "cpu_us")) for k in http if k != "direct")))
+        # When client, relay and backend share the cores and the cores are the
+        # limit, throughput scales with 1 / (CPU per request of all three). A
+        # relay does the socket work of both ends (read + write on each side,
+        # against the backend's one read and one write), so even one as cheap
+        # per call as the backend costs about 2x the backend's CPU per request.
+        cp = med("proxy", "http", "cpu_us")
+        if cb and cw:
+            print("CPU-bound ceiling here for a relay at 2x the backend's cost: (client + backend) / "
+                  "(client + 3 backend) = %.2f of direct; with the proxy's measured cost: %.2f" %
+                  ((cw + cb) / (cw + 3 * cb), (cw + cb) / (cw + cb + cp)))
 
     h2 = kinds("h2", with_direct=False)
     if h2:
@@ -112,44 +116,47 @@ def main(path, rate):
             ratio("proxy", "nginx", "h2"), ratio("proxy", "haproxy", "h2")))
 
     mod = kinds("moderate")
+    if mod:
 
-    def added(kind, field="p99_us"):
-        return (med(kind, "moderate", field) - med("direct", "moderate", field)) / 1000
-
-    print()
-    print("HTTP, moderate load: open loop at %s req/s, 8 connections (bench/latency_load.c); added = path - direct"
-          % rate)
-    print("| path | rate | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | added p50 / p90 / p99 ms |")
-    print("|---|---|---|---|---|---|---|---|")
-    for kind in mod:
-        print("| %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f | %s |" % (
-            kind, med(kind, "moderate", "rate"), med(kind, "moderate", "p50_us") / 1000,
-            med(kind, "moderate", "p90_us") / 1000, med(kind, "moderate", "p99_us") / 1000,
-            med(kind, "moderate", "p999_us") / 1000, med(kind, "moderate", "errors"),
-            "-" if kind == "direct" else "%.3f / %.3f / %.3f" % (
-                added(kind, "p50_us"), added(kind, "p90_us"), added(kind))))
-    print()
-    print("added p99 per round: %s" % "; ".join(
-        "%s %s" % (k, [round((p["p99_us"] - d["p99_us"]) / 1000, 3) for p, d in
-                       zip(runs.get(("moderate", k), []), runs.get(("moderate", "direct"), []))])
-        for k in mod if k != "direct"))
+        print()
+        print("HTTP, moderate load: open loop at %s req/s, 8 connections (bench/latency_load.c); added = path - direct"
+              % rate)
+        print("| path | rate | p50 ms | p90 ms | p99 ms | p99.9 ms | errors | added p50 / p90 / p99 ms |")
+        print("|---|---|---|---|---|---|---|---|")
+        for kind in mod:
+            print("| %s | %.0f | %.3f | %.3f | %.3f | %.3f | %.0f | %s |" % (
+                kind, med(kind, "moderate", "rate"), med(kind, "moderate", "p50_us") / 1000,
+                med(kind, "moderate", "p90_us") / 1000, med(kind, "moderate", "p99_us") / 1000,
+                med(kind, "moderate", "p999_us") / 1000, med(kind, "moderate", "errors"),
+                "-" if kind == "direct" else "%.3f / %.3f / %.3f" % (
+                    added(kind, "p50_us"), added(kind, "p90_us"), added(kind))))
+        print()
+        print("added p99 per round: %s" % "; ".join(
+            "%s %s" % (k, [round((p["p99_us"] - d["p99_us"]) / 1000, 3) for p, d in
+                           zip(runs.get(("moderate", k), []), runs.get(("moderate", "direct"), []))])
+            for k in mod if k != "direct"))
+        if any("steal_pct" in r for r in runs.get(("moderate", "direct"), [])):
+            # Rounds the hypervisor took cores away in measure the host's neighbours more than the relays.
+            print("steal %% of both cores per round: %s" % "; ".join(
+                "%s %s" % (k, [r.get("steal_pct", NAN) for r in runs.get(("moderate", k), [])]) for k in mod))
 
     ws = kinds("ws")
-    print()
-    print("WebSocket echo, 1,000 connections, 64-byte messages (a message = one echo round trip, two frames "
-          "through the relay; CPU: the relay's over the measured window, for direct the backend's)")
-    print("| path | msgs/s | p50 ms | p99 ms | CPU us/msg | rounds msgs/s |")
-    print("|---|---|---|---|---|---|")
-    for kind in ws:
-        print("| %s | %.0f | %.3f | %.3f | %.2f | %s |" % (
-            kind, med(kind, "ws", "msgs_per_sec"), med(kind, "ws", "p50_us") / 1000,
-            med(kind, "ws", "p99_us") / 1000, median([ws_cpu(r) for r in runs.get(("ws", kind), [])]),
-            col(("ws", kind), "msgs_per_sec")))
-    if ("ws", "direct") in runs and ("ws", "proxy") in runs:
+    if ws:
         print()
-        print("WebSocket proxy / direct = %.2f (target >= 0.8), proxy / nginx = %.2f, proxy / haproxy = %.2f" % (
-            ratio("proxy", "direct", "ws", "msgs_per_sec"), ratio("proxy", "nginx", "ws", "msgs_per_sec"),
-            ratio("proxy", "haproxy", "ws", "msgs_per_sec")))
+        print("WebSocket echo, 1,000 connections, 64-byte messages (a message = one echo round trip, two frames "
+              "through the relay; CPU: the relay's over the measured window, for direct the backend's)")
+        print("| path | msgs/s | p50 ms | p99 ms | CPU us/msg | rounds msgs/s |")
+        print("|---|---|---|---|---|---|")
+        for kind in ws:
+            print("| %s | %.0f | %.3f | %.3f | %.2f | %s |" % (
+                kind, med(kind, "ws", "msgs_per_sec"), med(kind, "ws", "p50_us") / 1000,
+                med(kind, "ws", "p99_us") / 1000, median([ws_cpu(r) for r in runs.get(("ws", kind), [])]),
+                col(("ws", kind), "msgs_per_sec")))
+        if ("ws", "direct") in runs and ("ws", "proxy") in runs:
+            print()
+            print("WebSocket proxy / direct = %.2f (target >= 0.8), proxy / nginx = %.2f, proxy / haproxy = %.2f" % (
+                ratio("proxy", "direct", "ws", "msgs_per_sec"), ratio("proxy", "nginx", "ws", "msgs_per_sec"),
+                ratio("proxy", "haproxy", "ws", "msgs_per_sec")))
 
     if runs.get(("bulk", "direct")):
         print()
@@ -179,7 +186,7 @@ def main(path, rate):
               (before, rss, (rss - before) * 1024 / held if held else NAN))
 
     # Issue 15: one row per relay, then the targets with their ratios.
-    relays = [k for k in ORDER if k != "direct" and ("http", k) in runs]
+    relays = [k for k in ORDER if k != "direct" and any((p, k) in runs for p in ("http", "moderate", "ws"))]
     print()
     print("Per relay (medians; added p99 = relay - direct at %s req/s open loop)" % rate)
     print("| relay | req/s | p50 ms | p99 ms | CPU us/req | WS msgs/s | CPU us/msg | added p99 ms |")
@@ -192,7 +199,7 @@ def main(path, rate):
     print()
     print("Targets (issue 15; ratios are medians of per-round ratios):")
     for ours in ("proxy", "proxy-alt"):
-        if ("http", ours) not in runs:
+        if not any((p, ours) in runs for p in ("http", "moderate", "ws")):
             continue
         cpu_req = per_round("http", lambda o, n, h: o["cpu_us"] / min(n["cpu_us"], h["cpu_us"]),
                             ours, "nginx", "haproxy")

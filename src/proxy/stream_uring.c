@@ -365,13 +365,20 @@ static void deliver(struct stream_ring *r)
 static void reap(struct stream_ring *r)
 {
     struct io_uring_cqe *cqe;
+    bool more = true;
 
     if (r->reaping)
         return;
     r->reaping = true;
-    for (int round = 0; round < RING_ROUNDS; round++) {
+    for (int round = 0; round < RING_ROUNDS && more; round++) {
         unsigned n = 0;
         deliver(r);
+        /*
+         * One call runs only so much deferred work (since Linux 6.13, two
+         * passes of 20 items; the rest waits without signalling the eventfd
+         * again), so ask until a round brings nothing back, and if the
+         * rounds run out first, come back on the loop's next turn.
+         */
         submit(r, true);
         while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {
             uint64_t ud = cqe->user_data;
@@ -381,11 +388,10 @@ static void reap(struct stream_ring *r)
             complete(r, ud, res, flags);
             n++;
         }
-        if (n == 0 && list_empty(&r->deliver))
-            break;
+        more = n > 0 || !list_empty(&r->deliver);
     }
-    if (io_uring_cq_ready(&r->ring) > 0 || !list_empty(&r->deliver) || io_uring_sq_ready(&r->ring) > 0) {
-        /* Work is left: make sure the loop comes back without sleeping. */
+    if (more || io_uring_cq_ready(&r->ring) > 0 || io_uring_sq_ready(&r->ring) > 0) {
+        /* Work may be left: make sure the loop comes back without sleeping. */
         eventfd_write(r->efd, 1);
     }
     r->reaping = false;

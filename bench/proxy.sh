@@ -39,7 +39,9 @@
 # PROXY_ARGS: extra arguments for `plane proxy` (the main one and the
 # --no-splice one), default none. PROXY_ALT_ARGS: when set, also run
 # proxy-alt, the same command line as the main proxy without PROXY_ARGS and
-# with these instead (for example PROXY_ALT_ARGS="--io epoll").
+# with these instead (for example PROXY_ALT_ARGS="--io epoll"), and the
+# binary PLANE_ALT_BIN if that is set (another build of the proxy, side by
+# side with this one: PROXY_ALT_ARGS="--io uring" PLANE_ALT_BIN=/tmp/plane).
 # PARTS: which measurements to run, default "http h2 moderate ws bulk idle"
 # (for example PARTS=moderate to look at the tail at moderate load alone,
 # over many rounds).
@@ -100,7 +102,7 @@ COPY_PID=$!
 PIDS+=($COPY_PID)
 ALT_PID=
 if [ -n "${PROXY_ALT_ARGS:-}" ]; then
-    "$PLANE" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$APORT" \
+    "${PLANE_ALT_BIN:-$PLANE}" proxy --controller-url "http://127.0.0.1:$CPORT/" --cluster "$CLUSTER" --http-port "$APORT" \
         --host 127.0.0.1 --workers "$WORKERS" --name px-alt "${ALT_EXTRA[@]}" >"$TMP/proxy-alt.log" 2>&1 &
     ALT_PID=$!
     PIDS+=("$ALT_PID")

@@ -232,3 +232,101 @@ TEST(stream_uring_held_stream_hears_quiet_after_enobufs)
         streams[i + 2] = &fillers[i];
     ring_worker_free(w, streams, FILLERS + 2);
 }
+
+/* ---- a paused stream: the receive stays armed, then stops at the first bytes, and nothing is lost ---- */
+
+static struct stream pause_s;
+static char *pause_got;
+static size_t pause_len, pause_inputs;
+
+/* As a tunnel does: take the bytes, then pause until the other side's send completes. */
+static void pause_input(struct stream *s, const char *d, size_t n)
+{
+    if (!d) {
+        d = s->in;
+        n = s->in_len;
+    }
+    if (n > 0)
+        memcpy(pause_got + pause_len, d, n);
+    pause_len += n;
+    pause_inputs++;
+    if (s->in_len > 0)
+        stream_consume(s, s->in_len);
+    stream_read(s, false);
+}
+
+static void pump(int fd, const char *p, size_t total, size_t *sent)
+{
+    while (*sent < total) {
+        ssize_t r = send(fd, p + *sent, total - *sent, MSG_DONTWAIT);
+        if (r <= 0)
+            break;
+        *sent += (size_t)r;
+    }
+}
+
+TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
+{
+    static const struct stream_ops ops = {pause_input, nop_end, nop_drained, NULL};
+    struct worker *w = ring_worker();
+    size_t total = 32u << 20, sent = 0; /* more than the sockets' buffers hold */
+    char *want;
+    int fd, peer;
+
+    if (!w)
+        return;
+    want = xmalloc(total);
+    pause_got = xmalloc(total);
+    pause_len = pause_inputs = 0;
+    for (size_t i = 0; i < total; i++)
+        want[i] = (char)(i % 251);
+    tcp_pair(&fd, &peer, 0, 0);
+    attach(&pause_s, w, &ops, fd);
+    stream_read(&pause_s, true);
+
+    /* One message; the owner pauses and reads again with nothing in between: the receive is never cancelled. */
+    ASSERT_EQ(send(peer, want, 1000, 0), 1000);
+    sent = 1000;
+    for (int i = 0; i < 200 && pause_len < 1000; i++)
+        test_run_for(&w->loop, 5);
+    ASSERT_EQ(pause_len, 1000);
+    ASSERT_FALSE(pause_s.reading);
+    ASSERT_TRUE(pause_s.ur.recv_busy);
+    stream_read(&pause_s, true);
+    test_run_for(&w->loop, 20);
+    ASSERT_TRUE(pause_s.ur.recv_busy);
+    ASSERT_FALSE(pause_s.ur.recv_cancel);
+    ASSERT_EQ(pause_inputs, 1);
+
+    /* Bytes while paused: kept, not handed over, and the receive stops, leaving the rest in the socket. */
+    pause_input(&pause_s, NULL, 0); /* (an owner pausing on its own: no bytes) */
+    pause_inputs = 0;
+    for (int i = 0; i < 40; i++) {
+        pump(peer, want, total, &sent);
+        test_run_for(&w->loop, 5);
+    }
+    ASSERT_EQ(pause_inputs, 0);
+    ASSERT_EQ(pause_len, 1000);
+    ASSERT_TRUE(pause_s.in_len > 0);
+    ASSERT_FALSE(pause_s.ur.recv_busy);
+    ASSERT_TRUE(pause_s.in_len <= (size_t)STREAM_RING_NBUFS * STREAM_RING_BUF);
+    ASSERT_TRUE(sent < total); /* the socket's buffers filled: the kernel holds the rest, not us */
+
+    /* Reading again: everything, in order. */
+    for (int i = 0; i < 400000 && pause_len < total; i++) {
+        pump(peer, want, total, &sent);
+        if (!pause_s.reading)
+            stream_read(&pause_s, true);
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+        if (pause_len < sent && i % 64 == 63)
+            usleep(200);
+    }
+    ASSERT_EQ(sent, total);
+    ASSERT_EQ(pause_len, total);
+    ASSERT_OK(memcmp(pause_got, want, total));
+    close(peer);
+    free(want);
+    free(pause_got);
+    struct stream *streams[] = {&pause_s};
+    ring_worker_free(w, streams, 1);
+}

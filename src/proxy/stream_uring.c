@@ -293,9 +293,12 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
         after_recv(s, quiet);
         return;
     }
-    if (!s->reading) {
+    if (!s->reading || s->ur.stashed) {
+        /* Not reading, or bytes kept while paused are not handed over yet: the end waits behind them. */
         s->ur.stash_end = true;
         s->ur.stash_status = res == 0 ? UV_EOF : res;
+        if (s->reading)
+            queue_deliver(s);
     } else {
         stream_report_end(s, res == 0 ? UV_EOF : res);
     }

@@ -297,12 +297,21 @@ run_ws() { # kind: 1,000 echo connections; the relay's CPU over the measured win
 
 echo "proxy bench: $ROUNDS rounds of ${SECS}s; echo backend on :$BPORT, proxy :$PPORT${ALT_PID:+, proxy-alt :$APORT}," \
     "nginx :$NPORT (h2c :$N2PORT), haproxy :$HPORT (h2c :$H2PORT)" >&2
+# The relays take turns at going first: a run right after another on this
+# host is not in the same state as one after a pause (the direct run, say),
+# so each relay gets every place in the order over the rounds.
+rotate() { # n words...: the words, the first n moved to the end
+    local n=$1; shift
+    n=$((n % $#))
+    echo "${@:n+1}" "${@:1:n}"
+}
 for r in $(seq "$ROUNDS"); do
-    if part http; then for kind in direct $RELAYS; do run_wrk "$kind" http 2 50; done; fi
-    if part h2; then for kind in $RELAYS; do run_h2 "$kind"; done; fi
-    if part moderate; then for kind in direct $RELAYS; do run_moderate "$kind"; done; fi
-    if part ws; then for kind in direct $RELAYS; do run_ws "$kind"; done; fi
-    part bulk && for kind in direct proxy copy ${ALT_PID:+proxy-alt}; do
+    order=$(rotate "$((r - 1))" $RELAYS)
+    if part http; then for kind in direct $order; do run_wrk "$kind" http 2 50; done; fi
+    if part h2; then for kind in $order; do run_h2 "$kind"; done; fi
+    if part moderate; then for kind in direct $order; do run_moderate "$kind"; done; fi
+    if part ws; then for kind in direct $order; do run_ws "$kind"; done; fi
+    part bulk && for kind in direct $(rotate "$((r - 1))" proxy copy ${ALT_PID:+proxy-alt}); do
         case $kind in
         direct) port=$BPORT path=/ws pids= ;;
         proxy) port=$PPORT path=/$TOKEN/ws pids=$PROXY_PID ;;

@@ -374,10 +374,10 @@ static void reap(struct stream_ring *r)
         unsigned n = 0;
         deliver(r);
         /*
-         * One call runs only so much deferred work (since Linux 6.13, two
-         * passes of 20 items; the rest waits without signalling the eventfd
-         * again), so ask until a round brings nothing back, and if the
-         * rounds run out first, come back on the loop's next turn.
+         * One call may run only so much deferred work (Linux 6.13 limits
+         * each pass to 20 items and keeps the rest), so ask until a round
+         * brings nothing back, and if the rounds run out first, come back
+         * on the loop's next turn rather than count on another signal.
          */
         submit(r, true);
         while (io_uring_peek_cqe(&r->ring, &cqe) == 0) {

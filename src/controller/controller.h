@@ -71,7 +71,7 @@ struct controller {
     uv_idle_t held_idle;                   /* runs the batch on the loop's next turn */
     uv_timer_t tick_timer;
     uv_timer_t cleanup_timer;
-    int open_handles;                       /* of the three handles above, those not closed yet */
+    int open_handles;                      /* of the three handles above, those not closed yet */
     bool stopping;
 };
 

@@ -41,12 +41,12 @@ struct proxy_options {
 };
 
 struct proxy;
+/* "uring" or "epoll" (an --io value); NULL (no choice made) is fine. */
+bool proxy_io_valid(const char *io);
 /*
  * Starts a proxy whose control side runs on loop (the workers get threads
  * and loops of their own). 0, or -errno with a line in err.
  */
-/* "uring" or "epoll" (an --io value); NULL (no choice made) is fine. */
-bool proxy_io_valid(const char *io);
 int proxy_start(struct proxy **out, uv_loop_t *loop, const struct proxy_options *o, struct buf *err);
 /* Begins the graceful shutdown (§16.7); the control loop ends once it is done. */
 void proxy_stop(struct proxy *px);

@@ -71,12 +71,16 @@ def main(path, rate):
     def added(kind, field="p99_us"):
         return (med(kind, "moderate", field) - med("direct", "moderate", field)) / 1000
 
+    def round_added(kind):
+        """Per round: the added p99 (ms), and whether neither run lost its cores (steal <= STEAL_MAX)."""
+        return [((p["p99_us"] - d["p99_us"]) / 1000,
+                 p.get("steal_pct", NAN) <= STEAL_MAX and d.get("steal_pct", NAN) <= STEAL_MAX)
+                for p, d in zip(runs.get(("moderate", kind), []), runs.get(("moderate", "direct"), []))]
+
     def quiet_added(kind):
-        """The median added p99 (ms) over the rounds where neither run lost its cores, and how many."""
-        pairs = [(p["p99_us"] - d["p99_us"]) / 1000 for p, d in
-                 zip(runs.get(("moderate", kind), []), runs.get(("moderate", "direct"), []))
-                 if p.get("steal_pct", NAN) <= STEAL_MAX and d.get("steal_pct", NAN) <= STEAL_MAX]
-        return median(pairs), len(pairs)
+        """The median added p99 (ms) over the quiet rounds, and how many there were."""
+        quiet = [a for a, ok in round_added(kind) if ok]
+        return median(quiet), len(quiet)
 
     http = kinds("http")
     if http:
@@ -142,8 +146,7 @@ def main(path, rate):
                     added(kind, "p50_us"), added(kind, "p90_us"), added(kind))))
         print()
         print("added p99 per round: %s" % "; ".join(
-            "%s %s" % (k, [round((p["p99_us"] - d["p99_us"]) / 1000, 3) for p, d in
-                           zip(runs.get(("moderate", k), []), runs.get(("moderate", "direct"), []))])
+            "%s %s" % (k, [round(a, 3) for a, _ in round_added(k)])
             for k in mod if k != "direct"))
         quiet = {k: quiet_added(k) for k in mod if k != "direct"}
         if any(n for _, n in quiet.values()):

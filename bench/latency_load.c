@@ -3,7 +3,8 @@
  * latency_load.c - open-loop (fixed-rate) HTTP/1.1 load, for latency at
  * moderate load, corrected for coordinated omission.
  *
- *   latency_load ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]
+ *   latency_load [-t PORT:PATH]... [-s SLICE_MS] [-q STEAL_PCT]
+ *                ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]
  *
  * Request i is due at start + i/RATE whatever the server does. It goes to an
  * idle one of CONNS keep-alive connections (one request in flight on each, no
@@ -24,10 +25,36 @@
  * not. achieved_rps is done over SECONDS, or over the time from the first
  * measured due time to the last 2xx if longer. Exit 2 on bad arguments or if
  * ADDR:PORT does not accept connections.
+ *
+ * Each -t adds a target: the same ADDR and HOST, another PORT and PATH, its
+ * own CONNS connections. With several targets the run takes turns among
+ * them: time is cut into slices of SLICE_MS (default 200), an epoch is one
+ * slice of each target, and the order of the targets rotates from one epoch
+ * to the next; a request goes to the target whose slice it falls due in.
+ * Every target then sees the same machine, second by second, which back to
+ * back runs cannot promise on a host whose neighbours come and go. SECONDS
+ * is per target (the run lasts their number times SECONDS; it and the
+ * warm-up are rounded up to whole epochs), RATE holds throughout, and the
+ * output is one line per target, starting target=K port=PORT (K is 0 for
+ * PORT PATH, then the -t targets in order).
+ *
+ * -q STEAL_PCT leaves out of the percentiles of every target the requests
+ * due in an epoch in which the hypervisor took more than STEAL_PCT % of all
+ * CPUs' time (steal time, /proc/stat); the lines then end epochs= (epochs
+ * with measured requests) excluded_epochs= kept= (latencies in the
+ * percentiles).
+ *
+ * With LATENCY_HIST=FILE in the environment it also writes every latency
+ * that entered the percentiles to FILE as a histogram, one "US COUNT" line
+ * per microsecond that occurred, so that several runs can be pooled into one
+ * distribution (bench/proxy_summary.py does, for the added p99); with
+ * several targets, target K's to FILE.K.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -53,11 +80,16 @@
 #define MAX_TRAILER (64 * 1024)
 #define MAX_CONNS 10000
 #define MAX_EVENTS 256
+#define MAX_TARGETS 8
+#define SLICE_MS 200 /* default: a target's turn */
 
 enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
 enum { P_HEAD, P_BODY, P_CLOSE, P_CHUNK_SIZE, P_CHUNK_DATA, P_CHUNK_END, P_TRAILER };
 
+struct target;
+
 struct conn {
+    struct target *t;
     int fd;
     int state;
     int in_ring;      /* has an entry in the idle ring (possibly stale) */
@@ -75,22 +107,42 @@ struct conn {
     size_t pos, len, cap;
 };
 
-static const char usage[] = "usage: latency_load ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]";
+static const char usage[] = "usage: latency_load [-t PORT:PATH]... [-s SLICE_MS] [-q STEAL_PCT] "
+                            "ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]";
 
-static struct sockaddr_in g_addr;
-static char *g_req;
-static size_t g_req_len;
+struct sample {
+    uint64_t ns;    /* from due time to the response's last byte */
+    uint64_t epoch; /* the epoch the request fell due in */
+};
+
+/* One server under load: its connections, its queue and its results. */
+struct target {
+    struct sockaddr_in addr;
+    const char *port, *path;
+    char *req;
+    size_t req_len;
+    struct conn **ring; /* idle connections, first in first out */
+    int ring_head, ring_n;
+    uint64_t *queue;    /* requests due and waiting for an idle connection, in order */
+    size_t qhead, qlen, qcap;
+    struct sample *lat;
+    size_t nlat, caplat;
+    uint64_t sent, done, errors, last_done;
+};
+
+static struct target g_targets[MAX_TARGETS];
+static int g_ntargets;
 static double g_rate;
 static uint64_t g_t0, g_warm, g_total; /* requests [0, g_warm) are the warm-up */
-static int g_ep = -1, g_tfd = -1;
-static struct conn *g_conns;
+static uint64_t g_slice_ns = SLICE_MS * 1000000ull;
+static int g_ep = -1, g_tfd = -1, g_stat = -1;
+static struct conn *g_conns; /* g_nconns per target, target by target */
 static int g_nconns;
-static struct conn **g_ring;
-static int g_ring_head, g_ring_n;
 static int g_busy, g_down;
-static uint64_t *g_lat;
-static size_t g_nlat, g_caplat;
-static uint64_t g_sent, g_done, g_errors, g_last_done;
+static uint64_t g_queued;
+static double g_steal_max = -1; /* -q; below 0: no epoch is left out */
+static uint64_t *g_steal, *g_steal_at; /* steal ticks and the time, read at each epoch's start */
+static uint64_t g_nepochs, g_epochs_read;
 
 static uint64_t now_ns(void)
 {
@@ -105,44 +157,151 @@ static uint64_t due_ns(uint64_t i)
     return g_t0 + (uint64_t)((double)i * 1e9 / g_rate);
 }
 
+/* The slice request i falls due in, counted from the start. */
+static uint64_t slice_of(uint64_t i)
+{
+    return (uint64_t)((double)i * 1e9 / g_rate) / g_slice_ns;
+}
+
+static uint64_t epoch_of(uint64_t i)
+{
+    return slice_of(i) / (uint64_t)g_ntargets;
+}
+
+/* The target whose turn it is when request i falls due: slice by slice, in
+ * an order that moves on by one each epoch. */
+static struct target *target_of(uint64_t i)
+{
+    uint64_t s = slice_of(i), n = (uint64_t)g_ntargets;
+
+    return &g_targets[(s % n + s / n) % n];
+}
+
 static void cleanup(void)
 {
-    for (int i = 0; g_conns && i < g_nconns; i++) {
+    for (int i = 0; g_conns && i < g_nconns * g_ntargets; i++) {
         if (g_conns[i].fd >= 0)
             close(g_conns[i].fd);
         free(g_conns[i].buf);
     }
     free(g_conns);
-    free(g_ring);
-    free(g_lat);
-    free(g_req);
+    for (int k = 0; k < g_ntargets; k++) {
+        free(g_targets[k].ring);
+        free(g_targets[k].queue);
+        free(g_targets[k].lat);
+        free(g_targets[k].req);
+    }
+    free(g_steal);
+    free(g_steal_at);
+    if (g_stat >= 0)
+        close(g_stat);
     if (g_tfd >= 0)
         close(g_tfd);
     if (g_ep >= 0)
         close(g_ep);
 }
 
+/* ---- steal time, epoch by epoch ------------------------------------------ */
+
+/* Steal ticks of all CPUs so far: the eighth number of /proc/stat's "cpu" line. */
+static uint64_t steal_ticks(void)
+{
+    char b[512];
+    ssize_t n = pread(g_stat, b, sizeof(b) - 1, 0);
+    unsigned long long v[8] = {0};
+
+    if (n <= 0)
+        return 0;
+    b[n] = '\0';
+    if (sscanf(b, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6],
+               &v[7]) != 8)
+        return 0;
+    return v[7];
+}
+
+/* Reads steal time at the start of every epoch that has begun by now. */
+static void steal_sample(uint64_t now)
+{
+    uint64_t epoch_ns = g_slice_ns * (uint64_t)g_ntargets;
+
+    while (g_stat >= 0 && g_epochs_read < g_nepochs && now >= g_t0 + g_epochs_read * epoch_ns) {
+        g_steal[g_epochs_read] = steal_ticks();
+        g_steal_at[g_epochs_read++] = now;
+    }
+}
+
+/* Did the hypervisor take more than g_steal_max % of the CPUs' time in epoch
+ * e? The last epoch read counts up to `stop`, when the run ended. */
+static int noisy(uint64_t e, uint64_t stop_ticks, uint64_t stop)
+{
+    static long hz, ncpu;
+    uint64_t ticks, span;
+
+    if (g_steal_max < 0 || e >= g_epochs_read)
+        return 0;
+    if (!hz) {
+        hz = sysconf(_SC_CLK_TCK);
+        ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    }
+    ticks = (e + 1 < g_epochs_read ? g_steal[e + 1] : stop_ticks) - g_steal[e];
+    span = (e + 1 < g_epochs_read ? g_steal_at[e + 1] : stop) - g_steal_at[e];
+    return span > 0 && (double)ticks / (double)hz * 1e9 * 100 / ((double)span * (double)ncpu) > g_steal_max;
+}
+
 /* ---- idle connections, first in first out ------------------------------- */
 
 static void ring_push(struct conn *c)
 {
+    struct target *t = c->t;
+
     if (c->in_ring)
         return;
     c->in_ring = 1;
-    g_ring[(g_ring_head + g_ring_n++) % g_nconns] = c;
+    t->ring[(t->ring_head + t->ring_n++) % g_nconns] = c;
 }
 
-static struct conn *ring_pop(void)
+static struct conn *ring_pop(struct target *t)
 {
-    while (g_ring_n) {
-        struct conn *c = g_ring[g_ring_head];
-        g_ring_head = (g_ring_head + 1) % g_nconns;
-        g_ring_n--;
+    while (t->ring_n) {
+        struct conn *c = t->ring[t->ring_head];
+        t->ring_head = (t->ring_head + 1) % g_nconns;
+        t->ring_n--;
         c->in_ring = 0;
         if (c->state == C_IDLE)
             return c;
     }
     return NULL;
+}
+
+/* ---- requests due and waiting for a connection, per target --------------- */
+
+static int enqueue(struct target *t, uint64_t idx)
+{
+    if (t->qhead == t->qlen) /* drained: start over at the front */
+        t->qhead = t->qlen = 0;
+    if (t->qlen == t->qcap) {
+        if (t->qhead > 0) {
+            memmove(t->queue, t->queue + t->qhead, (t->qlen - t->qhead) * sizeof(*t->queue));
+            t->qlen -= t->qhead;
+            t->qhead = 0;
+        } else {
+            size_t cap = t->qcap ? t->qcap * 2 : 1024;
+            uint64_t *q = realloc(t->queue, cap * sizeof(*q));
+            if (!q)
+                return -1;
+            t->queue = q;
+            t->qcap = cap;
+        }
+    }
+    t->queue[t->qlen++] = idx;
+    g_queued++;
+    return 0;
+}
+
+static uint64_t dequeue(struct target *t)
+{
+    g_queued--;
+    return t->queue[t->qhead++];
 }
 
 /* ---- connections --------------------------------------------------------- */
@@ -162,7 +321,7 @@ static int conn_start(struct conn *c)
     if (c->fd < 0)
         return -1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (connect(c->fd, (struct sockaddr *)&g_addr, sizeof(g_addr)) < 0 && errno != EINPROGRESS) {
+    if (connect(c->fd, (struct sockaddr *)&c->t->addr, sizeof(c->t->addr)) < 0 && errno != EINPROGRESS) {
         int e = errno;
         close(c->fd);
         c->fd = -1;
@@ -206,7 +365,7 @@ static void conn_fail(struct conn *c, uint64_t now)
     if (c->state == C_BUSY) {
         g_busy--;
         if (c->idx >= g_warm)
-            g_errors++;
+            c->t->errors++;
     }
     conn_retry(c, now);
 }
@@ -234,8 +393,10 @@ static void conn_ready(struct conn *c)
 
 static int flush_req(struct conn *c)
 {
-    while (c->out_off < g_req_len) {
-        ssize_t n = send(c->fd, g_req + c->out_off, g_req_len - c->out_off, MSG_NOSIGNAL);
+    const struct target *t = c->t;
+
+    while (c->out_off < t->req_len) {
+        ssize_t n = send(c->fd, t->req + c->out_off, t->req_len - c->out_off, MSG_NOSIGNAL);
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
@@ -270,41 +431,42 @@ static void dispatch(struct conn *c, uint64_t idx, uint64_t now)
     c->scan = 0;
     c->trailer = 0;
     if (idx >= g_warm)
-        g_sent++;
+        c->t->sent++;
     if (flush_req(c) < 0)
         conn_fail(c, now);
 }
 
-static void record(uint64_t lat)
+static void record(struct target *t, uint64_t idx, uint64_t lat)
 {
-    if (g_nlat == g_caplat) {
-        size_t cap = g_caplat ? g_caplat * 2 : 65536;
-        uint64_t *p = realloc(g_lat, cap * sizeof(*p));
+    if (t->nlat == t->caplat) {
+        size_t cap = t->caplat ? t->caplat * 2 : 65536;
+        struct sample *p = realloc(t->lat, cap * sizeof(*p));
         if (!p)
             return; /* counted in done, just not in the percentiles */
-        g_lat = p;
-        g_caplat = cap;
+        t->lat = p;
+        t->caplat = cap;
     }
-    g_lat[g_nlat++] = lat;
+    t->lat[t->nlat++] = (struct sample){.ns = lat, .epoch = epoch_of(idx)};
 }
 
 static void finish(struct conn *c)
 {
+    struct target *t = c->t;
     uint64_t now = now_ns();
 
     g_busy--;
     if (c->idx >= g_warm) {
         if (c->status >= 200 && c->status < 300) {
-            g_done++;
-            g_last_done = now;
-            record(now > c->due ? now - c->due : 0);
+            t->done++;
+            t->last_done = now;
+            record(t, c->idx, now > c->due ? now - c->due : 0);
         } else {
-            g_errors++;
+            t->errors++;
         }
     }
     /* Bytes beyond the response, or a request not fully written, leave the
      * connection out of step: start over rather than misparse. */
-    if (c->close_after || c->pos < c->len || c->out_off < g_req_len) {
+    if (c->close_after || c->pos < c->len || c->out_off < t->req_len) {
         c->state = C_CONNECTING;
         conn_retry(c, now);
     } else {
@@ -608,7 +770,7 @@ static void on_event(struct conn *c, uint32_t events, uint64_t now)
     }
     if (c->state == C_DOWN || c->fd < 0)
         return;
-    if ((events & EPOLLOUT) && c->state == C_BUSY && c->out_off < g_req_len && flush_req(c) < 0) {
+    if ((events & EPOLLOUT) && c->state == C_BUSY && c->out_off < c->t->req_len && flush_req(c) < 0) {
         conn_fail(c, now);
         return;
     }
@@ -646,19 +808,36 @@ static int printable(const char *s, size_t max)
     return 1;
 }
 
-static double pct_us(double p)
+/* The p-quantile (nearest rank: ceil(p * n) - 1) of n sorted latencies, in us. */
+static double pct_us(const uint64_t *lat, size_t n, double p)
 {
-    double r = p * (double)g_nlat;
+    double r = p * (double)n;
     size_t i = (size_t)r;
 
-    if (!g_nlat)
+    if (!n)
         return 0;
-    if ((double)i < r) /* nearest rank: ceil(p * n) - 1 */
+    if ((double)i < r)
         i++;
     i = i ? i - 1 : 0;
-    if (i >= g_nlat)
-        i = g_nlat - 1;
-    return (double)g_lat[i] / 1e3;
+    if (i >= n)
+        i = n - 1;
+    return (double)lat[i] / 1e3;
+}
+
+/* n sorted latencies as "US COUNT" lines: microseconds that occurred and how often. */
+static int write_hist(const char *path, const uint64_t *lat, size_t n)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f)
+        return -1;
+    for (size_t i = 0; i < n;) {
+        uint64_t us = lat[i] / 1000, k = 0;
+        while (i < n && lat[i] / 1000 == us)
+            i++, k++;
+        fprintf(f, "%llu %llu\n", (unsigned long long)us, (unsigned long long)k);
+    }
+    return fclose(f);
 }
 
 static int cmp_u64(const void *a, const void *b)
@@ -668,65 +847,143 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* Adds a target: PORT, PATH as given, HOST shared. */
+static const char *add_target(const char *port_s, const char *path, const char *host)
+{
+    struct target *t = &g_targets[g_ntargets];
+    double port;
+    size_t len;
+
+    if (g_ntargets == MAX_TARGETS)
+        return "too many targets (at most 8)";
+    if (!parse_num(port_s, 1, 65535, &port) || port != (int)port)
+        return "bad PORT";
+    if (path[0] != '/' || !printable(path, 8192))
+        return "PATH must start with / and hold no spaces or control bytes";
+    t->addr.sin_family = AF_INET;
+    t->addr.sin_port = htons((uint16_t)port);
+    t->port = port_s;
+    t->path = path;
+    len = strlen(path) + strlen(host) + 64;
+    t->req = malloc(len);
+    if (!t->req)
+        return "out of memory";
+    t->req_len = (size_t)snprintf(t->req, len, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", path, host);
+    g_ntargets++;
+    return NULL;
+}
+
 int main(int argc, char **argv)
 {
-    double port, conns, seconds, warmup = 1;
+    double conns, seconds, warmup = 1, slice_ms;
     struct epoll_event evs[MAX_EVENTS];
     struct rlimit rl;
+    struct in_addr addr;
+    const char *extra[MAX_TARGETS];
+    const char *why;
+    int nextra = 0, opt;
 
+    while ((opt = getopt(argc, argv, "+t:s:q:")) != -1) {
+        switch (opt) {
+        case 't':
+            if (nextra == MAX_TARGETS - 1)
+                return bad_args("too many targets (at most 8)");
+            if (!strchr(optarg, ':'))
+                return bad_args("-t takes PORT:PATH");
+            extra[nextra++] = optarg;
+            break;
+        case 's':
+            if (!parse_num(optarg, 1, 1e6, &slice_ms))
+                return bad_args("SLICE_MS must be a number of milliseconds in [1, 1e6]");
+            g_slice_ns = (uint64_t)(slice_ms * 1e6);
+            break;
+        case 'q':
+            if (!parse_num(optarg, 0, 100, &g_steal_max))
+                return bad_args("STEAL_PCT must be a percentage in [0, 100]");
+            break;
+        default:
+            return bad_args("unknown option");
+        }
+    }
+    argc -= optind - 1;
+    argv += optind - 1;
     if (argc != 8 && argc != 9)
         return bad_args("wrong number of arguments");
-    g_addr.sin_family = AF_INET;
-    if (inet_pton(AF_INET, argv[1], &g_addr.sin_addr) != 1 || (ntohl(g_addr.sin_addr.s_addr) >> 24) != 127)
+    if (inet_pton(AF_INET, argv[1], &addr) != 1 || (ntohl(addr.s_addr) >> 24) != 127)
         return bad_args("ADDR must be an IPv4 loopback address");
-    if (!parse_num(argv[2], 1, 65535, &port) || port != (int)port)
-        return bad_args("bad PORT");
-    g_addr.sin_port = htons((uint16_t)port);
-    if (argv[3][0] != '/' || !printable(argv[3], 8192))
-        return bad_args("PATH must start with / and hold no spaces or control bytes");
     if (!printable(argv[4], 1024))
         return bad_args("bad HOST");
+    if ((why = add_target(argv[2], argv[3], argv[4])))
+        return bad_args(why);
+    for (int k = 0; k < nextra; k++) {
+        char *colon = strchr(extra[k], ':');
+        *colon = '\0';
+        if ((why = add_target(extra[k], colon + 1, argv[4])))
+            return bad_args(why);
+    }
+    for (int k = 0; k < g_ntargets; k++)
+        g_targets[k].addr.sin_addr = addr;
     if (!parse_num(argv[5], 1e-3, 1e8, &g_rate))
         return bad_args("RATE must be a number of requests per second in (0, 1e8]");
-    if (!parse_num(argv[6], 1, MAX_CONNS, &conns) || conns != (int)conns)
-        return bad_args("CONNS must be an integer in [1, 10000]");
+    if (!parse_num(argv[6], 1, MAX_CONNS, &conns) || conns != (int)conns || conns * g_ntargets > MAX_CONNS)
+        return bad_args("CONNS must be an integer in [1, 10000], 10000 over all targets");
     g_nconns = (int)conns;
     if (!parse_num(argv[7], 1e-3, 1e6, &seconds))
         return bad_args("bad SECONDS");
     if (argc == 9 && !parse_num(argv[8], 0, 1e6, &warmup))
         return bad_args("bad WARMUP_SECONDS");
+    double span = seconds * g_ntargets;
+    if (g_ntargets > 1) {
+        /* Whole epochs, so that every target gets the same share of both. */
+        double epoch = (double)g_slice_ns * g_ntargets / 1e9;
+        warmup = ceil(warmup / epoch) * epoch;
+        span = ceil(span / epoch) * epoch;
+    }
     g_warm = (uint64_t)(warmup * g_rate + 0.5);
-    uint64_t measured = (uint64_t)(seconds * g_rate + 0.5);
+    uint64_t measured = (uint64_t)(span * g_rate + 0.5);
     if (measured == 0)
         return bad_args("RATE * SECONDS is less than one request");
     if (g_warm + measured > ((uint64_t)1 << 34))
         return bad_args("RATE * (SECONDS + WARMUP_SECONDS) is too many requests");
     g_total = g_warm + measured;
+    int nconns = g_nconns * g_ntargets;
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)g_nconns + 16) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)nconns + 16) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
-        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)g_nconns + 16)
+        if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)nconns + 16)
             return bad_args("CONNS is above the descriptor limit");
     }
     prctl(PR_SET_TIMERSLACK, 1UL, 0, 0, 0); /* wake-ups on time, not up to 50 us late */
 
-    size_t rl_len = strlen(argv[3]) + strlen(argv[4]) + 64;
-    g_req = malloc(rl_len);
-    g_conns = calloc((size_t)g_nconns, sizeof(*g_conns));
-    g_ring = calloc((size_t)g_nconns, sizeof(*g_ring));
+    int rings = 1;
+    g_conns = calloc((size_t)nconns, sizeof(*g_conns));
+    for (int k = 0; k < g_ntargets; k++)
+        rings &= (g_targets[k].ring = calloc((size_t)g_nconns, sizeof(*g_targets[k].ring))) != NULL;
     g_ep = epoll_create1(EPOLL_CLOEXEC);
     g_tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
-    if (!g_req || !g_conns || !g_ring || g_ep < 0 || g_tfd < 0) {
+    if (!g_conns || !rings || g_ep < 0 || g_tfd < 0) {
         fprintf(stderr, "latency_load: out of memory or descriptors\n");
         cleanup();
         return 1;
     }
-    g_req_len = (size_t)snprintf(g_req, rl_len, "GET %s HTTP/1.1\r\nHost: %s\r\n\r\n", argv[3], argv[4]);
+    if (g_steal_max >= 0) {
+        /* One reading per epoch start, from the first due time to the last and one for the drain. */
+        g_nepochs = (due_ns(g_total) - due_ns(0)) / (g_slice_ns * (uint64_t)g_ntargets) + 2;
+        g_steal = calloc(g_nepochs, sizeof(*g_steal));
+        g_steal_at = calloc(g_nepochs, sizeof(*g_steal_at));
+        g_stat = open("/proc/stat", O_RDONLY | O_CLOEXEC);
+        if (!g_steal || !g_steal_at || g_stat < 0) {
+            fprintf(stderr, "latency_load: cannot read /proc/stat for -q\n");
+            cleanup();
+            return 1;
+        }
+    }
     struct epoll_event tev = {.events = EPOLLIN, .data.ptr = NULL};
     epoll_ctl(g_ep, EPOLL_CTL_ADD, g_tfd, &tev);
-    for (int i = 0; i < g_nconns; i++) {
+    for (int i = 0; i < nconns; i++) {
         struct conn *c = &g_conns[i];
+        c->t = &g_targets[i / g_nconns];
         c->fd = -1;
         c->cap = BUF_MIN;
         c->buf = malloc(c->cap);
@@ -740,16 +997,17 @@ int main(int argc, char **argv)
     /* Open every connection before the clock starts. */
     int ready = 0;
     uint64_t give_up = now_ns() + CONNECT_TIMEOUT_NS;
-    for (int i = 0; i < g_nconns; i++)
+    for (int i = 0; i < nconns; i++)
         if (conn_start(&g_conns[i]) < 0) {
-            fprintf(stderr, "latency_load: cannot connect to %s:%s: %s\n", argv[1], argv[2], strerror(errno));
+            fprintf(stderr, "latency_load: cannot connect to %s:%s: %s\n", argv[1], g_conns[i].t->port,
+                    strerror(errno));
             cleanup();
             return 2;
         }
-    while (ready < g_nconns) {
+    while (ready < nconns) {
         uint64_t now = now_ns();
         if (now >= give_up) {
-            fprintf(stderr, "latency_load: cannot connect to %s:%s: timed out\n", argv[1], argv[2]);
+            fprintf(stderr, "latency_load: cannot connect to %s: timed out\n", argv[1]);
             cleanup();
             return 2;
         }
@@ -760,7 +1018,7 @@ int main(int argc, char **argv)
                 continue;
             int err = connect_result(c);
             if (err) {
-                fprintf(stderr, "latency_load: cannot connect to %s:%s: %s\n", argv[1], argv[2], strerror(err));
+                fprintf(stderr, "latency_load: cannot connect to %s:%s: %s\n", argv[1], c->t->port, strerror(err));
                 cleanup();
                 return 2;
             }
@@ -771,13 +1029,21 @@ int main(int argc, char **argv)
 
     g_t0 = now_ns();
     uint64_t mstart = due_ns(g_warm), deadline = due_ns(g_total) + DRAIN_NS;
-    uint64_t next_due = 0, next_send = 0, armed = 0;
+    uint64_t epoch_ns = g_slice_ns * (uint64_t)g_ntargets;
+    uint64_t next_due = 0, armed = 0, now = g_t0;
     for (;;) {
-        uint64_t now = now_ns();
-        while (next_due < g_total && due_ns(next_due) <= now)
+        now = now_ns();
+        steal_sample(now);
+        while (next_due < g_total && due_ns(next_due) <= now) {
+            if (enqueue(target_of(next_due), next_due) < 0) {
+                fprintf(stderr, "latency_load: out of memory\n");
+                cleanup();
+                return 1;
+            }
             next_due++;
+        }
         if (g_down)
-            for (int i = 0; i < g_nconns; i++) {
+            for (int i = 0; i < nconns; i++) {
                 struct conn *c = &g_conns[i];
                 if (c->state == C_DOWN && c->retry_at <= now) {
                     g_down--;
@@ -785,21 +1051,23 @@ int main(int argc, char **argv)
                         conn_down(c, now);
                 }
             }
-        while (next_send < next_due) {
-            struct conn *c = ring_pop();
-            if (!c)
-                break;
-            dispatch(c, next_send++, now);
+        for (int k = 0; k < g_ntargets; k++) {
+            struct target *t = &g_targets[k];
+            struct conn *c;
+            while (t->qhead < t->qlen && (c = ring_pop(t)))
+                dispatch(c, dequeue(t), now);
         }
-        if ((next_send == g_total && g_busy == 0) || now >= deadline)
+        if ((next_due == g_total && g_queued == 0 && g_busy == 0) || now >= deadline)
             break;
 
-        /* Sleep until the next due request (if a connection could take it),
-         * a reconnect, or the deadline; network events cut it short. */
+        /* Sleep until the next request falls due, a reconnect, the next
+         * epoch's steal reading or the deadline; network events cut it short. */
         uint64_t wake = deadline;
-        if (g_ring_n && next_due < g_total && due_ns(next_due) < wake)
+        if (next_due < g_total && due_ns(next_due) < wake)
             wake = due_ns(next_due);
-        for (int i = 0; g_down && i < g_nconns; i++)
+        if (g_stat >= 0 && g_epochs_read < g_nepochs && g_t0 + g_epochs_read * epoch_ns < wake)
+            wake = g_t0 + g_epochs_read * epoch_ns;
+        for (int i = 0; g_down && i < nconns; i++)
             if (g_conns[i].state == C_DOWN && g_conns[i].retry_at < wake)
                 wake = g_conns[i].retry_at;
         int timeout = -1;
@@ -830,24 +1098,68 @@ int main(int argc, char **argv)
 
     /* Requests still unanswered enter the percentiles at their age now, a
      * lower bound: leaving them out would flatter an overloaded server. */
-    uint64_t stop = now_ns();
-    for (int i = 0; i < g_nconns; i++)
+    uint64_t stop = now_ns(), stop_ticks = g_stat >= 0 ? steal_ticks() : 0;
+    for (int i = 0; i < nconns; i++)
         if (g_conns[i].state == C_BUSY && g_conns[i].idx >= g_warm)
-            record(stop - g_conns[i].due);
-    for (uint64_t i = next_send > g_warm ? next_send : g_warm; i < g_total && due_ns(i) <= stop; i++)
-        record(stop - due_ns(i));
+            record(g_conns[i].t, g_conns[i].idx, stop - g_conns[i].due);
+    for (int k = 0; k < g_ntargets; k++)
+        for (size_t j = g_targets[k].qhead; j < g_targets[k].qlen; j++)
+            if (g_targets[k].queue[j] >= g_warm)
+                record(&g_targets[k], g_targets[k].queue[j], stop - due_ns(g_targets[k].queue[j]));
+    for (uint64_t i = next_due > g_warm ? next_due : g_warm; i < g_total && due_ns(i) <= stop; i++)
+        record(target_of(i), i, stop - due_ns(i));
 
-    double window = g_last_done > mstart ? (double)(g_last_done - mstart) / 1e9 : 0;
-    if (window < seconds)
-        window = seconds;
-    if (g_nlat)
-        qsort(g_lat, g_nlat, sizeof(*g_lat), cmp_u64);
-    printf("rate=%.10g sent=%llu done=%llu errors=%llu achieved_rps=%.1f p50_us=%.1f p90_us=%.1f p99_us=%.1f "
-           "p999_us=%.1f max_us=%.1f unfinished=%llu conns=%d\n",
-           g_rate, (unsigned long long)g_sent, (unsigned long long)g_done, (unsigned long long)g_errors,
-           (double)g_done / window, pct_us(0.5), pct_us(0.9), pct_us(0.99), pct_us(0.999),
-           g_nlat ? (double)g_lat[g_nlat - 1] / 1e3 : 0.0,
-           (unsigned long long)(measured - g_done - g_errors), g_nconns);
+    /* Epochs with measured requests, and those the hypervisor spoiled. */
+    uint64_t first_epoch = epoch_of(g_warm), last_epoch = epoch_of(g_total - 1), excluded = 0;
+    for (uint64_t e = first_epoch; e <= last_epoch; e++)
+        excluded += noisy(e, stop_ticks, stop) != 0;
+
+    const char *hist = getenv("LATENCY_HIST");
+    int status = 0;
+    for (int k = 0; k < g_ntargets; k++) {
+        struct target *t = &g_targets[k];
+        uint64_t *lat = malloc((t->nlat ? t->nlat : 1) * sizeof(*lat));
+        uint64_t assigned = 0;
+        size_t n = 0;
+        if (!lat) {
+            fprintf(stderr, "latency_load: out of memory\n");
+            status = 1;
+            break;
+        }
+        for (size_t j = 0; j < t->nlat; j++)
+            if (!noisy(t->lat[j].epoch, stop_ticks, stop))
+                lat[n++] = t->lat[j].ns;
+        qsort(lat, n, sizeof(*lat), cmp_u64);
+        for (uint64_t i = g_warm; i < g_total; i++)
+            assigned += target_of(i) == t;
+        /* With one target, the run is its own: achieved_rps over SECONDS, or
+         * up to the last 2xx if that took longer. */
+        double window = seconds;
+        if (g_ntargets == 1 && t->last_done > mstart && (double)(t->last_done - mstart) / 1e9 > window)
+            window = (double)(t->last_done - mstart) / 1e9;
+        if (hist && *hist) {
+            char name[4096];
+            if (g_ntargets == 1)
+                snprintf(name, sizeof(name), "%s", hist);
+            else
+                snprintf(name, sizeof(name), "%s.%d", hist, k);
+            if (write_hist(name, lat, n) < 0)
+                fprintf(stderr, "latency_load: %s: %s\n", name, strerror(errno));
+        }
+        if (g_ntargets > 1)
+            printf("target=%d port=%s ", k, t->port);
+        printf("rate=%.10g sent=%llu done=%llu errors=%llu achieved_rps=%.1f p50_us=%.1f p90_us=%.1f p99_us=%.1f "
+               "p999_us=%.1f max_us=%.1f unfinished=%llu conns=%d",
+               g_rate, (unsigned long long)t->sent, (unsigned long long)t->done, (unsigned long long)t->errors,
+               (double)t->done / window, pct_us(lat, n, 0.5), pct_us(lat, n, 0.9), pct_us(lat, n, 0.99),
+               pct_us(lat, n, 0.999), n ? (double)lat[n - 1] / 1e3 : 0.0,
+               (unsigned long long)(assigned - t->done - t->errors), g_nconns);
+        if (g_steal_max >= 0)
+            printf(" epochs=%llu excluded_epochs=%llu kept=%zu", (unsigned long long)(last_epoch - first_epoch + 1),
+                   (unsigned long long)excluded, n);
+        printf("\n");
+        free(lat);
+    }
     cleanup();
-    return 0;
+    return status;
 }

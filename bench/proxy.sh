@@ -17,14 +17,20 @@
 #          for direct, the backend's).
 #          Moderate load: a fixed rate (RATE, default 5,000 req/s, about a
 #          tenth of what the proxy sustains here) over 8 keep-alive
-#          connections with bench/latency_load.c, which times every request
-#          from when it was due (open loop: a slow server is charged for the
-#          requests it kept waiting); added latency = relay - direct.
-#          Tails this small are the hypervisor's when it lends our cores
-#          out: each run records the steal time of its span, a run with
-#          more than STEAL_MAX % is run again (MOD_TRIES in all), and the
-#          summary gives the added p99 of the quiet rounds beside that of
-#          all rounds.
+#          connections per path with bench/latency_load.c, which times every
+#          request from when it was due (open loop: a slow server is charged
+#          for the requests it kept waiting); added latency = relay -
+#          direct. Tails this small are the host's more than the relays':
+#          the hypervisor lends our cores out for seconds at a time, and
+#          back-to-back runs saw different machines. So each round is one
+#          run in which direct and every relay take turns, 200 ms each in
+#          an order that rotates (SECS of turns for each path), requests due
+#          in a turn of all paths (about a second) in which the hypervisor
+#          took more than STEAL_MAX % of the CPUs are left out for all paths
+#          alike, and the summary gives the
+#          added p99 of each round, their median, and that of all rounds'
+#          requests pooled into one distribution per path (the estimate
+#          that least depends on one round's luck).
 #   WS     1,000 concurrent echo connections, directly and through each relay
 #          (bench/proxy_wsbench.c): messages/s and the relay's CPU time per
 #          message over the measured window. A message is one echo round
@@ -56,8 +62,7 @@ SECS=${1:-5}
 ROUNDS=${2:-3}
 WORKERS=${WORKERS:-2}   # event loops of the proxy = worker processes of nginx
 RATE=${RATE:-5000}      # requests/s of the moderate-load runs
-STEAL_MAX=${STEAL_MAX:-1}  # a moderate-load run with more steal time (% of both cores) is run again,
-MOD_TRIES=${MOD_TRIES:-4}  # up to this many times in all
+STEAL_MAX=${STEAL_MAX:-1}  # moderate load: requests due in a turn of all paths with more steal (% of both cores) do not count
 PARTS=" ${PARTS:-http h2 moderate ws bulk idle} "
 part() { [[ $PARTS == *" $1 "* ]]; }
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -184,7 +189,7 @@ PIDS+=("$HAPROXY_PID")
 wait_http "http://127.0.0.1:$HPORT/"
 
 cc -O2 -o "$TMP/wsbench" "$ROOT/bench/proxy_wsbench.c"
-cc -O2 -o "$TMP/latency_load" "$ROOT/bench/latency_load.c"
+cc -O2 -o "$TMP/latency_load" "$ROOT/bench/latency_load.c" -lm
 
 PATH_Q=/bytes/100
 url_of() {
@@ -218,12 +223,10 @@ relay_pids() {
     esac
 }
 HZ=$(getconf CLK_TCK)
-# Time the hypervisor ran something else on our cores (ticks, all CPUs): a
-# round with much of it measured the host's neighbours, not the relays.
-steal() { awk '$1 == "cpu" { print $9 }' /proc/stat; }
 
 RAW=$TMP/raw.txt
 : >"$RAW"
+mkdir -p "$TMP/hist" # moderate load: every latency of round R's run of KIND in hist/KIND.(R-1)
 run_wrk() { # kind label threads conns
     local out pids c0 c1 b0 b1
     pids=$(relay_pids "$1")
@@ -263,24 +266,23 @@ run_h2() { # kind: h2load with prior knowledge, 50 connections of 10 streams eac
         END { printf "h2 %s rps=%s ok=%s done=%s\n", t, rps, ok + 0, done + 0 }' >>"$RAW"
 }
 
-run_moderate() { # kind: open-loop RATE req/s over 8 connections
-    local port path
-    case $1 in
-    direct) port=$BPORT path=$PATH_Q ;;
-    proxy) port=$PPORT path=/$TOKEN$PATH_Q ;;
-    proxy-alt) port=$APORT path=/$TOKEN$PATH_Q ;;
-    nginx) port=$NPORT path=$PATH_Q ;;
-    haproxy) port=$HPORT path=$PATH_Q ;;
-    esac
-    local s0 out pct try
-    for try in $(seq "$MOD_TRIES"); do
-        s0=$(steal)
-        out=$("$TMP/latency_load" 127.0.0.1 "$port" "$path" "$CLUSTER" "$RATE" 8 "$SECS")
-        pct=$(awk -v a="$s0" -v b="$(steal)" -v hz="$HZ" -v n="$(nproc)" -v s="$SECS" \
-            'BEGIN { printf "%.1f", (b - a) * 100 / hz / n / (s + 3) }')
-        awk -v p="$pct" -v m="$STEAL_MAX" 'BEGIN { exit !(p <= m) }' && break
+run_moderate() { # round: open-loop RATE req/s, direct and every relay taking turns in one run
+    local kinds=(direct $RELAYS) targets=() kind out k=0 line
+    for kind in $RELAYS; do
+        case $kind in
+        proxy) targets+=(-t "$PPORT:/$TOKEN$PATH_Q") ;;
+        proxy-alt) targets+=(-t "$APORT:/$TOKEN$PATH_Q") ;;
+        nginx) targets+=(-t "$NPORT:$PATH_Q") ;;
+        haproxy) targets+=(-t "$HPORT:$PATH_Q") ;;
+        esac
     done
-    echo "moderate $1 $out steal_pct=$pct tries=$try" >>"$RAW"
+    out=$(LATENCY_HIST="$TMP/hist/run" "$TMP/latency_load" -q "$STEAL_MAX" "${targets[@]}" \
+        127.0.0.1 "$BPORT" "$PATH_Q" "$CLUSTER" "$RATE" 8 "$SECS")
+    while read -r line; do
+        echo "moderate ${kinds[$k]} $line" >>"$RAW"
+        mv "$TMP/hist/run.$k" "$TMP/hist/${kinds[$k]}.$(($1 - 1))"
+        k=$((k + 1))
+    done <<<"$out"
 }
 
 run_ws() { # kind: 1,000 echo connections; the relay's CPU over the measured window
@@ -309,7 +311,7 @@ for r in $(seq "$ROUNDS"); do
     order=$(rotate "$((r - 1))" $RELAYS)
     if part http; then for kind in direct $order; do run_wrk "$kind" http 2 50; done; fi
     if part h2; then for kind in $order; do run_h2 "$kind"; done; fi
-    if part moderate; then for kind in direct $order; do run_moderate "$kind"; done; fi
+    if part moderate; then run_moderate "$r"; fi
     if part ws; then for kind in direct $order; do run_ws "$kind"; done; fi
     part bulk && for kind in direct $(rotate "$((r - 1))" proxy copy ${ALT_PID:+proxy-alt}); do
         case $kind in

@@ -3,7 +3,7 @@
  * latency_load.c - open-loop (fixed-rate) HTTP/1.1 load, for latency at
  * moderate load, corrected for coordinated omission.
  *
- *   latency_load [-t PORT:PATH]... [-s SLICE_MS] [-q STEAL_PCT]
+ *   latency_load [-t PORT:PATH]... [-s SLICE_MS] [-w SETTLE_MS] [-q STEAL_PCT]
  *                ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]
  *
  * Request i is due at start + i/RATE whatever the server does. It goes to an
@@ -32,7 +32,10 @@
  * slice of each target, and the order of the targets rotates from one epoch
  * to the next; a request goes to the target whose slice it falls due in.
  * Every target then sees the same machine, second by second, which back to
- * back runs cannot promise on a host whose neighbours come and go. SECONDS
+ * back runs cannot promise on a host whose neighbours come and go. The
+ * first SETTLE_MS of each slice (default 20) are run but not measured: a
+ * server idle while the others had their turns wakes up slower, which a
+ * server under steady load does not. SECONDS
  * is per target (the run lasts their number times SECONDS; it and the
  * warm-up are rounded up to whole epochs), RATE holds throughout, and the
  * output is one line per target, starting target=K port=PORT (K is 0 for
@@ -40,15 +43,17 @@
  *
  * -q STEAL_PCT leaves out of the percentiles of every target the requests
  * due in an epoch in which the hypervisor took more than STEAL_PCT % of all
- * CPUs' time (steal time, /proc/stat); the lines then end epochs= (epochs
- * with measured requests) excluded_epochs= kept= (latencies in the
- * percentiles).
+ * CPUs' time (steal time, /proc/stat). With -q or several targets the
+ * lines end epochs= (epochs with measured requests) excluded_epochs= kept=
+ * (latencies in the percentiles).
  *
  * With LATENCY_HIST=FILE in the environment it also writes every latency
  * that entered the percentiles to FILE as a histogram, one "US COUNT" line
  * per microsecond that occurred, so that several runs can be pooled into one
  * distribution (bench/proxy_summary.py does, for the added p99); with
- * several targets, target K's to FILE.K.
+ * several targets, target K's to FILE.K. LATENCY_TRACE=FILE writes every
+ * measured request as a "TARGET DUE_MS LATENCY_US KEPT" line (KEPT: 0 if it
+ * was left out of the percentiles), to see when the slow ones came.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -82,6 +87,7 @@
 #define MAX_EVENTS 256
 #define MAX_TARGETS 8
 #define SLICE_MS 200 /* default: a target's turn */
+#define SETTLE_MS 20 /* default: the start of a turn, not measured */
 
 enum { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY };
 enum { P_HEAD, P_BODY, P_CLOSE, P_CHUNK_SIZE, P_CHUNK_DATA, P_CHUNK_END, P_TRAILER };
@@ -107,12 +113,12 @@ struct conn {
     size_t pos, len, cap;
 };
 
-static const char usage[] = "usage: latency_load [-t PORT:PATH]... [-s SLICE_MS] [-q STEAL_PCT] "
+static const char usage[] = "usage: latency_load [-t PORT:PATH]... [-s SLICE_MS] [-w SETTLE_MS] [-q STEAL_PCT] "
                             "ADDR PORT PATH HOST RATE CONNS SECONDS [WARMUP_SECONDS]";
 
 struct sample {
-    uint64_t ns;    /* from due time to the response's last byte */
-    uint64_t epoch; /* the epoch the request fell due in */
+    uint64_t ns;  /* from due time to the response's last byte */
+    uint64_t idx; /* which request */
 };
 
 /* One server under load: its connections, its queue and its results. */
@@ -134,7 +140,7 @@ static struct target g_targets[MAX_TARGETS];
 static int g_ntargets;
 static double g_rate;
 static uint64_t g_t0, g_warm, g_total; /* requests [0, g_warm) are the warm-up */
-static uint64_t g_slice_ns = SLICE_MS * 1000000ull;
+static uint64_t g_slice_ns = SLICE_MS * 1000000ull, g_settle_ns = SETTLE_MS * 1000000ull;
 static int g_ep = -1, g_tfd = -1, g_stat = -1;
 static struct conn *g_conns; /* g_nconns per target, target by target */
 static int g_nconns;
@@ -166,6 +172,16 @@ static uint64_t slice_of(uint64_t i)
 static uint64_t epoch_of(uint64_t i)
 {
     return slice_of(i) / (uint64_t)g_ntargets;
+}
+
+/* Does request i count? Not if it fell due while its target was settling
+ * into its turn, or (-q) in an epoch the hypervisor spoiled. */
+static int noisy(uint64_t e, uint64_t stop_ticks, uint64_t stop);
+static int measured_req(uint64_t i, uint64_t stop_ticks, uint64_t stop)
+{
+    if (g_ntargets > 1 && (uint64_t)((double)i * 1e9 / g_rate) % g_slice_ns < g_settle_ns)
+        return 0;
+    return !noisy(epoch_of(i), stop_ticks, stop);
 }
 
 /* The target whose turn it is when request i falls due: slice by slice, in
@@ -446,7 +462,7 @@ static void record(struct target *t, uint64_t idx, uint64_t lat)
         t->lat = p;
         t->caplat = cap;
     }
-    t->lat[t->nlat++] = (struct sample){.ns = lat, .epoch = epoch_of(idx)};
+    t->lat[t->nlat++] = (struct sample){.ns = lat, .idx = idx};
 }
 
 static void finish(struct conn *c)
@@ -840,6 +856,24 @@ static int write_hist(const char *path, const uint64_t *lat, size_t n)
     return fclose(f);
 }
 
+/* Every measured request as "TARGET DUE_MS LATENCY_US KEPT" lines, target by
+ * target: when each fell due (from the start) and how long it took, to see
+ * when the slow ones came. */
+static int write_trace(const char *path, uint64_t stop_ticks, uint64_t stop)
+{
+    FILE *f = fopen(path, "w");
+
+    if (!f)
+        return -1;
+    for (int k = 0; k < g_ntargets; k++)
+        for (size_t j = 0; j < g_targets[k].nlat; j++) {
+            const struct sample *x = &g_targets[k].lat[j];
+            fprintf(f, "%d %.3f %.1f %d\n", k, (double)(due_ns(x->idx) - g_t0) / 1e6, (double)x->ns / 1e3,
+                    measured_req(x->idx, stop_ticks, stop));
+        }
+    return fclose(f);
+}
+
 static int cmp_u64(const void *a, const void *b)
 {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
@@ -875,7 +909,7 @@ static const char *add_target(const char *port_s, const char *path, const char *
 
 int main(int argc, char **argv)
 {
-    double conns, seconds, warmup = 1, slice_ms;
+    double conns, seconds, warmup = 1, slice_ms, settle_ms;
     struct epoll_event evs[MAX_EVENTS];
     struct rlimit rl;
     struct in_addr addr;
@@ -883,7 +917,7 @@ int main(int argc, char **argv)
     const char *why;
     int nextra = 0, opt;
 
-    while ((opt = getopt(argc, argv, "+t:s:q:")) != -1) {
+    while ((opt = getopt(argc, argv, "+t:s:w:q:")) != -1) {
         switch (opt) {
         case 't':
             if (nextra == MAX_TARGETS - 1)
@@ -896,6 +930,11 @@ int main(int argc, char **argv)
             if (!parse_num(optarg, 1, 1e6, &slice_ms))
                 return bad_args("SLICE_MS must be a number of milliseconds in [1, 1e6]");
             g_slice_ns = (uint64_t)(slice_ms * 1e6);
+            break;
+        case 'w':
+            if (!parse_num(optarg, 0, 1e6, &settle_ms))
+                return bad_args("SETTLE_MS must be a number of milliseconds in [0, 1e6]");
+            g_settle_ns = (uint64_t)(settle_ms * 1e6);
             break;
         case 'q':
             if (!parse_num(optarg, 0, 100, &g_steal_max))
@@ -923,6 +962,8 @@ int main(int argc, char **argv)
     }
     for (int k = 0; k < g_ntargets; k++)
         g_targets[k].addr.sin_addr = addr;
+    if (g_ntargets > 1 && g_settle_ns >= g_slice_ns)
+        return bad_args("SETTLE_MS must be shorter than SLICE_MS");
     if (!parse_num(argv[5], 1e-3, 1e8, &g_rate))
         return bad_args("RATE must be a number of requests per second in (0, 1e8]");
     if (!parse_num(argv[6], 1, MAX_CONNS, &conns) || conns != (int)conns || conns * g_ntargets > MAX_CONNS)
@@ -1114,8 +1155,10 @@ int main(int argc, char **argv)
     for (uint64_t e = first_epoch; e <= last_epoch; e++)
         excluded += noisy(e, stop_ticks, stop) != 0;
 
-    const char *hist = getenv("LATENCY_HIST");
+    const char *hist = getenv("LATENCY_HIST"), *trace = getenv("LATENCY_TRACE");
     int status = 0;
+    if (trace && *trace && write_trace(trace, stop_ticks, stop) < 0)
+        fprintf(stderr, "latency_load: %s: %s\n", trace, strerror(errno));
     for (int k = 0; k < g_ntargets; k++) {
         struct target *t = &g_targets[k];
         uint64_t *lat = malloc((t->nlat ? t->nlat : 1) * sizeof(*lat));
@@ -1127,7 +1170,7 @@ int main(int argc, char **argv)
             break;
         }
         for (size_t j = 0; j < t->nlat; j++)
-            if (!noisy(t->lat[j].epoch, stop_ticks, stop))
+            if (measured_req(t->lat[j].idx, stop_ticks, stop))
                 lat[n++] = t->lat[j].ns;
         qsort(lat, n, sizeof(*lat), cmp_u64);
         for (uint64_t i = g_warm; i < g_total; i++)
@@ -1154,7 +1197,7 @@ int main(int argc, char **argv)
                (double)t->done / window, pct_us(lat, n, 0.5), pct_us(lat, n, 0.9), pct_us(lat, n, 0.99),
                pct_us(lat, n, 0.999), n ? (double)lat[n - 1] / 1e3 : 0.0,
                (unsigned long long)(assigned - t->done - t->errors), g_nconns);
-        if (g_steal_max >= 0)
+        if (g_steal_max >= 0 || g_ntargets > 1)
             printf(" epochs=%llu excluded_epochs=%llu kept=%zu", (unsigned long long)(last_epoch - first_epoch + 1),
                    (unsigned long long)excluded, n);
         printf("\n");

@@ -24,10 +24,11 @@
 #          the hypervisor lends our cores out for seconds at a time, and
 #          back-to-back runs saw different machines. So each round is one
 #          run in which direct and every relay take turns, 200 ms each in
-#          an order that rotates (SECS of turns for each path), requests due
-#          in a turn of all paths (about a second) in which the hypervisor
-#          took more than STEAL_MAX % of the CPUs are left out for all paths
-#          alike, and the summary gives the
+#          an order that rotates (SECS of turns for each path; the first
+#          20 ms of a turn, while a path that idled wakes up, are not
+#          measured); requests due in a turn of all paths (about a second)
+#          in which the hypervisor took more than STEAL_MAX % of the CPUs
+#          are left out for all paths alike; and the summary gives the
 #          added p99 of each round, their median, and that of all rounds'
 #          requests pooled into one distribution per path (the estimate
 #          that least depends on one round's luck).

@@ -67,7 +67,10 @@ def main(path, rate):
             idle = fields(line)
             continue
         key = (parts[0], parts[1])
-        runs.setdefault(key, []).append({k: float(v) for k, v in fields(line).items()})
+        r = {k: float(v) for k, v in fields(line).items()}
+        if r.get("kept") == 0:  # every epoch left out: no percentiles, not zeros
+            r.update({k: NAN for k in r if k.endswith("_us")})
+        runs.setdefault(key, []).append(r)
 
     def med(kind, label, field):
         return median([r[field] for r in runs.get((label, kind), []) if field in r])

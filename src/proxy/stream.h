@@ -58,7 +58,9 @@ struct stream_ops {
 /* The io_uring side of a stream (stream_uring.c); all zero on the libuv path. */
 struct stream_uring {
     int fd;                       /* the socket (owned by the TCP handle) */
-    bool recv_busy;               /* a receive is in the kernel */
+    bool recv_busy;               /* a receive is armed in the kernel (multishot: until its last completion) */
+    bool recv_cancel;             /* its cancellation is submitted */
+    bool quiet_due;               /* stream_hold cancelled it: ->quiet runs when it ends */
     bool send_busy;               /* a send is in the kernel */
     bool hold;                    /* no new receive: the stream is being handed to splice */
     bool stashed;                 /* s->in has bytes that came while not reading, unseen by the owner */

@@ -5,11 +5,18 @@
  * its completions run only when the worker asks (DEFER_TASKRUN), and an
  * eventfd the kernel signals when work for the ring is waiting; libuv
  * watches that eventfd, so timers, TLS, HTTP/2 bridges and splice stay on
- * the same loop. Receives are single-shot with a buffer the kernel picks
- * from the worker's provided-buffer ring; the buffer goes back to the ring
+ * the same loop. A stream's receive is multishot, armed once and left in
+ * the kernel while the owner reads, each completion with a buffer the
+ * kernel picks from the worker's provided-buffer ring; the buffer goes back to the ring
  * as soon as the owner's input callback has returned (what the owner keeps
  * it copies, as on the libuv path). Writes are copied into the stream's
  * out buffer (one send in the kernel at a time, the rest waits in `next`).
+ * An owner that stops reading does not cancel the receive at once: a
+ * tunnel pauses a side after every message until the other side's send
+ * completes, and bytes seldom come in between. If they do, they wait in the
+ * stream's input until the owner reads again, and the receive is cancelled
+ * (armed again when the owner reads), so what a paused stream holds is
+ * what one turn of the kernel's receive brought.
  * New requests are submitted, and completions collected, once per loop
  * iteration (and again while collecting yields more), so one system call
  * serves many connections.
@@ -106,7 +113,7 @@ static void give_back(struct stream_ring *r, unsigned bid)
     io_uring_buf_ring_advance(r->br, 1);
 }
 
-/* Starts a receive if the owner wants input and nothing stands in the way. */
+/* Arms the receive if the owner wants input and nothing stands in the way. */
 static void arm(struct stream *s)
 {
     struct stream_ring *r = ring_of(s);
@@ -116,12 +123,25 @@ static void arm(struct stream *s)
         s->closing || s->spliced)
         return;
     sqe = get_sqe(r);
-    io_uring_prep_recv(sqe, s->ur.fd, NULL, STREAM_RING_BUF, 0);
+    io_uring_prep_recv_multishot(sqe, s->ur.fd, NULL, 0, 0);
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RING_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | OP_RECV);
     s->ur.recv_busy = true;
     r->inflight++;
+}
+
+/* Asks the kernel to end the receive; its last completion comes without IORING_CQE_F_MORE. */
+static void cancel_recv(struct stream *s)
+{
+    struct io_uring_sqe *sqe;
+
+    if (!s->ur.recv_busy || s->ur.recv_cancel)
+        return;
+    sqe = get_sqe(ring_of(s));
+    io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | OP_RECV, 0);
+    io_uring_sqe_set_data64(sqe, OP_NONE);
+    s->ur.recv_cancel = true;
 }
 
 static void prep_send(struct stream *s, struct io_uring_sqe *sqe)
@@ -205,21 +225,33 @@ static void queue_deliver(struct stream *s)
  * receive has ended, however it ended: the owner hears so, and either hands
  * the sockets over or lets both sides read again. Anything else re-arms.
  */
-static void after_recv(struct stream *s, bool held)
+static void after_recv(struct stream *s, bool quiet)
 {
-    if (held && !s->closing && s->ops->quiet)
+    if (quiet && !s->closing && s->ops->quiet)
         s->ops->quiet(s);
     else
         arm(s);
 }
 
+/*
+ * One completion of the receive: bytes (more may follow while
+ * IORING_CQE_F_MORE is set) or its end (EOF, an error, no buffer left, a
+ * cancellation).
+ */
 static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned flags)
 {
     char *data = NULL;
     unsigned bid = 0;
-    bool held = s->ur.hold;
+    bool last = !(flags & IORING_CQE_F_MORE);
+    bool quiet = false;
 
-    s->ur.recv_busy = false;
+    if (last) {
+        r->inflight--;
+        s->ur.recv_busy = false;
+        s->ur.recv_cancel = false;
+        quiet = s->ur.quiet_due;
+        s->ur.quiet_due = false;
+    }
     if (flags & IORING_CQE_F_BUFFER) {
         bid = flags >> IORING_CQE_BUFFER_SHIFT;
         data = r->bufs + (size_t)bid * STREAM_RING_BUF;
@@ -227,15 +259,17 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
     if (s->closing) {
         if (data)
             give_back(r, bid);
-        try_finish(s);
+        if (last)
+            try_finish(s);
         return;
     }
     if (res > 0 && data) {
         s->ur.hold = false; /* bytes came first: the tunnel goes on copying */
         if (!s->reading) {
-            /* Asked to stop while the receive was in the kernel: keep them for later. */
+            /* The owner has paused: keep them for when it reads again, and receive no more till then. */
             stream_keep(s, data, (size_t)res);
             s->ur.stashed = true;
+            cancel_recv(s);
         } else if (s->in_len > 0) {
             stream_keep(s, data, (size_t)res);
             s->ops->input(s, NULL, 0);
@@ -243,26 +277,32 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
             s->ops->input(s, data, (size_t)res);
         }
         give_back(r, bid);
-        after_recv(s, held);
+        if (last)
+            after_recv(s, quiet);
         return;
     }
     if (data)
         give_back(r, bid);
+    if (!last)
+        return; /* (an error always ends a multishot receive) */
     switch (res) {
     case -ENOBUFS: /* every buffer was taken: they are back by the next submission */
     case -EINTR:
     case -EAGAIN:
     case -ECANCELED:
-        after_recv(s, held && s->ur.hold);
+        after_recv(s, quiet);
         return;
     }
-    if (!s->reading) {
+    if (!s->reading || s->ur.stashed) {
+        /* Not reading, or bytes kept while paused are not handed over yet: the end waits behind them. */
         s->ur.stash_end = true;
         s->ur.stash_status = res == 0 ? UV_EOF : res;
+        if (s->reading)
+            queue_deliver(s);
     } else {
         stream_report_end(s, res == 0 ? UV_EOF : res);
     }
-    if (held)
+    if (quiet)
         after_recv(s, true); /* (arm() refuses an ended stream) */
 }
 
@@ -327,11 +367,12 @@ static void complete(struct stream_ring *r, uint64_t ud, int res, unsigned flags
 
     if ((ud & OP_MASK) == OP_NONE)
         return; /* a cancellation's own result */
-    r->inflight--;
-    if ((ud & OP_MASK) == OP_RECV)
+    if ((ud & OP_MASK) == OP_RECV) {
         recv_done(r, s, res, flags);
-    else
+    } else {
+        r->inflight--;
         send_done(s, res);
+    }
 }
 
 /* Hands stashed input to owners that want it again. */
@@ -558,7 +599,7 @@ void stream_uring_read(struct stream *s, bool on)
 {
     s->reading = on;
     if (!on)
-        return; /* a receive in the kernel stays; what it brings is stashed */
+        return; /* the receive stays armed; what it brings is stashed, and then it is cancelled */
     if (s->ur.stashed || s->ur.stash_end)
         queue_deliver(s); /* handed over from the loop, not from inside the owner's call */
     else
@@ -628,6 +669,7 @@ void stream_uring_close(struct stream *s, uv_close_cb cb)
 void stream_uring_hold(struct stream *s, bool on)
 {
     if (!on) {
+        s->ur.quiet_due = false;
         if (s->ur.hold) {
             s->ur.hold = false;
             arm(s);
@@ -638,8 +680,7 @@ void stream_uring_hold(struct stream *s, bool on)
         return;
     s->ur.hold = true;
     if (s->ur.recv_busy) {
-        struct io_uring_sqe *sqe = get_sqe(ring_of(s));
-        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | OP_RECV, 0);
-        io_uring_sqe_set_data64(sqe, OP_NONE);
+        s->ur.quiet_due = true;
+        cancel_recv(s);
     }
 }

@@ -21,6 +21,7 @@
     X(stream_uring_keeps_write_order_after_short_send)                                             \
     X(stream_uring_held_stream_hears_quiet_after_enobufs)                                          \
     X(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)                              \
+    X(stream_uring_end_waits_behind_bytes_kept_while_paused)                                        \
     X(fence_kills_at_the_deadline_not_when_disarmed)                                               \
     X(fence_outlives_the_drone_and_follows_moved_deadlines)                                        \
     X(mock_spawn_ready_http_and_soft_terminate)                                                    \

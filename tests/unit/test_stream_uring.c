@@ -233,7 +233,7 @@ TEST(stream_uring_held_stream_hears_quiet_after_enobufs)
     ring_worker_free(w, streams, FILLERS + 2);
 }
 
-/* ---- a paused stream: what the kernel brings is kept, bounded, in order; the rest stays in the socket ---- */
+/* ---- a paused stream: the receive stays armed, then stops at the first bytes, and nothing is lost ---- */
 
 static struct stream pause_s;
 static char *pause_got;
@@ -284,21 +284,21 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     attach(&pause_s, w, &ops, fd);
     stream_read(&pause_s, true);
 
-    /* One message; the owner pauses: no receive is started until it reads again. */
+    /* One message; the owner pauses and reads again with nothing in between: the receive is never cancelled. */
     ASSERT_EQ(send(peer, want, 1000, 0), 1000);
     sent = 1000;
     for (int i = 0; i < 200 && pause_len < 1000; i++)
         test_run_for(&w->loop, 5);
     ASSERT_EQ(pause_len, 1000);
     ASSERT_FALSE(pause_s.reading);
-    ASSERT_FALSE(pause_s.ur.recv_busy);
+    ASSERT_TRUE(pause_s.ur.recv_busy);
     stream_read(&pause_s, true);
     test_run_for(&w->loop, 20);
     ASSERT_TRUE(pause_s.ur.recv_busy);
+    ASSERT_FALSE(pause_s.ur.recv_cancel);
     ASSERT_EQ(pause_inputs, 1);
 
-    /* Bytes while paused (the receive was already in the kernel): kept, not handed over, at most one
-     * buffer's worth, and no receive after it, leaving the rest in the socket. */
+    /* Bytes while paused: kept, not handed over, and the receive stops, leaving the rest in the socket. */
     pause_input(&pause_s, NULL, 0); /* (an owner pausing on its own: no bytes) */
     pause_inputs = 0;
     for (int i = 0; i < 40; i++) {
@@ -309,7 +309,7 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     ASSERT_EQ(pause_len, 1000);
     ASSERT_TRUE(pause_s.in_len > 0);
     ASSERT_FALSE(pause_s.ur.recv_busy);
-    ASSERT_TRUE(pause_s.in_len <= (size_t)STREAM_RING_BUF);
+    ASSERT_TRUE(pause_s.in_len <= (size_t)STREAM_RING_NBUFS * STREAM_RING_BUF);
     ASSERT_TRUE(sent < total); /* the socket's buffers filled: the kernel holds the rest, not us */
 
     /* Reading again: everything, in order. */
@@ -329,4 +329,133 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     free(pause_got);
     struct stream *streams[] = {&pause_s};
     ring_worker_free(w, streams, 1);
+}
+
+/* ---- the end of a stream never overtakes bytes kept while it was paused ---- */
+
+/*
+ * A paused stream's receive stays armed: bytes that come are kept, and the
+ * receive is cancelled. If in the same batch of completions another
+ * connection makes the owner read again (a tunnel's other side drains) and
+ * then the peer's FIN comes (collected in the kernel's second pass of
+ * deferred work), the end must wait until the kept bytes are handed over.
+ * The FIN is sent from a thread woken by a send submitted in the same
+ * system call, so it lands while the kernel is busy with the other
+ * connections' receives; a few trials make the interleaving near certain.
+ */
+#include <pthread.h>
+
+#define KE_FILLERS 15 /* receives the kernel works through after x's (62 of the 64 buffers in all) */
+static struct stream ke_s, ke_x, ke_p, ke_f[KE_FILLERS];
+static size_t ke_got, ke_got_at_end;
+static bool ke_ended;
+static int ke_peer_s, ke_peer_p, ke_spin;
+
+/* As a tunnel does: take the bytes, then pause until the other side's send completes. */
+static void ke_s_input(struct stream *s, const char *d, size_t n)
+{
+    if (!d) {
+        n = s->in_len;
+        stream_consume(s, n);
+    }
+    ke_got += n;
+    stream_read(s, false);
+}
+static void ke_s_end(struct stream *s, int status)
+{
+    (void)s, (void)status;
+    ke_got_at_end = ke_got;
+    ke_ended = true;
+}
+/* The other side: its completion lets s read again. */
+static void ke_x_input(struct stream *s, const char *d, size_t n)
+{
+    (void)s, (void)d, (void)n;
+    stream_read(&ke_s, true);
+}
+static void *ke_fin_sender(void *arg)
+{
+    char c;
+
+    (void)arg;
+    if (recv(ke_peer_p, &c, 1, 0) == 1) {
+        for (volatile int i = 0; i < ke_spin; i++)
+            ;
+        shutdown(ke_peer_s, SHUT_WR);
+    }
+    return NULL;
+}
+
+TEST(stream_uring_end_waits_behind_bytes_kept_while_paused)
+{
+    static const struct stream_ops sops = {ke_s_input, ke_s_end, nop_drained, NULL};
+    static const struct stream_ops xops = {ke_x_input, nop_end, nop_drained, NULL};
+    static const struct stream_ops nops = {nop_input, nop_end, nop_drained, NULL};
+    static char big[4 * 16384], d[100];
+    int early = 0;
+
+    for (int trial = 0; trial < 60; trial++) {
+        struct worker *w = ring_worker();
+        int fd, peer_x, peer_f[KE_FILLERS];
+        pthread_t th;
+
+        if (!w)
+            return;
+        memset(&ke_s, 0, sizeof(ke_s));
+        memset(&ke_x, 0, sizeof(ke_x));
+        memset(&ke_p, 0, sizeof(ke_p));
+        memset(ke_f, 0, sizeof(ke_f));
+        ke_got = ke_got_at_end = 0;
+        ke_ended = false;
+        ke_spin = (trial % 20) * 500;
+        tcp_pair(&fd, &ke_peer_s, 0, 0);
+        attach(&ke_s, w, &sops, fd);
+        tcp_pair(&fd, &peer_x, 0, 0);
+        attach(&ke_x, w, &xops, fd);
+        tcp_pair(&fd, &ke_peer_p, 0, 0);
+        attach(&ke_p, w, &nops, fd);
+        for (int i = 0; i < KE_FILLERS; i++) {
+            tcp_pair(&fd, &peer_f[i], 0, 0);
+            attach(&ke_f[i], w, &nops, fd);
+            stream_read(&ke_f[i], true);
+        }
+        stream_read(&ke_s, true);
+        stream_read(&ke_x, true);
+        test_run_for(&w->loop, 5);
+        /* One message: s takes it and pauses, its receive left armed. */
+        ASSERT_EQ(send(ke_peer_s, "a", 1, 0), 1);
+        for (int i = 0; i < 100 && ke_got < 1; i++)
+            test_run_for(&w->loop, 1);
+        ASSERT_EQ(ke_got, 1);
+        ASSERT_TRUE(ke_s.ur.recv_busy && !ke_s.reading);
+        /* While the loop is away: bytes for s, then for x, then for the fillers. */
+        ASSERT_EQ(send(ke_peer_s, d, sizeof(d), 0), (ssize_t)sizeof(d));
+        ASSERT_EQ(send(peer_x, "x", 1, 0), 1);
+        for (int i = 0; i < KE_FILLERS; i++)
+            ASSERT_EQ(send(peer_f[i], big, sizeof(big), 0), (ssize_t)sizeof(big));
+        ASSERT_OK(pthread_create(&th, NULL, ke_fin_sender, NULL));
+        usleep(2000);
+        ASSERT_OK(stream_send(&ke_p, "g", 1)); /* wakes the thread from the next submission */
+        for (int i = 0; i < 500 && !ke_ended; i++) {
+            uv_run(&w->loop, UV_RUN_NOWAIT);
+            if (!ke_ended && !ke_s.reading)
+                stream_read(&ke_s, true); /* (the other side drains again) */
+            usleep(200);
+        }
+        ASSERT_OK(pthread_join(th, NULL));
+        ASSERT_TRUE(ke_ended);
+        if (ke_got_at_end < 1 + sizeof(d))
+            early++;
+        ASSERT_EQ(ke_got, 1 + sizeof(d));
+        close(ke_peer_s);
+        close(peer_x);
+        close(ke_peer_p);
+        for (int i = 0; i < KE_FILLERS; i++)
+            close(peer_f[i]);
+        struct stream *streams[KE_FILLERS + 3] = {&ke_s, &ke_x, &ke_p};
+        for (int i = 0; i < KE_FILLERS; i++)
+            streams[i + 3] = &ke_f[i];
+        ring_worker_free(w, streams, KE_FILLERS + 3);
+        ASSERT_EQ(early, 0); /* the end came while 100 bytes were still kept from the owner */
+    }
 }

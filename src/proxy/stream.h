@@ -60,6 +60,8 @@ struct stream_uring {
     int fd;                       /* the socket (owned by the TCP handle) */
     bool recv_busy;               /* a receive is armed in the kernel (multishot: until its last completion) */
     bool recv_cancel;             /* its cancellation is submitted */
+    bool bulk;                    /* receives fill whole buffers: they are single-shot (see arm()) */
+    unsigned char short_run;      /* bulk: short receives in a row */
     bool quiet_due;               /* stream_hold cancelled it: ->quiet runs when it ends */
     bool send_busy;               /* a send is in the kernel */
     bool hold;                    /* no new receive: the stream is being handed to splice */
@@ -146,6 +148,9 @@ struct stream_ring *stream_ring_new(struct worker *w);
 void stream_ring_stop(struct stream_ring *r);
 /* After the loop has ended. NULL is fine. */
 void stream_ring_free(struct stream_ring *r);
+/* Whether the ring's receives may be multishot: the kernel ends one after a
+ * set total (a recent addition); without that every receive is single-shot. */
+bool stream_ring_multishot(const struct stream_ring *r);
 /* True if a ring with what stream_ring_new needs can be made here; else why not in err. */
 bool stream_ring_probe(struct buf *err);
 /* Moves a connected plain TCP stream that has never read or written to the worker's ring. */

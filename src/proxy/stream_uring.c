@@ -7,16 +7,22 @@
  * watches that eventfd, so timers, TLS, HTTP/2 bridges and splice stay on
  * the same loop. A stream's receive is multishot, armed once and left in
  * the kernel while the owner reads, each completion with a buffer the
- * kernel picks from the worker's provided-buffer ring; the buffer goes back to the ring
- * as soon as the owner's input callback has returned (what the owner keeps
- * it copies, as on the libuv path). Writes are copied into the stream's
- * out buffer (one send in the kernel at a time, the rest waits in `next`).
- * An owner that stops reading does not cancel the receive at once: a
- * tunnel pauses a side after every message until the other side's send
+ * kernel picks from the worker's provided-buffer ring; the buffer goes back
+ * to the ring as soon as the owner's input callback has returned (what the
+ * owner keeps it copies, as on the libuv path). Writes are copied into the
+ * stream's out buffer (one send in the kernel at a time, the rest waits in
+ * `next`). An owner that stops reading does not cancel the receive at once:
+ * a tunnel pauses a side after every message until the other side's send
  * completes, and bytes seldom come in between. If they do, they wait in the
  * stream's input until the owner reads again, and the receive is cancelled
- * (armed again when the owner reads), so what a paused stream holds is
- * what one turn of the kernel's receive brought.
+ * (armed again when the owner reads). A multishot receive also ends after
+ * MSHOT_TOTAL bytes (and is armed again), which bounds what a paused stream
+ * holds. A stream whose receives fill whole buffers (a bulk transfer, which
+ * pauses often and has bytes waiting when it does) takes single-shot
+ * receives instead, one at a time: its paused side then holds one buffer,
+ * not a burst copied twice; a few short receives in a row take it back to
+ * multishot. Kernels that refuse a limit on a multishot receive (it is
+ * recent) get single-shot receives only; each worker asks at start.
  * New requests are submitted, and completions collected, once per loop
  * iteration (and again while collecting yields more), so one system call
  * serves many connections.
@@ -53,6 +59,10 @@
 #define RING_FLAGS (IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN)
 #define RING_ROUNDS 8 /* submit-and-collect rounds per wakeup before yielding to the loop */
 #define RING_BGID 0
+#define BULK_EXIT 4    /* short receives in a row that end a stream's bulk transfer */
+/* A multishot receive ends once it has brought this much (and is armed again
+ * if the owner reads): the most a stream paused while it is armed can hold. */
+#define MSHOT_TOTAL (4 * STREAM_RING_BUF)
 #define OUT_MIN 4096   /* an out buffer's first size; buffers of this size are recycled */
 #define SPARE_MAX 256  /* recycled out buffers kept per worker */
 
@@ -74,6 +84,7 @@ struct stream_ring {
     unsigned gen;                /* submissions so far: an entry prepared since the last is still ours */
     bool stopping;
     bool reaping;                /* reap() is on the stack */
+    bool mshot;                  /* multishot receives can be limited to MSHOT_TOTAL bytes */
     char *spare[SPARE_MAX];      /* owned: out buffers of OUT_MIN bytes, free for the taking */
     unsigned nspare;
 };
@@ -113,7 +124,8 @@ static void give_back(struct stream_ring *r, unsigned bid)
     io_uring_buf_ring_advance(r->br, 1);
 }
 
-/* Arms the receive if the owner wants input and nothing stands in the way. */
+/* Arms the receive if the owner wants input and nothing stands in the way:
+ * multishot, or one single-shot receive while the stream is in bulk. */
 static void arm(struct stream *s)
 {
     struct stream_ring *r = ring_of(s);
@@ -123,7 +135,12 @@ static void arm(struct stream *s)
         s->closing || s->spliced)
         return;
     sqe = get_sqe(r);
-    io_uring_prep_recv_multishot(sqe, s->ur.fd, NULL, 0, 0);
+    if (s->ur.bulk || !r->mshot) {
+        io_uring_prep_recv(sqe, s->ur.fd, NULL, STREAM_RING_BUF, 0);
+    } else {
+        io_uring_prep_recv_multishot(sqe, s->ur.fd, NULL, 0, 0);
+        sqe->file_index = MSHOT_TOTAL; /* the kernel's optlen: the most it brings in all */
+    }
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RING_BGID;
     io_uring_sqe_set_data64(sqe, (uint64_t)(uintptr_t)s | OP_RECV);
@@ -142,6 +159,24 @@ static void cancel_recv(struct stream *s)
     io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)s | OP_RECV, 0);
     io_uring_sqe_set_data64(sqe, OP_NONE);
     s->ur.recv_cancel = true;
+}
+
+/* Tracks whether the stream is in a bulk transfer from the size of what a
+ * receive brought; a multishot receive that fills a buffer is ended, and
+ * the next one is single-shot. */
+static void note_size(struct stream *s, int res, bool last)
+{
+    if (res == STREAM_RING_BUF) {
+        s->ur.short_run = 0;
+        if (!s->ur.bulk) {
+            s->ur.bulk = true;
+            if (!last)
+                cancel_recv(s);
+        }
+    } else if (s->ur.bulk && ++s->ur.short_run >= BULK_EXIT) {
+        s->ur.bulk = false;
+        s->ur.short_run = 0;
+    }
 }
 
 static void prep_send(struct stream *s, struct io_uring_sqe *sqe)
@@ -265,6 +300,7 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
     }
     if (res > 0 && data) {
         s->ur.hold = false; /* bytes came first: the tunnel goes on copying */
+        note_size(s, res, last);
         if (!s->reading) {
             /* The owner has paused: keep them for when it reads again, and receive no more till then. */
             stream_keep(s, data, (size_t)res);
@@ -459,6 +495,41 @@ static void prepare_cb(uv_prepare_t *p)
         reap(r);
 }
 
+/*
+ * Can a multishot receive be limited to MSHOT_TOTAL bytes in all? Older
+ * kernels refuse the limit (EINVAL); those, or any failure here, keep
+ * single-shot receives, whose paused stream holds one buffer at most.
+ */
+static bool mshot_cap_probe(struct io_uring *ring)
+{
+    struct io_uring_sqe *sqe;
+    struct io_uring_cqe *cqe;
+    int sv[2], recv_res = -EINVAL;
+    const uint64_t probe = 8 | OP_NONE; /* (no stream is ever at 8) */
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return false;
+    sqe = io_uring_get_sqe(ring);
+    io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+    sqe->file_index = MSHOT_TOTAL;
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = RING_BGID;
+    io_uring_sqe_set_data64(sqe, probe);
+    sqe = io_uring_get_sqe(ring);
+    io_uring_prep_cancel64(sqe, probe, 0);
+    io_uring_sqe_set_data64(sqe, OP_NONE);
+    if (io_uring_submit_and_wait(ring, 2) >= 0) {
+        for (int seen = 0; seen < 2 && io_uring_wait_cqe(ring, &cqe) == 0; seen++) {
+            if (cqe->user_data == probe)
+                recv_res = cqe->res;
+            io_uring_cqe_seen(ring, cqe);
+        }
+    }
+    close(sv[0]);
+    close(sv[1]);
+    return recv_res == -ECANCELED;
+}
+
 static int ring_init(struct io_uring *ring, unsigned entries)
 {
     struct io_uring_params p;
@@ -467,6 +538,11 @@ static int ring_init(struct io_uring *ring, unsigned entries)
     p.flags = RING_FLAGS | IORING_SETUP_CQSIZE;
     p.cq_entries = RING_CQ_ENTRIES;
     return io_uring_queue_init_params(entries, ring, &p);
+}
+
+bool stream_ring_multishot(const struct stream_ring *r)
+{
+    return r->mshot;
 }
 
 bool stream_ring_probe(struct buf *err)
@@ -527,6 +603,7 @@ struct stream_ring *stream_ring_new(struct worker *w)
         io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * STREAM_RING_BUF, STREAM_RING_BUF, (unsigned short)i,
                               io_uring_buf_ring_mask(STREAM_RING_NBUFS), (int)i);
     io_uring_buf_ring_advance(r->br, STREAM_RING_NBUFS);
+    r->mshot = mshot_cap_probe(&r->ring);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->efd < 0) {
         rc = -errno;

@@ -22,6 +22,7 @@
     X(stream_uring_held_stream_hears_quiet_after_enobufs)                                          \
     X(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)                              \
     X(stream_uring_end_waits_behind_bytes_kept_while_paused)                                        \
+    X(stream_uring_bulk_stream_takes_single_shot_receives)                                          \
     X(fence_kills_at_the_deadline_not_when_disarmed)                                               \
     X(fence_outlives_the_drone_and_follows_moved_deadlines)                                        \
     X(mock_spawn_ready_http_and_soft_terminate)                                                    \

@@ -272,9 +272,12 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     size_t total = 32u << 20, sent = 0; /* more than the sockets' buffers hold */
     char *want;
     int fd, peer;
+    bool mshot;
 
     if (!w)
         return;
+    mshot = stream_ring_multishot(w->ring);
+    printf("  (receives: %s)\n", mshot ? "multishot, limited" : "single-shot");
     want = xmalloc(total);
     pause_got = xmalloc(total);
     pause_len = pause_inputs = 0;
@@ -291,7 +294,7 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
         test_run_for(&w->loop, 5);
     ASSERT_EQ(pause_len, 1000);
     ASSERT_FALSE(pause_s.reading);
-    ASSERT_TRUE(pause_s.ur.recv_busy);
+    ASSERT_EQ(pause_s.ur.recv_busy, mshot); /* (single-shot: none until the owner reads) */
     stream_read(&pause_s, true);
     test_run_for(&w->loop, 20);
     ASSERT_TRUE(pause_s.ur.recv_busy);
@@ -309,7 +312,8 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     ASSERT_EQ(pause_len, 1000);
     ASSERT_TRUE(pause_s.in_len > 0);
     ASSERT_FALSE(pause_s.ur.recv_busy);
-    ASSERT_TRUE(pause_s.in_len <= (size_t)STREAM_RING_NBUFS * STREAM_RING_BUF);
+    /* (multishot: what is left of its total, 4 buffers, as the stream_uring.c says) */
+    ASSERT_TRUE(pause_s.in_len <= (size_t)(mshot ? 4 : 1) * STREAM_RING_BUF);
     ASSERT_TRUE(sent < total); /* the socket's buffers filled: the kernel holds the rest, not us */
 
     /* Reading again: everything, in order. */
@@ -328,6 +332,95 @@ TEST(stream_uring_paused_stream_keeps_order_and_bounds_what_it_holds)
     free(want);
     free(pause_got);
     struct stream *streams[] = {&pause_s};
+    ring_worker_free(w, streams, 1);
+}
+
+/* ---- a bulk transfer takes single-shot receives: a paused side holds one buffer ---- */
+
+static struct stream bulk_s;
+static char *bulk_got;
+static size_t bulk_len;
+
+static void bulk_input(struct stream *s, const char *d, size_t n)
+{
+    if (!d) {
+        d = s->in;
+        n = s->in_len;
+    }
+    memcpy(bulk_got + bulk_len, d, n);
+    bulk_len += n;
+    if (s->in_len > 0)
+        stream_consume(s, s->in_len);
+}
+
+TEST(stream_uring_bulk_stream_takes_single_shot_receives)
+{
+    static const struct stream_ops ops = {bulk_input, nop_end, nop_drained, NULL};
+    struct worker *w = ring_worker();
+    size_t first = 256u << 10, more = 8u << 20, total = first + more, sent = 0;
+    char *want;
+    int fd, peer;
+
+    if (!w)
+        return;
+    want = xmalloc(total);
+    bulk_got = xmalloc(total + 1000);
+    bulk_len = 0;
+    for (size_t i = 0; i < total; i++)
+        want[i] = (char)(i % 253);
+    tcp_pair(&fd, &peer, 0, 0);
+    attach(&bulk_s, w, &ops, fd);
+    stream_read(&bulk_s, true);
+    test_run_for(&w->loop, 5);
+    ASSERT_FALSE(bulk_s.ur.bulk);
+
+    /* Bytes waiting in the socket fill whole buffers: bulk. */
+    pump(peer, want, first, &sent);
+    ASSERT_EQ(sent, first);
+    for (int i = 0; i < 200 && bulk_len < first; i++)
+        test_run_for(&w->loop, 5);
+    ASSERT_EQ(bulk_len, first);
+    ASSERT_TRUE(bulk_s.ur.bulk);
+
+    /* Paused while its receive is in the kernel: what that one receive brings, and nothing more. */
+    test_run_for(&w->loop, 5);
+    ASSERT_TRUE(bulk_s.ur.recv_busy);
+    stream_read(&bulk_s, false);
+    for (int i = 0; i < 40; i++) {
+        pump(peer, want, total, &sent);
+        test_run_for(&w->loop, 5);
+    }
+    ASSERT_EQ(bulk_len, first);
+    ASSERT_TRUE(bulk_s.in_len > 0);
+    ASSERT_TRUE(bulk_s.in_len <= (size_t)STREAM_RING_BUF);
+    ASSERT_FALSE(bulk_s.ur.recv_busy);
+    ASSERT_TRUE(sent < total); /* the rest is in the socket */
+
+    /* Reading again: everything, in order. */
+    stream_read(&bulk_s, true);
+    for (int i = 0; i < 400000 && bulk_len < total; i++) {
+        pump(peer, want, total, &sent);
+        uv_run(&w->loop, UV_RUN_NOWAIT);
+        if (bulk_len < sent && i % 64 == 63)
+            usleep(200);
+    }
+    ASSERT_EQ(bulk_len, total);
+    ASSERT_OK(memcmp(bulk_got, want, total));
+
+    /* Short messages, one at a time: back to multishot. */
+    for (int m = 0; m < 5; m++) {
+        size_t at = bulk_len;
+        ASSERT_EQ(send(peer, want, 100, 0), 100);
+        for (int i = 0; i < 200 && bulk_len < at + 100; i++)
+            test_run_for(&w->loop, 5);
+        ASSERT_EQ(bulk_len, at + 100);
+    }
+    ASSERT_FALSE(bulk_s.ur.bulk);
+    ASSERT_TRUE(bulk_s.ur.recv_busy);
+    close(peer);
+    free(want);
+    free(bulk_got);
+    struct stream *streams[] = {&bulk_s};
     ring_worker_free(w, streams, 1);
 }
 
@@ -401,6 +494,10 @@ TEST(stream_uring_end_waits_behind_bytes_kept_while_paused)
 
         if (!w)
             return;
+        if (!stream_ring_multishot(w->ring)) { /* (single-shot receives keep nothing while paused) */
+            ring_worker_free(w, NULL, 0);
+            return;
+        }
         memset(&ke_s, 0, sizeof(ke_s));
         memset(&ke_x, 0, sizeof(ke_x));
         memset(&ke_p, 0, sizeof(ke_p));

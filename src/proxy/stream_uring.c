@@ -497,15 +497,19 @@ static void prepare_cb(uv_prepare_t *p)
 
 /*
  * Can a multishot receive be limited to MSHOT_TOTAL bytes in all? Older
- * kernels refuse the limit (EINVAL); those, or any failure here, keep
- * single-shot receives, whose paused stream holds one buffer at most.
+ * kernels refuse the limit (EINVAL at once); those, or any failure here,
+ * keep single-shot receives, whose paused stream holds one buffer at most.
+ * One armed on an empty socket pair is then cancelled; nothing here waits
+ * for a completion that might not come (a refused entry stops the rest of
+ * its submission), and none takes longer than a second.
  */
-static bool mshot_cap_probe(struct io_uring *ring)
+static bool mshot_limit_probe(struct io_uring *ring)
 {
+    struct __kernel_timespec ts = {.tv_sec = 1};
     struct io_uring_sqe *sqe;
     struct io_uring_cqe *cqe;
-    int sv[2], recv_res = -EINVAL;
-    const uint64_t probe = 8 | OP_NONE; /* (no stream is ever at 8) */
+    const uint64_t probe = 8 | OP_NONE; /* (no stream is ever at 8; complete() ignores it) */
+    int sv[2], recv_res = 0, seen = 0;
 
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return false;
@@ -515,15 +519,22 @@ static bool mshot_cap_probe(struct io_uring *ring)
     sqe->flags |= IOSQE_BUFFER_SELECT;
     sqe->buf_group = RING_BGID;
     io_uring_sqe_set_data64(sqe, probe);
-    sqe = io_uring_get_sqe(ring);
-    io_uring_prep_cancel64(sqe, probe, 0);
-    io_uring_sqe_set_data64(sqe, OP_NONE);
-    if (io_uring_submit_and_wait(ring, 2) >= 0) {
-        for (int seen = 0; seen < 2 && io_uring_wait_cqe(ring, &cqe) == 0; seen++) {
-            if (cqe->user_data == probe)
-                recv_res = cqe->res;
-            io_uring_cqe_seen(ring, cqe);
+    if (io_uring_submit(ring) == 1 && io_uring_peek_cqe(ring, &cqe) != 0) {
+        /* Armed: cancel it, and collect both the cancellation's result and the receive's end. */
+        sqe = io_uring_get_sqe(ring);
+        io_uring_prep_cancel64(sqe, probe, 0);
+        io_uring_sqe_set_data64(sqe, OP_NONE);
+        if (io_uring_submit(ring) == 1) {
+            while (seen < 2 && io_uring_wait_cqe_timeout(ring, &cqe, &ts) == 0) {
+                if (cqe->user_data == probe)
+                    recv_res = cqe->res;
+                io_uring_cqe_seen(ring, cqe);
+                seen++;
+            }
         }
+    } else {
+        while (io_uring_peek_cqe(ring, &cqe) == 0) /* refused at once */
+            io_uring_cqe_seen(ring, cqe);
     }
     close(sv[0]);
     close(sv[1]);
@@ -603,7 +614,7 @@ struct stream_ring *stream_ring_new(struct worker *w)
         io_uring_buf_ring_add(r->br, r->bufs + (size_t)i * STREAM_RING_BUF, STREAM_RING_BUF, (unsigned short)i,
                               io_uring_buf_ring_mask(STREAM_RING_NBUFS), (int)i);
     io_uring_buf_ring_advance(r->br, STREAM_RING_NBUFS);
-    r->mshot = mshot_cap_probe(&r->ring);
+    r->mshot = mshot_limit_probe(&r->ring);
     r->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (r->efd < 0) {
         rc = -errno;

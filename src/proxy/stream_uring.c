@@ -162,16 +162,15 @@ static void cancel_recv(struct stream *s)
 }
 
 /* Tracks whether the stream is in a bulk transfer from the size of what a
- * receive brought; a multishot receive that fills a buffer is ended, and
- * the next one is single-shot. */
-static void note_size(struct stream *s, int res, bool last)
+ * receive brought; a multishot receive still armed that fills a buffer is
+ * ended, and the next one is single-shot. */
+static void note_size(struct stream *s, int res)
 {
     if (res == STREAM_RING_BUF) {
         s->ur.short_run = 0;
         if (!s->ur.bulk) {
             s->ur.bulk = true;
-            if (!last)
-                cancel_recv(s);
+            cancel_recv(s); /* (nothing to end if this was the receive's last completion) */
         }
     } else if (s->ur.bulk && ++s->ur.short_run >= BULK_EXIT) {
         s->ur.bulk = false;
@@ -300,7 +299,7 @@ static void recv_done(struct stream_ring *r, struct stream *s, int res, unsigned
     }
     if (res > 0 && data) {
         s->ur.hold = false; /* bytes came first: the tunnel goes on copying */
-        note_size(s, res, last);
+        note_size(s, res);
         if (!s->reading) {
             /* The owner has paused: keep them for when it reads again, and receive no more till then. */
             stream_keep(s, data, (size_t)res);

@@ -158,30 +158,26 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * NS + (uint64_t)ts.tv_nsec;
 }
 
+/* When request i falls due, from the start. */
+static uint64_t offset_ns(uint64_t i)
+{
+    return (uint64_t)((double)i * 1e9 / g_rate);
+}
+
 static uint64_t due_ns(uint64_t i)
 {
-    return g_t0 + (uint64_t)((double)i * 1e9 / g_rate);
+    return g_t0 + offset_ns(i);
 }
 
 /* The slice request i falls due in, counted from the start. */
 static uint64_t slice_of(uint64_t i)
 {
-    return (uint64_t)((double)i * 1e9 / g_rate) / g_slice_ns;
+    return offset_ns(i) / g_slice_ns;
 }
 
 static uint64_t epoch_of(uint64_t i)
 {
     return slice_of(i) / (uint64_t)g_ntargets;
-}
-
-/* Does request i count? Not if it fell due while its target was settling
- * into its turn, or (-q) in an epoch the hypervisor spoiled. */
-static int noisy(uint64_t e, uint64_t stop_ticks, uint64_t stop);
-static int measured_req(uint64_t i, uint64_t stop_ticks, uint64_t stop)
-{
-    if (g_ntargets > 1 && (uint64_t)((double)i * 1e9 / g_rate) % g_slice_ns < g_settle_ns)
-        return 0;
-    return !noisy(epoch_of(i), stop_ticks, stop);
 }
 
 /* The target whose turn it is when request i falls due: slice by slice, in
@@ -262,6 +258,15 @@ static int noisy(uint64_t e, uint64_t stop_ticks, uint64_t stop)
     ticks = (e + 1 < g_epochs_read ? g_steal[e + 1] : stop_ticks) - g_steal[e];
     span = (e + 1 < g_epochs_read ? g_steal_at[e + 1] : stop) - g_steal_at[e];
     return span > 0 && (double)ticks / (double)hz * 1e9 * 100 / ((double)span * (double)ncpu) > g_steal_max;
+}
+
+/* Does request i count? Not if it fell due while its target was settling
+ * into its turn, or (-q) in an epoch the hypervisor spoiled. */
+static int measured_req(uint64_t i, uint64_t stop_ticks, uint64_t stop)
+{
+    if (g_ntargets > 1 && offset_ns(i) % g_slice_ns < g_settle_ns)
+        return 0;
+    return !noisy(epoch_of(i), stop_ticks, stop);
 }
 
 /* ---- idle connections, first in first out ------------------------------- */
@@ -1156,13 +1161,15 @@ int main(int argc, char **argv)
         excluded += noisy(e, stop_ticks, stop) != 0;
 
     const char *hist = getenv("LATENCY_HIST"), *trace = getenv("LATENCY_TRACE");
+    uint64_t assigned[MAX_TARGETS] = {0}; /* measured requests that fell due in each target's turns */
     int status = 0;
+    for (uint64_t i = g_warm; i < g_total; i++)
+        assigned[target_of(i) - g_targets]++;
     if (trace && *trace && write_trace(trace, stop_ticks, stop) < 0)
         fprintf(stderr, "latency_load: %s: %s\n", trace, strerror(errno));
     for (int k = 0; k < g_ntargets; k++) {
         struct target *t = &g_targets[k];
         uint64_t *lat = malloc((t->nlat ? t->nlat : 1) * sizeof(*lat));
-        uint64_t assigned = 0;
         size_t n = 0;
         if (!lat) {
             fprintf(stderr, "latency_load: out of memory\n");
@@ -1173,8 +1180,6 @@ int main(int argc, char **argv)
             if (measured_req(t->lat[j].idx, stop_ticks, stop))
                 lat[n++] = t->lat[j].ns;
         qsort(lat, n, sizeof(*lat), cmp_u64);
-        for (uint64_t i = g_warm; i < g_total; i++)
-            assigned += target_of(i) == t;
         /* With one target, the run is its own: achieved_rps over SECONDS, or
          * up to the last 2xx if that took longer. */
         double window = seconds;
@@ -1196,7 +1201,7 @@ int main(int argc, char **argv)
                g_rate, (unsigned long long)t->sent, (unsigned long long)t->done, (unsigned long long)t->errors,
                (double)t->done / window, pct_us(lat, n, 0.5), pct_us(lat, n, 0.9), pct_us(lat, n, 0.99),
                pct_us(lat, n, 0.999), n ? (double)lat[n - 1] / 1e3 : 0.0,
-               (unsigned long long)(assigned - t->done - t->errors), g_nconns);
+               (unsigned long long)(assigned[k] - t->done - t->errors), g_nconns);
         if (g_steal_max >= 0 || g_ntargets > 1)
             printf(" epochs=%llu excluded_epochs=%llu kept=%zu", (unsigned long long)(last_epoch - first_epoch + 1),
                    (unsigned long long)excluded, n);

@@ -102,12 +102,9 @@ def main(path, rate):
         return (med(kind, "moderate", field) - med("direct", "moderate", field)) / 1000
 
     def is_quiet(r):
-        """Did a moderate-load run keep its cores? One that took turns with the others (latency_load -q)
-        left out the epochs with steal above STEAL_MAX itself, and counts if it kept half of them; one
-        run alone counts if its span had no more steal than that."""
-        if "epochs" in r:
-            return r["epochs"] > 0 and r["excluded_epochs"] <= r["epochs"] / 2
-        return r.get("steal_pct", NAN) <= STEAL_MAX
+        """Did a moderate-load run keep its cores? latency_load -q left out the epochs with steal above
+        STEAL_MAX itself; the run counts if it kept half of them."""
+        return r.get("epochs", 0) > 0 and r["excluded_epochs"] <= r["epochs"] / 2
 
     def round_added(kind):
         """Per round: the added p99 (ms), and whether both the relay's and direct's run were quiet."""
@@ -208,10 +205,6 @@ def main(path, rate):
         if any("epochs" in r for r in direct):
             print("epochs (one turn of every path) left out for steal > %s %% per round: %s" % (
                 STEAL_MAX, ["%d of %d" % (r.get("excluded_epochs", 0), r.get("epochs", 0)) for r in direct]))
-        elif any("steal_pct" in r for r in direct):
-            # Rounds the hypervisor took cores away in measure the host's neighbours more than the relays.
-            print("steal %% of both cores per round: %s" % "; ".join(
-                "%s %s" % (k, [r.get("steal_pct", NAN) for r in runs.get(("moderate", k), [])]) for k in mod))
 
     ws = kinds("ws")
     if ws:
